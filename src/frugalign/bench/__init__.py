@@ -1,0 +1,1 @@
+"""Benchmarks on gold-oracle tasks: runners, the result schema of BENCH.md, plots."""

@@ -1,0 +1,79 @@
+"""Pure per-example losses.
+
+Every function takes tensors (log-probabilities, rewards, weights) and returns *unreduced* per-pair
+losses, so that recipes decide how to weight, mask and reduce them. No model, no config, no I/O.
+Notation follows ALGORITHMS.md: u(y) = logp_pi(y|x) - logp_ref(y|x), h = u(y_w) - u(y_l).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pair_margin(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> torch.Tensor:
+    """h = (logp_pi(y_w) - logp_ref(y_w)) - (logp_pi(y_l) - logp_ref(y_l)), per pair."""
+    return (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+
+
+def dpo_loss(margin: torch.Tensor, beta: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """DPO per-pair loss -log sigma(beta*h); with label smoothing eps (conservative DPO):
+    -(1-eps) log sigma(beta*h) - eps log sigma(-beta*h)."""
+    logits = beta * margin
+    loss = -F.logsigmoid(logits)
+    if label_smoothing:
+        loss = (1.0 - label_smoothing) * loss - label_smoothing * F.logsigmoid(-logits)
+    return loss
+
+
+def ipo_loss(avg_margin: torch.Tensor, beta: float) -> torch.Tensor:
+    """IPO per-pair loss (h_avg - 1/(2*beta))^2, where h_avg is the margin of per-token averaged
+    log-probabilities (length-normalised), as in the IPO authors' reported results."""
+    return (avg_margin - 1.0 / (2.0 * beta)) ** 2
+
+
+def wdpo_weights(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, beta2: float) -> torch.Tensor:
+    """OPTune's wDPO weight R = sigma(beta2 * (r(y_w) - r(y_l))), detached: rewards are data."""
+    return torch.sigmoid(beta2 * (chosen_rewards - rejected_rewards)).detach()
+
+
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    margin: torch.Tensor | None = None,
+    centering: float = 0.0,
+) -> torch.Tensor:
+    """Reward-model loss -log sigma(r_w - r_l - margin) + c * (r_w + r_l)^2, per pair."""
+    diff = chosen_rewards - rejected_rewards
+    if margin is not None:
+        diff = diff - margin
+    loss = -F.logsigmoid(diff)
+    if centering:
+        loss = loss + centering * (chosen_rewards + rejected_rewards) ** 2
+    return loss
+
+
+def sft_loss(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-example mean negative log-likelihood over the response tokens (mask = 1 on them)."""
+    mask = mask.to(token_logps.dtype)
+    return -(token_logps * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Batch loss sum(w*l)/sum(w) over pairs with w > 0 (plain mean when weights is None).
+
+    Normalising by the weight sum keeps the learning rate's meaning independent of how many pairs a
+    batch keeps; a batch whose weights are all zero contributes a zero loss that still has a graph,
+    so every process runs the same backward (DDP needs that)."""
+    if weights is None:
+        return losses.mean()
+    weights = weights.to(losses.dtype)
+    total = weights.sum()
+    if total <= 0:
+        return (losses * 0.0).sum()
+    return (weights * losses).sum() / total
