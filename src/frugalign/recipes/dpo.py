@@ -1,0 +1,205 @@
+"""Offline preference optimisation: DPO and IPO, with label smoothing and per-pair weights.
+
+Per step: one forward of the policy over the chosen and rejected responses of the micro-batch, the
+reference log-probs (a frozen copy, the LoRA base with its adapter disabled, or precomputed once
+before training), the per-pair loss, and the weighted mean sum(w*l)/sum(w).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from frugalign import losses, models
+from frugalign.config import option
+from frugalign.data import load_rows, preference_examples, tokenize_preferences
+from frugalign.engine import Engine, TrainResult, console, summary_table
+from frugalign.errors import UserError
+from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps
+from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
+
+
+@dataclass
+class DPOConfig(RecipeConfig):
+    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
+
+    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
+    beta: float = option(0.1, "strength of the KL regularisation to the reference")
+    label_smoothing: float = option(0.0, "conservative DPO: probability that a label is flipped (dpo loss only)")
+    reference: Literal["copy", "precomputed"] = option(
+        "copy",
+        "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
+        "precomputed: reference log-probs computed in one pass before training and cached to disk",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta <= 0:
+            raise UserError(f"option beta must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise UserError(f"option label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss == "ipo":
+            raise UserError("label_smoothing applies to the dpo loss only")
+
+
+def pair_losses(
+    config: DPOConfig, chosen: SequenceLogps, rejected: SequenceLogps, ref_chosen: SequenceLogps, ref_rejected: SequenceLogps
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair losses and the margin h (summed log-ratios) for the configured loss."""
+    margin = losses.pair_margin(chosen.sum, rejected.sum, ref_chosen.sum, ref_rejected.sum)
+    if config.loss == "ipo":
+        avg_margin = losses.pair_margin(chosen.mean, rejected.mean, ref_chosen.mean, ref_rejected.mean)
+        return losses.ipo_loss(avg_margin, config.beta), margin
+    return losses.dpo_loss(margin, config.beta, config.label_smoothing), margin
+
+
+def pair_metrics(
+    beta: float, margin: torch.Tensor, chosen: SequenceLogps, rejected: SequenceLogps, ref_chosen, ref_rejected
+) -> dict[str, float]:
+    """Implicit rewards beta*u(y) and how often the chosen response's reward is the higher one."""
+    reward_chosen = beta * (chosen.sum - ref_chosen.sum).detach()
+    reward_rejected = beta * (rejected.sum - ref_rejected.sum).detach()
+    return {
+        "rewards/chosen": reward_chosen.mean().item(),
+        "rewards/rejected": reward_rejected.mean().item(),
+        "rewards/accuracy": (margin.detach() > 0).float().mean().item(),
+        "rewards/margin": (beta * margin.detach()).mean().item(),
+        "logps/chosen": chosen.sum.detach().mean().item(),
+        "logps/rejected": rejected.sum.detach().mean().item(),
+    }
+
+
+class Reference:
+    """Reference log-probs of a batch of pairs, in whichever of the three ways the config asks."""
+
+    def __init__(self, config: DPOConfig, engine: Engine, policy):
+        self.engine = engine
+        self.precomputed = config.reference == "precomputed"
+        self.use_adapter_off = config.lora_r > 0
+        # a frozen copy only when it is needed: LoRA gives the reference for free, precomputation once
+        self.model = None
+        if not self.precomputed and not self.use_adapter_off:
+            self.model = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def live(self, policy, tensors: dict[str, torch.Tensor]) -> tuple[SequenceLogps, SequenceLogps]:
+        if self.use_adapter_off:
+            with self.engine.unwrap(policy).disable_adapter():
+                return pair_logps(policy, tensors)
+        return pair_logps(self.model, tensors)
+
+    def __call__(self, policy, rows: list[dict], tensors, chosen: SequenceLogps, rejected: SequenceLogps):
+        if self.precomputed:
+            device = chosen.sum.device
+            ref_c = torch.tensor([r["ref_chosen_logp"] for r in rows], device=device)
+            ref_r = torch.tensor([r["ref_rejected_logp"] for r in rows], device=device)
+            return SequenceLogps(ref_c, chosen.count), SequenceLogps(ref_r, rejected.count)
+        return self.live(policy, tensors)
+
+    def precompute(self, policy, rows: list[dict], batch_size: int, pad_id: int, cache: Path) -> None:
+        """Attach `ref_chosen_logp`/`ref_rejected_logp` to every row, from the cache file when its key
+        (the token ids of every row) matches, else in one sharded pass over the rows."""
+        key = hashlib.sha256(
+            json.dumps([[r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]] for r in rows]).encode()
+        ).hexdigest()
+        values = None
+        if cache.exists():
+            stored = torch.load(cache)
+            if stored["key"] == key:
+                values = stored["values"]
+        if values is None:
+            mine = list(range(self.engine.accelerator.process_index, len(rows), self.engine.accelerator.num_processes))
+            local = []
+            policy.eval()
+            for start in range(0, len(mine), batch_size):
+                idx = mine[start : start + batch_size]
+                tensors = to_device(pair_batch([rows[i] for i in idx], pad_id), self.engine.device)
+                c, r = self.live(policy, tensors)
+                local += [(i, a, b) for i, a, b in zip(idx, c.sum.tolist(), r.sum.tolist())]
+            policy.train()
+            gathered = self.engine.accelerator.gather_for_metrics(local, use_gather_object=True)
+            values = {i: (a, b) for i, a, b in gathered}
+            if self.engine.is_main:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                torch.save({"key": key, "values": values}, cache)
+        for i, row in enumerate(rows):
+            row["ref_chosen_logp"], row["ref_rejected_logp"] = values[i]
+
+
+def load_preference_rows(config: DPOConfig, tokenizer) -> tuple[list[dict], list[dict]]:
+    """Read, validate and tokenize the training (and evaluation) pairs: all before any compute."""
+    if not config.dataset:
+        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
+
+    def read(source: str, split: str) -> list[dict]:
+        examples = preference_examples(load_rows(source, split), source, tokenizer)
+        rows, report = tokenize_preferences(
+            examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
+        )
+        console.print(f"{source}: {report.summary()}")
+        return rows
+
+    train = read(config.dataset, config.dataset_split)
+    if config.eval_dataset:
+        return train, read(config.eval_dataset, config.dataset_split)
+    return hold_out(train, config.eval_fraction, config.seed)
+
+
+def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None,
+              engine: Engine | None = None, eval_fn=None) -> tuple[object, TrainResult]:
+    """Train `policy` on tokenized pair rows. The Python API behind `frugalign dpo`, used by benches
+    and by recipes that build their pairs in memory. The held-out evaluation is DPO's metrics on
+    `eval_rows`, or `eval_fn(model) -> metrics` when given (a bench's gold-reward evaluation)."""
+    engine = engine or Engine(config)
+    policy = policy.to(engine.device)
+    pad_id = tokenizer.pad_token_id
+    reference = Reference(config, engine, policy)
+    all_rows = train_rows + list(eval_rows or [])
+    if reference.precomputed:
+        reference.precompute(policy, all_rows, config.batch_size, pad_id, Path(config.output_dir) / "reference_logps.pt")
+
+    def step(model, rows: list[dict]):
+        tensors = to_device(pair_batch(rows, pad_id), engine.device)
+        chosen, rejected = pair_logps(model, tensors)
+        ref_chosen, ref_rejected = reference(model, rows, tensors, chosen, rejected)
+        per_pair, margin = pair_losses(config, chosen, rejected, ref_chosen, ref_rejected)
+        weights = torch.tensor([r.get("weight", 1.0) for r in rows], device=engine.device)
+        loss = losses.weighted_mean(per_pair, weights)
+        return loss, {"loss": loss.item(), **pair_metrics(config.beta, margin, chosen, rejected, ref_chosen, ref_rejected)}
+
+    def evaluate(model) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        shard = engine.shard(eval_rows)
+        for start in range(0, len(shard), config.batch_size):
+            batch = shard[start : start + config.batch_size]
+            _, metrics = step(model, batch)
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + v * len(batch)
+        return {k: v / max(1, len(shard)) for k, v in totals.items()}
+
+    if eval_fn is None and eval_rows:
+        eval_fn = evaluate
+    return engine.fit(policy, train_rows, step, eval_fn, description=config.loss)
+
+
+def run(config: DPOConfig) -> TrainResult:
+    """`frugalign dpo`: load, validate, train, save, summarise."""
+    tokenizer = models.load_tokenizer(config.model)
+    train_rows, eval_rows = load_preference_rows(config, tokenizer)
+    engine = Engine(config)
+    policy = load_policy(config, engine)
+    model, result = train_dpo(config, policy, tokenizer, train_rows, eval_rows, engine)
+    path = engine.save_model(model, tokenizer)
+    engine.end()
+    engine.print(summary_table(
+        f"frugalign {config.loss}",
+        {"pairs": len(train_rows), "held-out pairs": len(eval_rows), "steps": result.steps,
+         "seconds": result.seconds, **result.last_metrics, **result.eval_metrics, "model": str(path)},
+    ))
+    return result

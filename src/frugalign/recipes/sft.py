@@ -1,0 +1,88 @@
+"""Supervised fine-tuning on demonstrations: per step, the mean negative log-likelihood of the
+completion tokens (prompt tokens are context, not targets)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from frugalign import losses, models
+from frugalign.data import demonstrations, load_rows, tokenize_demonstrations
+from frugalign.engine import Engine, TrainResult, console, summary_table
+from frugalign.errors import UserError
+from frugalign.logprobs import pad_sequences, token_logps
+from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
+
+
+@dataclass
+class SFTConfig(RecipeConfig):
+    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
+
+
+def completion_nll(model, rows: list[dict], pad_id: int, device) -> torch.Tensor:
+    """Per-example mean NLL of the completion tokens."""
+    tensors = to_device(
+        pad_sequences([r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows], pad_id), device
+    )
+    logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"], use_cache=False).logits
+    lp = token_logps(logits[:, :-1], tensors["input_ids"][:, 1:])
+    return losses.sft_loss(lp, tensors["loss_mask"][:, 1:])
+
+
+def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
+    """Read, validate and tokenize the demonstrations: all before any compute."""
+    if not config.dataset:
+        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
+
+    def read(source: str) -> list[dict]:
+        examples = demonstrations(load_rows(source, config.dataset_split), source, tokenizer)
+        rows, report = tokenize_demonstrations(
+            examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
+        )
+        console.print(f"{source}: {report.summary()}")
+        return rows
+
+    train = read(config.dataset)
+    if config.eval_dataset:
+        return train, read(config.eval_dataset)
+    return hold_out(train, config.eval_fraction, config.seed)
+
+
+def train_sft(config: SFTConfig, policy, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None,
+              engine: Engine | None = None) -> tuple[object, TrainResult]:
+    """Train `policy` on tokenized demonstration rows (the Python API behind `frugalign sft`)."""
+    engine = engine or Engine(config)
+    policy = policy.to(engine.device)
+    pad_id = tokenizer.pad_token_id
+
+    def step(model, rows: list[dict]):
+        loss = completion_nll(model, rows, pad_id, engine.device).mean()
+        return loss, {"loss": loss.item()}
+
+    def evaluate(model) -> dict[str, float]:
+        shard = engine.shard(eval_rows)
+        total = sum(completion_nll(model, shard[i : i + config.batch_size], pad_id, engine.device).sum().item()
+                    for i in range(0, len(shard), config.batch_size))
+        loss = total / max(1, len(shard))
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
+
+    return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="sft")
+
+
+def run(config: SFTConfig) -> TrainResult:
+    """`frugalign sft`: load, validate, train, save, summarise."""
+    tokenizer = models.load_tokenizer(config.model)
+    train_rows, eval_rows = load_demonstration_rows(config, tokenizer)
+    engine = Engine(config)
+    policy = load_policy(config, engine)
+    model, result = train_sft(config, policy, tokenizer, train_rows, eval_rows, engine)
+    path = engine.save_model(model, tokenizer)
+    engine.end()
+    engine.print(summary_table(
+        "frugalign sft",
+        {"demonstrations": len(train_rows), "held-out": len(eval_rows), "steps": result.steps,
+         "seconds": result.seconds, **result.last_metrics, **result.eval_metrics, "model": str(path)},
+    ))
+    return result
