@@ -1,0 +1,110 @@
+"""The training engine: data order, schedules, accumulation, checkpoints and exact resumption."""
+
+import json
+
+import pytest
+import torch
+
+from frugalign.engine import Engine, TrainConfig, lr_lambda
+from frugalign.models import tiny_causal_lm
+from frugalign.recipes.dpo import DPOConfig, train_dpo
+from tests.conftest import preference_rows
+
+
+def tokenized(tokenizer, n, seed=0):
+    eos = tokenizer.eos_token_id
+    return [
+        {"index": i, "prompt_ids": tokenizer(r["prompt"])["input_ids"],
+         "chosen_ids": tokenizer(r["chosen"], add_special_tokens=False)["input_ids"] + [eos],
+         "rejected_ids": tokenizer(r["rejected"], add_special_tokens=False)["input_ids"] + [eos], "weight": 1.0}
+        for i, r in enumerate(preference_rows(n, seed))
+    ]
+
+
+def flat_params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_micro_batches_cover_each_epoch_once_and_are_seeded(tmp_path):
+    engine = Engine(TrainConfig(output_dir=str(tmp_path), batch_size=2, gradient_accumulation_steps=2, seed=3))
+    epoch0 = [i for step in range(3) for mb in engine.micro_batches(12, step) for i in mb]
+    assert sorted(epoch0) == list(range(12))
+    assert [len(mb) for mb in engine.micro_batches(12, 0)] == [2, 2]
+    assert engine.micro_batches(12, 3) != engine.micro_batches(12, 0)  # a new epoch, a new order
+    again = Engine(TrainConfig(output_dir=str(tmp_path), batch_size=2, gradient_accumulation_steps=2, seed=3))
+    assert again.micro_batches(12, 4) == engine.micro_batches(12, 4)
+    # 10 rows, global batch 4: the last batch of the epoch is filled from the epoch's start
+    assert engine.steps_per_epoch(10) == 3
+    assert sum(len(mb) for mb in engine.micro_batches(10, 2)) == 4
+
+
+@pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
+def test_schedules_warm_up_then_decay(kind):
+    f = lr_lambda(kind, warmup=4, total=20)
+    assert f(0) < f(1) < f(3) <= 1.0
+    assert f(4) == pytest.approx(1.0)
+    if kind == "constant":
+        assert f(19) == 1.0
+    else:
+        assert f(12) < 1.0 and f(19) < f(12)
+        assert f(20) == pytest.approx(0.0, abs=1e-9)
+
+
+def dpo_config(tmp_path, **kw):
+    defaults = dict(output_dir=str(tmp_path), learning_rate=1e-3, batch_size=4, max_steps=6, warmup_ratio=0.0,
+                    seed=0, logging_steps=1)
+    return DPOConfig(**{**defaults, **kw})
+
+
+def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, tokenizer):
+    rows = tokenized(tokenizer, 16)
+    a, _ = train_dpo(dpo_config(tmp_path / "a", batch_size=4, max_steps=3), tiny_causal_lm(len(tokenizer)), tokenizer, rows)
+    b, _ = train_dpo(dpo_config(tmp_path / "b", batch_size=2, gradient_accumulation_steps=2, max_steps=3),
+                     tiny_causal_lm(len(tokenizer)), tokenizer, rows)
+    assert torch.allclose(flat_params(a), flat_params(b), atol=1e-5)
+
+
+def test_resume_continues_exactly(tmp_path, tokenizer):
+    """Interrupted after step 4 (checkpoint at 3), resumed: the final weights equal an uninterrupted run's."""
+    rows = tokenized(tokenizer, 20)
+    # dropout on, so that the RNG state must be restored too
+    make = lambda: tiny_causal_lm(len(tokenizer), attention_dropout=0.1)  # noqa: E731
+    full, _ = train_dpo(dpo_config(tmp_path / "full", max_steps=7, save_steps=3), make(), tokenizer, rows)
+
+    class Interrupt(Exception):
+        pass
+
+    calls = {"n": 0}
+    import frugalign.recipes.dpo as dpo_module
+
+    original = dpo_module.pair_losses
+
+    def failing(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupt
+        return original(*args, **kw)
+
+    dpo_module.pair_losses = failing
+    try:
+        with pytest.raises(Interrupt):
+            train_dpo(dpo_config(tmp_path / "cut", max_steps=7, save_steps=3), make(), tokenizer, rows)
+    finally:
+        dpo_module.pair_losses = original
+    assert (tmp_path / "cut" / "checkpoints" / "step-00000003" / "frugalign_state.json").exists()
+    resumed, result = train_dpo(dpo_config(tmp_path / "cut", max_steps=7, save_steps=3, resume=True), make(),
+                                tokenizer, rows)
+    assert result.steps == 7
+    assert torch.equal(flat_params(full), flat_params(resumed))
+    logged = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == 7 and 4 in logged
+
+
+def test_rmsprop_and_clipping_run_and_change_parameters(tmp_path, tokenizer):
+    rows = tokenized(tokenizer, 8)
+    model = tiny_causal_lm(len(tokenizer))
+    before = flat_params(model).clone()
+    trained, result = train_dpo(dpo_config(tmp_path, optimizer="rmsprop", max_grad_norm=0.5, max_steps=2,
+                                           lr_scheduler="cosine"), model, tokenizer, rows)
+    assert not torch.equal(before, flat_params(trained))
+    assert result.last_metrics["grad_norm"] > 0

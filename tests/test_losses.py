@@ -1,0 +1,85 @@
+"""Losses against hand-computed values and their known limits."""
+
+import math
+
+import pytest
+import torch
+
+from frugalign import losses
+
+
+def test_pair_margin_is_difference_of_log_ratios():
+    h = losses.pair_margin(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-2.5]))
+    assert h.item() == pytest.approx((-1 + 2) - (-3 + 2.5))
+
+
+def test_dpo_loss_hand_computed():
+    margin = torch.tensor([0.0, 2.0, -1.0])
+    loss = losses.dpo_loss(margin, beta=0.5)
+    expected = [-math.log(1 / (1 + math.exp(-0.5 * m))) for m in (0.0, 2.0, -1.0)]
+    assert loss.tolist() == pytest.approx(expected, rel=1e-6)
+    assert loss[0].item() == pytest.approx(math.log(2))
+
+
+def test_label_smoothing_mixes_both_orientations():
+    margin = torch.tensor([1.5])
+    eps = 0.2
+    smoothed = losses.dpo_loss(margin, beta=1.0, label_smoothing=eps)
+    flipped = losses.dpo_loss(-margin, beta=1.0)
+    plain = losses.dpo_loss(margin, beta=1.0)
+    assert smoothed.item() == pytest.approx((1 - eps) * plain.item() + eps * flipped.item())
+    assert losses.dpo_loss(margin, 1.0, 0.0).item() == pytest.approx(plain.item())
+
+
+def test_ipo_loss_formula_and_minimum():
+    beta = 0.25
+    assert losses.ipo_loss(torch.tensor([2.0]), beta).item() == pytest.approx(0.0)  # h_avg = 1/(2 beta)
+    assert losses.ipo_loss(torch.tensor([0.0]), beta).item() == pytest.approx(4.0)
+
+
+def test_weights_of_one_give_plain_mean_and_zero_weights_drop_pairs():
+    per_pair = torch.tensor([1.0, 2.0, 6.0])
+    assert losses.weighted_mean(per_pair, torch.ones(3)).item() == pytest.approx(3.0)
+    assert losses.weighted_mean(per_pair).item() == pytest.approx(3.0)
+    assert losses.weighted_mean(per_pair, torch.tensor([1.0, 1.0, 0.0])).item() == pytest.approx(1.5)
+    assert losses.weighted_mean(per_pair, torch.tensor([1.0, 3.0, 0.0])).item() == pytest.approx((1 + 6) / 4)
+
+
+def test_all_zero_weights_give_zero_loss_with_a_graph():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss = losses.weighted_mean(x * 2, torch.zeros(2))
+    loss.backward()
+    assert loss.item() == 0.0 and x.grad.tolist() == [0.0, 0.0]
+
+
+def test_wdpo_weights_are_detached_sigmoid_of_reward_gap():
+    rw = torch.tensor([2.0, 0.0], requires_grad=True)
+    rl = torch.tensor([0.0, 0.0])
+    w = losses.wdpo_weights(rw, rl, beta2=1.0)
+    assert not w.requires_grad
+    assert w.tolist() == pytest.approx([1 / (1 + math.exp(-2)), 0.5])
+
+
+def test_bradley_terry_with_margin_and_centering():
+    rw, rl = torch.tensor([1.0]), torch.tensor([0.5])
+    plain = losses.bradley_terry_loss(rw, rl)
+    assert plain.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.5))))
+    with_margin = losses.bradley_terry_loss(rw, rl, margin=torch.tensor([0.5]))
+    assert with_margin.item() == pytest.approx(math.log(2))
+    centred = losses.bradley_terry_loss(rw, rl, centering=0.01)
+    assert centred.item() == pytest.approx(plain.item() + 0.01 * 1.5**2)
+
+
+def test_sft_loss_masks_prompt_tokens():
+    token_logps = torch.tensor([[-5.0, -1.0, -3.0], [-2.0, -2.0, -9.0]])
+    mask = torch.tensor([[0, 1, 1], [1, 1, 0]])
+    assert losses.sft_loss(token_logps, mask).tolist() == pytest.approx([2.0, 2.0])
+
+
+def test_dpo_gradient_pushes_chosen_up_and_rejected_down():
+    chosen = torch.tensor([-4.0], requires_grad=True)
+    rejected = torch.tensor([-4.0], requires_grad=True)
+    margin = losses.pair_margin(chosen, rejected, torch.tensor([-4.0]), torch.tensor([-4.0]))
+    losses.dpo_loss(margin, beta=0.1).sum().backward()
+    assert chosen.grad.item() < 0 < rejected.grad.item()
+    assert chosen.grad.item() == pytest.approx(-0.05)  # -beta * sigma(0)
