@@ -1,0 +1,248 @@
+"""TRL's dataset formats, validated row by row and turned into plain-text examples.
+
+Accepted (each row is one of):
+- preferences: `prompt`, `chosen`, `rejected` (explicit prompt) or only `chosen`, `rejected`
+  (implicit prompt), optional `weight` (a finite number >= 0);
+- demonstrations: `prompt`, `completion`, or `messages` (the last message, the assistant's, is the
+  completion);
+- unlabelled pairs (active querying): `prompt`, `response_a`, `response_b`.
+Each field is either a string (standard format) or a list of `{"role", "content"}` messages
+(conversational format), rendered with the tokenizer's chat template: the prompt with the generation
+prompt appended, a completion as the rendered full conversation minus the rendered prompt.
+
+Implicit prompts: for strings, the prompt is the longest common prefix of chosen and rejected, cut
+back to its last whitespace so that no word is split between prompt and response; for messages, the
+prompt is the leading messages both conversations share.
+
+Every row is checked before anything is returned; the first problem raises a DataError that names
+the file, the row (counted from 1) and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from frugalign.errors import DataError, UserError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class PreferenceExample:
+    prompt: str
+    chosen: str
+    rejected: str
+    weight: float = 1.0
+    templated: bool = False  # rendered by a chat template, which already holds the special tokens
+
+
+@dataclass
+class Demonstration:
+    prompt: str
+    completion: str
+    templated: bool = False
+
+
+@dataclass
+class UnlabelledPair:
+    prompt: str
+    response_a: str
+    response_b: str
+    templated: bool = False
+
+
+class _Row:
+    """Field access for one row, with errors that say where."""
+
+    def __init__(self, row: dict, source: str, number: int):
+        self.row, self.source, self.number = row, source, number
+
+    def error(self, message: str, field: str | None = None) -> DataError:
+        return DataError(self.source, message, row=self.number, field=field)
+
+    def require(self, *fields: str) -> None:
+        missing = [f for f in fields if f not in self.row]
+        if missing:
+            found = ", ".join(sorted(self.row)) or "none"
+            raise self.error(f"missing column(s) {', '.join(missing)} (columns found: {found})", missing[0])
+
+    def text(self, field: str) -> str:
+        value = self.row.get(field)
+        if value is None:
+            raise self.error("is empty (null)", field)
+        if not isinstance(value, str):
+            raise self.error(f"expected a string or a list of messages, got {type(value).__name__}", field)
+        if not value.strip():
+            raise self.error("is an empty string", field)
+        return value
+
+    def messages(self, field: str) -> list[dict]:
+        value = self.row.get(field)
+        if not isinstance(value, list) or not value:
+            raise self.error("expected a non-empty list of messages", field)
+        for k, m in enumerate(value):
+            if not isinstance(m, dict) or "role" not in m or "content" not in m:
+                raise self.error(f"message {k + 1} must be an object with 'role' and 'content'", field)
+            if m["role"] not in ROLES:
+                raise self.error(f"message {k + 1} has unknown role {m['role']!r} (expected one of {ROLES})", field)
+            if not isinstance(m["content"], str) or not m["content"].strip():
+                raise self.error(f"message {k + 1} has empty or non-string content", field)
+        return value
+
+    def is_conversational(self, *fields: str) -> bool:
+        return any(isinstance(self.row.get(f), list) for f in fields)
+
+    def weight(self) -> float:
+        if "weight" not in self.row or self.row["weight"] is None:
+            return 1.0
+        w = self.row["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise self.error(f"expected a number, got {w!r}", "weight")
+        if not math.isfinite(w) or w < 0:
+            raise self.error(f"must be a finite number >= 0, got {w!r}", "weight")
+        return float(w)
+
+
+class _Template:
+    """Chat-template rendering of conversational rows."""
+
+    def __init__(self, tokenizer, source: str):
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise UserError(f"{source}: conversational rows need a tokenizer with a chat template")
+        self.tokenizer = tokenizer
+
+    def prompt(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def completion(self, row: _Row, field: str, prompt: list[dict], completion: list[dict]) -> str:
+        head = self.prompt(prompt)
+        full = self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        if not full.startswith(head):
+            raise row.error("the chat template renders the conversation so that it does not start with the "
+                            "rendered prompt; use the standard (string) format instead", field)
+        rest = full[len(head):]
+        if not rest.strip():
+            raise row.error("renders to an empty completion", field)
+        return rest
+
+
+def _common_prefix_prompt(row: _Row, chosen: str, rejected: str) -> tuple[str, str, str]:
+    n = 0
+    for x, y in zip(chosen, rejected):
+        if x != y:
+            break
+        n += 1
+    # cut after the last whitespace of the shared prefix, so no word is split
+    cut = max(chosen.rfind(" ", 0, n), chosen.rfind("\n", 0, n)) + 1
+    if cut <= 0:
+        raise row.error("no prompt column and chosen and rejected share no prefix to use as the prompt", "prompt")
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+def _shared_messages(row: _Row, chosen: list[dict], rejected: list[dict]) -> int:
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    if n == 0:
+        raise row.error("no prompt column and chosen and rejected share no leading messages", "prompt")
+    if n == len(chosen) or n == len(rejected):
+        raise row.error("one conversation is a prefix of the other: nothing left to compare", "chosen")
+    return n
+
+
+def preference_examples(rows: list[dict], source: str, tokenizer=None) -> list[PreferenceExample]:
+    """(prompt, chosen, rejected, weight) from rows in any of TRL's preference formats."""
+    out = []
+    template = None
+    for number, raw in enumerate(rows, start=1):
+        row = _Row(raw, source, number)
+        row.require("chosen", "rejected")
+        weight = row.weight()
+        if row.is_conversational("prompt", "chosen", "rejected"):
+            template = template or _Template(tokenizer, source)
+            chosen, rejected = row.messages("chosen"), row.messages("rejected")
+            if "prompt" in raw:
+                prompt = row.messages("prompt")
+            else:
+                n = _shared_messages(row, chosen, rejected)
+                prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+            example = PreferenceExample(template.prompt(prompt), template.completion(row, "chosen", prompt, chosen),
+                                        template.completion(row, "rejected", prompt, rejected), weight, True)
+        else:
+            chosen, rejected = row.text("chosen"), row.text("rejected")
+            if "prompt" in raw:
+                example = PreferenceExample(row.text("prompt"), chosen, rejected, weight)
+            else:
+                prompt, chosen, rejected = _common_prefix_prompt(row, chosen, rejected)
+                if not chosen.strip() or not rejected.strip():
+                    raise row.error("is empty once the shared prompt is removed", "chosen" if not chosen.strip() else "rejected")
+                example = PreferenceExample(prompt, chosen, rejected, weight)
+        if example.chosen == example.rejected:
+            raise row.error("chosen and rejected are identical: a pair must differ", "rejected")
+        out.append(example)
+    return out
+
+
+def demonstrations(rows: list[dict], source: str, tokenizer=None) -> list[Demonstration]:
+    """(prompt, completion) from `prompt`/`completion` or `messages` rows."""
+    out = []
+    template = None
+    for number, raw in enumerate(rows, start=1):
+        row = _Row(raw, source, number)
+        if "messages" in raw:
+            template = template or _Template(tokenizer, source)
+            messages = row.messages("messages")
+            if messages[-1]["role"] != "assistant" or len(messages) < 2:
+                raise row.error("the last message must be the assistant's, after at least one other", "messages")
+            prompt = messages[:-1]
+            out.append(Demonstration(template.prompt(prompt),
+                                     template.completion(row, "messages", prompt, messages[-1:]), True))
+            continue
+        row.require("prompt", "completion")
+        if row.is_conversational("prompt", "completion"):
+            template = template or _Template(tokenizer, source)
+            prompt = row.messages("prompt")
+            out.append(Demonstration(template.prompt(prompt),
+                                     template.completion(row, "completion", prompt, row.messages("completion")), True))
+        else:
+            out.append(Demonstration(row.text("prompt"), row.text("completion")))
+    return out
+
+
+def unlabelled_pairs(rows: list[dict], source: str, tokenizer=None, seed: int = 0
+                     ) -> tuple[list[UnlabelledPair], list[int] | None]:
+    """Pairs to be labelled by an annotator, and their hidden labels when the rows are labelled.
+
+    Rows with `response_a`/`response_b` are unlabelled (labels: None). A labelled preference dataset
+    (`chosen`/`rejected`) is accepted for simulation: which response becomes `a` is drawn with a
+    seeded coin, so position carries no signal, and labels[i] is +1 when `a` is the chosen one."""
+    if rows and "response_a" not in rows[0] and "chosen" in rows[0]:
+        rng = random.Random(seed)
+        pairs, labels = [], []
+        for ex in preference_examples(rows, source, tokenizer):
+            if rng.random() < 0.5:
+                pairs.append(UnlabelledPair(ex.prompt, ex.chosen, ex.rejected, ex.templated))
+                labels.append(1)
+            else:
+                pairs.append(UnlabelledPair(ex.prompt, ex.rejected, ex.chosen, ex.templated))
+                labels.append(-1)
+        return pairs, labels
+    out = []
+    template = None
+    for number, raw in enumerate(rows, start=1):
+        row = _Row(raw, source, number)
+        row.require("prompt", "response_a", "response_b")
+        if row.is_conversational("prompt", "response_a", "response_b"):
+            template = template or _Template(tokenizer, source)
+            prompt = row.messages("prompt")
+            pair = UnlabelledPair(template.prompt(prompt),
+                                  template.completion(row, "response_a", prompt, row.messages("response_a")),
+                                  template.completion(row, "response_b", prompt, row.messages("response_b")), True)
+        else:
+            pair = UnlabelledPair(row.text("prompt"), row.text("response_a"), row.text("response_b"))
+        if pair.response_a == pair.response_b:
+            raise row.error("response_a and response_b are identical: a pair must differ", "response_b")
+        out.append(pair)
+    return out, None

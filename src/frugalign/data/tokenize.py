@@ -1,0 +1,110 @@
+"""Token ids of examples, with the length rule every recipe shares.
+
+- The prompt is tokenized with the tokenizer's own special tokens (e.g. BOS), unless a chat template
+  rendered it (the template already holds them). A response is tokenized without special tokens and
+  gets the EOS token appended, unless a chat template rendered it (it already ends the turn).
+- Over-long rows, by `overlong`:
+  `truncate` keeps the LAST `max_prompt_length` prompt tokens (the end of a prompt is what the
+  response answers) and the FIRST `max_response_length` response tokens (EOS included in the count;
+  a cut response loses its EOS, so the model is not taught to stop there);
+  `drop` leaves the row out; `error` stops with the row, the field and the lengths.
+The counts go into a TruncationReport, which recipes print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from frugalign.data.formats import Demonstration, PreferenceExample, UnlabelledPair
+from frugalign.errors import DataError, UserError
+
+OVERLONG = ("truncate", "drop", "error")
+
+
+@dataclass
+class TruncationReport:
+    total: int = 0
+    prompts_truncated: int = 0
+    responses_truncated: int = 0
+    dropped: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.total - self.dropped} of {self.total} rows kept; prompts truncated: {self.prompts_truncated}, "
+                f"responses truncated: {self.responses_truncated}, dropped as over-long: {self.dropped}")
+
+
+class _Lengths:
+    """Applies the over-long rule to one row's fields."""
+
+    def __init__(self, tokenizer, max_prompt: int, max_response: int, source: str, overlong: str, report):
+        if overlong not in OVERLONG:
+            raise UserError(f"overlong must be one of {OVERLONG}, got {overlong!r}")
+        if tokenizer.eos_token_id is None:
+            raise UserError("the tokenizer has no EOS token")
+        self.tok, self.max_prompt, self.max_response = tokenizer, max_prompt, max_response
+        self.source, self.overlong, self.report = source, overlong, report
+
+    def prompt(self, text: str, templated: bool, row: int) -> list[int] | None:
+        ids = self.tok(text, add_special_tokens=not templated)["input_ids"]
+        if len(ids) <= self.max_prompt:
+            return ids
+        if self.overlong == "error":
+            raise DataError(self.source, f"{len(ids)} tokens, over max_prompt_length={self.max_prompt}", row, "prompt")
+        if self.overlong == "drop":
+            return None
+        self.report.prompts_truncated += 1
+        return ids[-self.max_prompt:]
+
+    def response(self, text: str, templated: bool, row: int, field: str) -> list[int] | None:
+        ids = self.tok(text, add_special_tokens=False)["input_ids"]
+        if not templated:
+            ids = ids + [self.tok.eos_token_id]
+        if len(ids) <= self.max_response:
+            return ids
+        if self.overlong == "error":
+            raise DataError(self.source, f"{len(ids)} tokens, over max_response_length={self.max_response}", row, field)
+        if self.overlong == "drop":
+            return None
+        self.report.responses_truncated += 1
+        return ids[: self.max_response]
+
+
+def _tokenize(examples, fields: list[tuple[str, str]], tokenizer, max_prompt_length, max_response_length, source,
+              overlong) -> tuple[list[dict], TruncationReport]:
+    report = TruncationReport(total=len(examples))
+    lengths = _Lengths(tokenizer, max_prompt_length, max_response_length, source, overlong, report)
+    rows = []
+    for i, ex in enumerate(examples):
+        row = {"index": i, "prompt_ids": lengths.prompt(ex.prompt, ex.templated, i + 1)}
+        for attr, key in fields:
+            row[key] = lengths.response(getattr(ex, attr), ex.templated, i + 1, attr)
+        if any(v is None for v in row.values()):
+            report.dropped += 1
+            continue
+        if isinstance(ex, PreferenceExample):
+            row["weight"] = ex.weight
+        rows.append(row)
+    if not rows:
+        raise DataError(source, f"no rows left after the over-long rule ({report.summary()})")
+    return rows, report
+
+
+def tokenize_preferences(examples: list[PreferenceExample], tokenizer, max_prompt_length: int, max_response_length: int,
+                         source: str, overlong: str = "truncate") -> tuple[list[dict], TruncationReport]:
+    """Rows {index, prompt_ids, chosen_ids, rejected_ids, weight}; index points into `examples`."""
+    return _tokenize(examples, [("chosen", "chosen_ids"), ("rejected", "rejected_ids")], tokenizer,
+                     max_prompt_length, max_response_length, source, overlong)
+
+
+def tokenize_demonstrations(examples: list[Demonstration], tokenizer, max_prompt_length: int, max_response_length: int,
+                            source: str, overlong: str = "truncate") -> tuple[list[dict], TruncationReport]:
+    """Rows {index, prompt_ids, completion_ids}."""
+    return _tokenize(examples, [("completion", "completion_ids")], tokenizer, max_prompt_length, max_response_length,
+                     source, overlong)
+
+
+def tokenize_unlabelled(pairs: list[UnlabelledPair], tokenizer, max_prompt_length: int, max_response_length: int,
+                        source: str, overlong: str = "truncate") -> tuple[list[dict], TruncationReport]:
+    """Rows {index, prompt_ids, a_ids, b_ids}."""
+    return _tokenize(pairs, [("response_a", "a_ids"), ("response_b", "b_ids")], tokenizer, max_prompt_length,
+                     max_response_length, source, overlong)
