@@ -1,0 +1,1 @@
+"""Evaluation: gold reward and KL on gold-oracle tasks."""

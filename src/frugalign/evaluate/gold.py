@@ -1,0 +1,56 @@
+"""Gold reward of a policy's samples on held-out prompts, and its KL to a reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from frugalign.bench.results import ci95
+from frugalign.generation import generate
+from frugalign.logprobs import pad_sequences, sequence_logps
+
+
+@dataclass
+class GoldEval:
+    mean: float
+    ci95: float
+    kl: float | None  # mean over samples of logp_pi(y|x) - logp_ref(y|x); None without a reference
+    rewards: list[float]
+    samples: list[dict]  # {"prompt", "response", "reward"}
+
+
+@torch.no_grad()
+def sample_kl(model, ref_model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
+              batch_size: int = 64) -> float:
+    """Monte-Carlo KL(pi || ref) from samples of pi: the mean of their log-ratios."""
+    device = next(model.parameters()).device
+    ratios = []
+    for start in range(0, len(prompt_ids), batch_size):
+        t = pad_sequences(prompt_ids[start:start + batch_size], response_ids[start:start + batch_size], pad_id)
+        t = {k: v.to(device) for k, v in t.items()}
+        lp = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
+        lr = sequence_logps(ref_model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
+        ratios += (lp - lr).tolist()
+    return float(np.mean(ratios))
+
+
+def gold_eval(task, model, prompts: list[str], ref_model=None, samples_per_prompt: int = 2, seed: int = 0,
+              progress: bool = True) -> GoldEval:
+    """Sample with the task's settings, score with its gold reward; 95% interval over samples."""
+    was_training = model.training
+    gens = generate(model, task.tokenizer, prompts, num_samples=samples_per_prompt, max_new_tokens=task.max_new_tokens,
+                    temperature=task.temperature, top_p=task.top_p, seed=seed, progress=progress,
+                    description=f"{task.name}: gold evaluation")
+    flat_prompts = [p for p in prompts for _ in range(samples_per_prompt)]
+    flat = [t for texts in gens.texts for t in texts]
+    rewards = task.gold_rewards(flat_prompts, flat)
+    kl = None
+    if ref_model is not None:
+        prompt_ids = [task.tokenizer(p)["input_ids"] for p in flat_prompts]
+        response_ids = [ids for group in gens.token_ids for ids in group]
+        kl = sample_kl(model, ref_model, prompt_ids, response_ids, task.tokenizer.pad_token_id)
+    model.train(was_training)
+    samples = [{"prompt": p, "response": r, "reward": float(x)} for p, r, x in zip(flat_prompts, flat, rewards)]
+    return GoldEval(float(rewards.mean()), ci95(rewards), kl, rewards.tolist(), samples)

@@ -1,0 +1,25 @@
+"""Gold-oracle tasks (BENCH.md): tiny policies whose true reward is a known function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from frugalign.errors import UserError
+from frugalign.tasks import arith, sentiment
+from frugalign.tasks.base import Task, build_task, simulate_preference
+
+TASKS = ("arith", "sentiment")
+
+
+def load_task(name: str, seed: int = 0, quick: bool = False, cache_dir: Path | None = None) -> Task:
+    """Build (first time: pre-train and cache, seconds) or load a task's base policy and pair pool."""
+    if name == "arith":
+        recipe = arith.recipe(seed, quick)
+    elif name == "sentiment":
+        recipe = sentiment.recipe(seed, quick)
+    else:
+        raise UserError(f"unknown task '{name}' (tasks: {', '.join(TASKS)})")
+    return build_task(recipe, seed, quick, cache_dir)
+
+
+__all__ = ["TASKS", "Task", "load_task", "simulate_preference"]

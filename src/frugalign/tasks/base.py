@@ -1,0 +1,135 @@
+"""What every gold-oracle task provides, the simulated annotator, and the shared construction:
+pre-train a tiny base policy with the SFT recipe, sample its pair pool, cache both on disk."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from frugalign.models import cache_dir as frugalign_cache
+
+
+def simulate_preference(reward_a: float, reward_b: float, tau: float, rng: np.random.Generator) -> int:
+    """Bradley-Terry annotator: P(a beats b) = sigma((r_a - r_b) / tau). +1: a wins, -1: b wins,
+    0: a tie, which only a noiseless annotator (tau = 0) gives, for equal rewards."""
+    if tau == 0:
+        return int(np.sign(reward_a - reward_b))
+    p = 1.0 / (1.0 + math.exp(-(reward_a - reward_b) / tau))
+    return 1 if rng.random() < p else -1
+
+
+@dataclass
+class Task:
+    """A task whose true reward is known: everything a bench needs to measure alignment."""
+
+    name: str
+    model: AutoModelForCausalLM  # the base (SFT) policy: imperfect and stochastic
+    tokenizer: PreTrainedTokenizerFast
+    train_prompts: list[str]
+    eval_prompts: list[str]  # held out from alignment (not from pre-training)
+    demonstrations: list[dict]  # {"prompt", "completion"}
+    pair_pool: list[dict]  # {"prompt", "response_a", "response_b"}, sampled from the base policy
+    reward_fn: Callable[[str, str], float]
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    info: dict = field(default_factory=dict)
+
+    def gold_reward(self, prompt: str, response: str) -> float:
+        return self.reward_fn(prompt, response)
+
+    def gold_rewards(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        return np.array([self.reward_fn(p, r) for p, r in zip(prompts, responses)], dtype=float)
+
+    def labelled_pool(self, tau: float, seed: int) -> tuple[list[dict], int]:
+        """The pair pool labelled by the simulated annotator: ({prompt, chosen, rejected} rows, ties dropped)."""
+        rng = np.random.default_rng(seed)
+        rows, ties = [], 0
+        for pair in self.pair_pool:
+            a, b = pair["response_a"], pair["response_b"]
+            label = simulate_preference(self.gold_reward(pair["prompt"], a), self.gold_reward(pair["prompt"], b), tau, rng)
+            if label == 0:
+                ties += 1
+                continue
+            chosen, rejected = (a, b) if label > 0 else (b, a)
+            rows.append({"prompt": pair["prompt"], "chosen": chosen, "rejected": rejected})
+        return rows, ties
+
+
+@dataclass
+class Recipe:
+    """How to build one task: the corpus the base policy is pre-trained on, and its settings."""
+
+    name: str
+    tokenizer: PreTrainedTokenizerFast
+    corpus: list[dict]  # {"prompt", "completion"} pre-training rows (noisy on purpose)
+    train_prompts: list[str]
+    eval_prompts: list[str]
+    demonstrations: list[dict]
+    reward_fn: Callable[[str, str], float]
+    max_new_tokens: int
+    steps: int
+    hidden_size: int = 64
+    num_layers: int = 2
+    learning_rate: float = 3e-3
+
+
+def build_task(recipe: Recipe, seed: int, quick: bool, cache: Path | None) -> Task:
+    """Pre-train (or load from the cache) the base policy, sample (or load) the pair pool."""
+    from frugalign.generation import generate
+
+    root = Path(cache) if cache is not None else frugalign_cache() / "tasks"
+    path = root / f"{recipe.name}-seed{seed}-{'quick' if quick else 'full'}-v1"
+    if not (path / "pool.json").exists():
+        model = _pretrain(recipe, seed)
+        gens = generate(model, recipe.tokenizer, recipe.train_prompts, num_samples=2,
+                        max_new_tokens=recipe.max_new_tokens, seed=seed, description=f"{recipe.name}: sampling pair pool")
+        pool = [{"prompt": p, "response_a": a, "response_b": b}
+                for p, (a, b) in zip(recipe.train_prompts, gens.texts) if a != b]
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=root))
+        model.save_pretrained(tmp)
+        recipe.tokenizer.save_pretrained(tmp)
+        (tmp / "pool.json").write_text(json.dumps(pool))
+        if path.exists():  # an incomplete earlier attempt
+            shutil.rmtree(path)
+        tmp.rename(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    pool = json.loads((path / "pool.json").read_text())
+    return Task(recipe.name, model, tokenizer, recipe.train_prompts, recipe.eval_prompts, recipe.demonstrations, pool,
+                recipe.reward_fn, recipe.max_new_tokens, info={"cache": str(path)})
+
+
+def _pretrain(recipe: Recipe, seed: int):
+    """The base policy: SFT of a tiny Llama on the task's noisy corpus, with frugalign's own recipe."""
+    from frugalign.data import Demonstration, tokenize_demonstrations
+    from frugalign.models import tiny_causal_lm
+    from frugalign.recipes.sft import SFTConfig, train_sft
+
+    tok = recipe.tokenizer
+    rows, _ = tokenize_demonstrations([Demonstration(r["prompt"], r["completion"]) for r in recipe.corpus], tok,
+                                      128, 128, f"{recipe.name} corpus", "error")
+    model = tiny_causal_lm(len(tok), seed=seed, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = SFTConfig(output_dir=tmp, learning_rate=recipe.learning_rate, batch_size=64, max_steps=recipe.steps,
+                           lr_scheduler="cosine", warmup_ratio=0.05, seed=seed, logging_steps=50, save_total_limit=1)
+        model, _ = train_sft(config, model, tok, rows)
+    return model.eval()
+
+
+def split_prompts(prompts: list[str], n_train: int, n_eval: int, seed: int) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    prompts = list(prompts)
+    rng.shuffle(prompts)
+    return prompts[:n_train], prompts[n_train:n_train + n_eval]
