@@ -1,0 +1,157 @@
+"""`frugalign bench dpo`: the base policy against DPO trained on the whole labelled pool of a
+gold-oracle task; gold reward on held-out prompts, KL to the base, and gold reward against the
+number of labelled pairs consumed."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.data import PreferenceExample, tokenize_preferences
+from frugalign.engine import console, summary_table
+from frugalign.evaluate.gold import gold_eval
+from frugalign.recipes.dpo import DPOConfig, train_dpo
+from frugalign.tasks import load_task
+
+# Settings per task that train the tiny policies in seconds; lr is far above the paper's 5e-7
+# because these models are small and trained from scratch.
+DEFAULTS = {
+    "arith": {"learning_rate": 5e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 3},
+    "sentiment": {"learning_rate": 5e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 3},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=sorted(DEFAULTS), default="arith", help="gold-oracle task")
+    parser.add_argument("--quick", action="store_true", help="one seed, small sizes: a smoke test, not evidence")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
+    parser.add_argument("--loss", choices=["dpo", "ipo"], default="dpo", help="pairwise loss")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
+    parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")
+    parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
+    parser.add_argument("--out", type=str, default="bench-dpo.json", help="result JSON (a PNG is written beside it)")
+
+
+def tokenize_pool(task, pool: list[dict]) -> list[dict]:
+    examples = [PreferenceExample(p["prompt"], p["chosen"], p["rejected"]) for p in pool]
+    rows, _ = tokenize_preferences(examples, task.tokenizer, 512, 512, f"{task.name} pool", "error")
+    return rows
+
+
+def run_seed(args, seed: int, settings: dict, workdir: Path) -> list[dict]:
+    """Base and DPO runs of one seed, in the BENCH.md run schema."""
+    task = load_task(args.task, seed=seed, quick=args.quick)
+    t0 = time.perf_counter()
+    base = gold_eval(task, task.model, task.eval_prompts, seed=seed)
+    base_run = {
+        "method": "base", "seed": seed, "params": {}, "gold_reward": base.mean, "gold_reward_ci95": base.ci95,
+        "kl": 0.0, "queries": 0, "generations": 0,
+        "time_s": {"total": time.perf_counter() - t0, "generation": 0.0, "scoring": 0.0, "training": 0.0}, "curve": [],
+    }
+
+    pool, ties = task.labelled_pool(tau=args.tau, seed=seed)
+    rows = tokenize_pool(task, pool)
+    config = DPOConfig(output_dir=str(workdir / f"{args.loss}-seed{seed}"), seed=seed, loss=args.loss,
+                       logging_steps=10, **settings)
+    steps = config.num_epochs * -(-len(rows) // config.batch_size)
+    config.eval_steps = max(1, steps // max(1, args.curve_points))
+    reference = task.model
+    policy = load_task(args.task, seed=seed, quick=args.quick).model  # a second, trainable copy
+    curve: list[dict] = []
+    began = time.perf_counter()
+
+    def gold_curve(model) -> dict[str, float]:
+        # the engine calls this every eval_steps steps and once at the end
+        step = min(steps, (len(curve) + 1) * config.eval_steps)
+        ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, seed=seed, progress=False)
+        curve.append({"queries": min(len(rows), step * config.batch_size), "generations": 0,
+                      "time_s": time.perf_counter() - began, "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95,
+                      "kl": ev.kl})
+        return {"gold_reward": ev.mean, "kl": ev.kl}
+
+    _, result = train_dpo(config, policy, task.tokenizer, rows, eval_fn=gold_curve)
+    final = curve[-1]
+    dpo_run = {
+        "method": args.loss, "seed": seed, "params": {"tau": args.tau, "ties_dropped": ties},
+        "gold_reward": final["gold_reward"], "gold_reward_ci95": final["gold_reward_ci95"], "kl": final["kl"],
+        "queries": len(pool), "generations": 0,
+        "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
+        "curve": curve,
+    }
+    return [base_run, dpo_run]
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary: dict = {}
+    for method in dict.fromkeys(r["method"] for r in runs):
+        mine = [r for r in runs if r["method"] == method]
+        values = [r["gold_reward"] for r in mine]
+        # over seeds when there are several; over one seed's samples otherwise
+        interval = ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"]
+        summary[method] = {"gold_reward": float(np.mean(values)), "gold_reward_ci95": interval,
+                           "kl": float(np.mean([r["kl"] for r in mine])), "seeds": len(values)}
+    methods = list(summary)
+    if len(methods) == 2:
+        base, trained = (summary[m] for m in methods)
+        summary["improvement"] = trained["gold_reward"] - base["gold_reward"]
+    return summary
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    methods = [m for m in result["summary"] if m != "improvement"]
+    means = [result["summary"][m]["gold_reward"] for m in methods]
+    errors = [result["summary"][m]["gold_reward_ci95"] for m in methods]
+    left.bar(methods, means, yerr=errors, capsize=6, color=["#999999", "#1f77b4"][: len(methods)])
+    left.set_ylabel("gold reward (held-out prompts)")
+    left.set_title(f"{result['task']}: base vs {methods[-1]} ({len(result['seeds'])} seed(s))")
+    for run in result["runs"]:
+        if run["curve"]:
+            pairs = [0] + [p["queries"] for p in run["curve"]]
+            base = next(r["gold_reward"] for r in result["runs"] if r["method"] == "base" and r["seed"] == run["seed"])
+            right.plot(pairs, [base] + [p["gold_reward"] for p in run["curve"]], marker="o", label=f"seed {run['seed']}")
+    right.set_xlabel("labelled pairs consumed")
+    right.set_ylabel("gold reward")
+    right.set_title("gold reward during training")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    settings = dict(DEFAULTS[args.task])
+    if args.learning_rate is not None:
+        settings["learning_rate"] = args.learning_rate
+    if args.num_epochs is not None:
+        settings["num_epochs"] = args.num_epochs
+    if args.quick:
+        settings["num_epochs"] = min(settings["num_epochs"], 1)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
+        for seed in seeds:
+            runs += run_seed(args, seed, settings, Path(tmp))
+    result = {
+        "bench": "dpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
+        "config": {"tau": args.tau, "loss": args.loss, **settings, "curve_points": args.curve_points},
+        "machine": machine_info(), "runs": runs, "summary": summarise(runs),
+    }
+    out = write_results(args.out, result)
+    png = out.with_suffix(".png")
+    plot(result, png)
+    table = {f"{m} gold reward": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"
+             for m, v in result["summary"].items() if m != "improvement"}
+    console.print(summary_table(f"bench dpo · {args.task} · seeds {seeds}", {**table, "results": str(out), "plot": str(png)}))
+    return 0
