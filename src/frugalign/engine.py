@@ -120,6 +120,10 @@ class Engine:
         self.output_dir = Path(config.output_dir)
         trackers = list(config.report_to)
         self.accelerator = Accelerator(
+            # without a GPU, several processes (torchrun / `accelerate launch --multi_gpu`) talk over gloo
+            cpu=not torch.cuda.is_available(),
+            # our schedule counts optimizer steps of the global batch: one scheduler step each
+            step_scheduler_with_optimizer=False,
             mixed_precision=resolve_mixed_precision(config.mixed_precision),
             log_with=trackers or None,
             project_dir=str(self.output_dir),

@@ -92,7 +92,8 @@ class Reference:
         if self.use_adapter_off:
             with self.engine.unwrap(policy).disable_adapter():
                 return pair_logps(policy, tensors)
-        return pair_logps(self.model, tensors)
+        # no copy when precomputing: before the first update the policy is the reference
+        return pair_logps(self.model if self.model is not None else policy, tensors)
 
     def __call__(self, policy, rows: list[dict], tensors, chosen: SequenceLogps, rejected: SequenceLogps):
         if self.precomputed:
