@@ -55,16 +55,69 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return SequenceLogps(sum=lp.sum(-1), count=mask.sum(-1))
 
 
-def pair_batch(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Tensors for a batch of tokenized pairs (prompt_ids, chosen_ids, rejected_ids): the first half
-    of the rows are the chosen responses, the second half the rejected ones."""
-    prompts = [ex["prompt_ids"] for ex in batch]
-    responses = [ex["chosen_ids"] for ex in batch] + [ex["rejected_ids"] for ex in batch]
-    return pad_sequences(prompts + prompts, responses, pad_id)
+def pair_batch(prompts: list[list[int]], firsts: list[list[int]], seconds: list[list[int]], pad_id: int,
+               shared_prefix: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors for a batch of pairs (prompt, first response, second response).
+
+    Padded layout: 2B right-padded rows, the B first responses then the B second ones.
+    Shared-prefix layout: one row per pair, [prompt, first, second], where the second response
+    attends to the prompt and itself but not to the first, and its positions restart after the
+    prompt; the prompt is computed once, and only response positions reach the output layer."""
+    if not shared_prefix:
+        return pad_sequences(prompts + prompts, firsts + seconds, pad_id)
+    n = len(prompts)
+    lengths = [len(p) + len(a) + len(b) for p, a, b in zip(prompts, firsts, seconds)]
+    width = max(lengths)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((n, width), dtype=torch.long)
+    mask = torch.zeros((n, 1, width, width), dtype=torch.bool)
+    predictors: list[int] = []  # flat index (row * width + position) of the hidden state predicting a token
+    targets: list[int] = []
+    segments: list[int] = []  # i: first response of pair i, n + i: its second response
+    causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
+    for i, (p, a, b) in enumerate(zip(prompts, firsts, seconds)):
+        P, A, B = len(p), len(a), len(b)
+        input_ids[i, : P + A + B] = torch.tensor(p + a + b, dtype=torch.long)
+        position_ids[i, : P + A + B] = torch.tensor(list(range(P + A)) + list(range(P, P + B)), dtype=torch.long)
+        mask[i, 0] = causal
+        mask[i, 0, P + A : P + A + B, P : P + A] = False  # the second response does not see the first
+        mask[i, 0, P + A + B :, :] = False
+        # padding queries attend to themselves only, so that no softmax row is empty
+        mask[i, 0, torch.arange(P + A + B, width), torch.arange(P + A + B, width)] = True
+        base = i * width
+        predictors += [base + P - 1 + j for j in range(A)]
+        predictors += [base + P - 1] + [base + P + A + j for j in range(B - 1)]
+        targets += a + b
+        segments += [i] * A + [n + i] * B
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
+            "predictors": torch.tensor(predictors), "targets": torch.tensor(targets),
+            "segments": torch.tensor(segments)}
 
 
-def pair_logps(model, tensors: dict[str, torch.Tensor]) -> tuple[SequenceLogps, SequenceLogps]:
-    """(chosen, rejected) log-probs from one forward over a `pair_batch`."""
-    out = sequence_logps(model, tensors["input_ids"], tensors["attention_mask"], tensors["loss_mask"])
-    n = out.sum.shape[0] // 2
-    return SequenceLogps(out.sum[:n], out.count[:n]), SequenceLogps(out.sum[n:], out.count[n:])
+def pair_logps(model, tensors: dict[str, torch.Tensor], output_layer=None) -> tuple[SequenceLogps, SequenceLogps]:
+    """(first, second) response log-probs from one forward over a `pair_batch`. The shared-prefix
+    layout needs `output_layer`, the model's output embedding (`get_output_embeddings()`)."""
+    if "predictors" not in tensors:
+        out = sequence_logps(model, tensors["input_ids"], tensors["attention_mask"], tensors["loss_mask"])
+        n = out.sum.shape[0] // 2
+        return SequenceLogps(out.sum[:n], out.count[:n]), SequenceLogps(out.sum[n:], out.count[n:])
+    n = tensors["input_ids"].shape[0]
+    # logits_to_keep=1: the model's own output layer runs on one position; we run it on response positions only
+    out = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
+                position_ids=tensors["position_ids"], output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    hidden = out.hidden_states[-1]
+    hidden = hidden.reshape(-1, hidden.shape[-1])[tensors["predictors"]]
+    lp = token_logps(output_layer(hidden), tensors["targets"])
+    sums = torch.zeros(2 * n, dtype=lp.dtype, device=lp.device).index_add(0, tensors["segments"], lp)
+    counts = torch.zeros(2 * n, dtype=lp.dtype, device=lp.device).index_add(0, tensors["segments"], torch.ones_like(lp))
+    return SequenceLogps(sums[:n], counts[:n]), SequenceLogps(sums[n:], counts[n:])
+
+
+@torch.no_grad()
+def supports_shared_prefix(model) -> bool:
+    """Whether the output layer applied to the last hidden state gives the model's logits (true for
+    Llama-family models; false where logits are post-processed, e.g. soft-capped)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([[1, 2, 3]], device=device) % model.config.vocab_size
+    out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+    return torch.allclose(model.get_output_embeddings()(out.hidden_states[-1]), out.logits, atol=1e-4, rtol=1e-4)

@@ -21,7 +21,7 @@ from frugalign.config import option
 from frugalign.data import load_rows, preference_examples, tokenize_preferences
 from frugalign.engine import Engine, TrainResult, console, summary_table
 from frugalign.errors import UserError
-from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps
+from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
 
 
@@ -36,6 +36,10 @@ class DPOConfig(RecipeConfig):
         "copy",
         "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
         "precomputed: reference log-probs computed in one pass before training and cached to disk",
+    )
+    shared_prefix: bool = option(
+        True, "compute each pair's prompt once (chosen and rejected attend to one copy of it) and the output layer "
+              "on response tokens only; off automatically for models whose logits are post-processed"
     )
 
     def validate(self) -> None:
@@ -75,25 +79,47 @@ def pair_metrics(
     }
 
 
+class PairScorer:
+    """Builds the batch tensors of pairs and scores them with the policy, in the layout the config
+    and the model allow (shared prefix, or padded rows)."""
+
+    def __init__(self, config: DPOConfig, policy, pad_id: int):
+        self.pad_id = pad_id
+        self.shared = config.shared_prefix and supports_shared_prefix(policy)
+        self.head = policy.get_output_embeddings() if self.shared else None
+
+    def tensors(self, prompts, firsts, seconds, device) -> dict[str, torch.Tensor]:
+        return to_device(pair_batch(prompts, firsts, seconds, self.pad_id, self.shared), device)
+
+    def chosen_rejected(self, rows: list[dict], device) -> dict[str, torch.Tensor]:
+        return self.tensors([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
+                            [r["rejected_ids"] for r in rows], device)
+
+    def __call__(self, model, tensors) -> tuple[SequenceLogps, SequenceLogps]:
+        return pair_logps(model, tensors, self.head)
+
+
 class Reference:
     """Reference log-probs of a batch of pairs, in whichever of the three ways the config asks."""
 
-    def __init__(self, config: DPOConfig, engine: Engine, policy):
+    def __init__(self, config: DPOConfig, engine: Engine, policy, scorer: PairScorer):
         self.engine = engine
         self.precomputed = config.reference == "precomputed"
         self.use_adapter_off = config.lora_r > 0
         # a frozen copy only when it is needed: LoRA gives the reference for free, precomputation once
         self.model = None
+        self.head = scorer.head
         if not self.precomputed and not self.use_adapter_off:
             self.model = copy.deepcopy(policy).eval().requires_grad_(False)
+            self.head = self.model.get_output_embeddings() if scorer.shared else None
 
     @torch.no_grad()
     def live(self, policy, tensors: dict[str, torch.Tensor]) -> tuple[SequenceLogps, SequenceLogps]:
         if self.use_adapter_off:
             with self.engine.unwrap(policy).disable_adapter():
-                return pair_logps(policy, tensors)
+                return pair_logps(policy, tensors, self.head)
         # no copy when precomputing: before the first update the policy is the reference
-        return pair_logps(self.model if self.model is not None else policy, tensors)
+        return pair_logps(self.model if self.model is not None else policy, tensors, self.head)
 
     def __call__(self, policy, rows: list[dict], tensors, chosen: SequenceLogps, rejected: SequenceLogps):
         if self.precomputed:
@@ -103,11 +129,12 @@ class Reference:
             return SequenceLogps(ref_c, chosen.count), SequenceLogps(ref_r, rejected.count)
         return self.live(policy, tensors)
 
-    def precompute(self, policy, rows: list[dict], batch_size: int, pad_id: int, cache: Path) -> None:
+    def precompute(self, policy, rows: list[dict], batch_size: int, scorer: PairScorer, model_name: str,
+                   cache: Path) -> None:
         """Attach `ref_chosen_logp`/`ref_rejected_logp` to every row, from the cache file when its key
-        (the token ids of every row) matches, else in one sharded pass over the rows."""
+        (the model's name and the token ids of every row) matches, else in one sharded pass."""
         key = hashlib.sha256(
-            json.dumps([[r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]] for r in rows]).encode()
+            json.dumps([model_name] + [[r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]] for r in rows]).encode()
         ).hexdigest()
         values = None
         if cache.exists():
@@ -120,7 +147,7 @@ class Reference:
             policy.eval()
             for start in range(0, len(mine), batch_size):
                 idx = mine[start : start + batch_size]
-                tensors = to_device(pair_batch([rows[i] for i in idx], pad_id), self.engine.device)
+                tensors = scorer.chosen_rejected([rows[i] for i in idx], self.engine.device)
                 c, r = self.live(policy, tensors)
                 local += [(i, a, b) for i, a, b in zip(idx, c.sum.tolist(), r.sum.tolist())]
             policy.train()
@@ -159,15 +186,16 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
     `eval_rows`, or `eval_fn(model) -> metrics` when given (a bench's gold-reward evaluation)."""
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
-    pad_id = tokenizer.pad_token_id
-    reference = Reference(config, engine, policy)
+    scorer = PairScorer(config, policy, tokenizer.pad_token_id)
+    reference = Reference(config, engine, policy, scorer)
     all_rows = train_rows + list(eval_rows or [])
     if reference.precomputed:
-        reference.precompute(policy, all_rows, config.batch_size, pad_id, Path(config.output_dir) / "reference_logps.pt")
+        reference.precompute(policy, all_rows, config.batch_size, scorer, str(config.model),
+                             Path(config.output_dir) / "reference_logps.pt")
 
     def step(model, rows: list[dict]):
-        tensors = to_device(pair_batch(rows, pad_id), engine.device)
-        chosen, rejected = pair_logps(model, tensors)
+        tensors = scorer.chosen_rejected(rows, engine.device)
+        chosen, rejected = scorer(model, tensors)
         ref_chosen, ref_rejected = reference(model, rows, tensors, chosen, rejected)
         per_pair, margin = pair_losses(config, chosen, rejected, ref_chosen, ref_rejected)
         weights = torch.tensor([r.get("weight", 1.0) for r in rows], device=engine.device)
