@@ -19,6 +19,7 @@ def _train_command(sub, name: str, help: str, config_cls, run) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from frugalign import demo
     from frugalign.bench import dpo as dpo_bench
+    from frugalign.bench import throughput as throughput_bench
     from frugalign.recipes import dpo, sft
 
     parser = argparse.ArgumentParser(prog="frugalign", description="Data-efficient preference alignment.")
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, module, help in (
         ("dpo", dpo_bench, "base policy vs DPO on the whole labelled pool"),
+        ("throughput", throughput_bench, "seconds per DPO step: frugalign vs TRL vs the floor"),
     ):
         p = bench.add_parser(name, help=help)
         module.add_arguments(p)

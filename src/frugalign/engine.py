@@ -229,8 +229,10 @@ class Engine:
         with self._progress() as progress:
             task = progress.add_task(description, total=total, completed=start, info="")
             for step in range(start, total):
+                step_began = time.perf_counter()
                 last = self._optimizer_step(model, optimizer, scheduler, rows, step, step_fn)
                 last["lr"] = scheduler.get_last_lr()[0]
+                last["step_seconds"] = time.perf_counter() - step_began
                 done = step + 1
                 if eval_fn is not None and c.eval_steps > 0 and done % c.eval_steps == 0 and done < total:
                     eval_metrics = self._evaluate(model, eval_fn)

@@ -22,7 +22,7 @@ from frugalign.tasks import load_task
 # because these models are small and trained from scratch.
 DEFAULTS = {
     "arith": {"learning_rate": 5e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 3},
-    "sentiment": {"learning_rate": 5e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 3},
+    "sentiment": {"learning_rate": 2e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 4},
 }
 
 

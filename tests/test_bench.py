@@ -1,0 +1,36 @@
+"""Bench runners on tiny settings: they produce the BENCH.md schema and sensible timings."""
+
+import argparse
+import json
+
+from frugalign.bench import dpo as dpo_bench
+from frugalign.bench import throughput
+from frugalign.data import tokenize_preferences
+from frugalign.models import tiny_causal_lm
+
+
+def test_throughput_timers_measure_each_step(tokenizer):
+    examples = throughput.make_pairs(tokenizer, 2, 12, 6)
+    rows, _ = tokenize_preferences(examples, tokenizer, 64, 64, "t", "error")
+    assert [len(r["prompt_ids"]) for r in rows] == [12, 12] and [len(r["chosen_ids"]) for r in rows] == [6, 6]
+    model = tiny_causal_lm(len(tokenizer))
+    for precomputed in (False, True):
+        ours = throughput.time_frugalign(model, tokenizer, rows, precomputed, steps=2, warmup=1, lr=1e-4)
+        floor = throughput.time_floor(model, rows, tokenizer.pad_token_id, precomputed, steps=2, warmup=1, lr=1e-4)
+        assert len(ours) == 2 and len(floor) == 2 and min(ours + floor) > 0
+
+
+def test_bench_dpo_quick_writes_the_schema(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "dpo.json"
+    args = argparse.Namespace(task="arith", quick=True, seeds=[0], tau=0.0, loss="dpo", learning_rate=None,
+                              num_epochs=None, curve_points=2, out=str(out))
+    assert dpo_bench.run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["bench"] == "dpo" and result["mode"] == "quick" and result["machine"]["device"] == "cpu"
+    methods = [r["method"] for r in result["runs"]]
+    assert methods == ["base", "dpo"]
+    dpo_run = result["runs"][1]
+    assert dpo_run["queries"] > 0 and dpo_run["curve"] and dpo_run["kl"] > 0
+    assert set(dpo_run["time_s"]) == {"total", "generation", "scoring", "training"}
+    assert out.with_suffix(".png").stat().st_size > 10_000
