@@ -18,14 +18,26 @@ def _train_command(sub, name: str, help: str, config_cls, run) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from frugalign import demo
+    from frugalign.bench import adpo as adpo_bench
+    from frugalign.bench import appo as appo_bench
     from frugalign.bench import dpo as dpo_bench
     from frugalign.bench import throughput as throughput_bench
-    from frugalign.recipes import dpo, sft
+    from frugalign.recipes import adpo, dpo, sft
 
     parser = argparse.ArgumentParser(prog="frugalign", description="Data-efficient preference alignment.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_command(sub, "sft", "supervised fine-tuning on demonstrations", sft.SFTConfig, sft.run)
     _train_command(sub, "dpo", "DPO / IPO on preference pairs, with per-pair weights", dpo.DPOConfig, dpo.run)
+    _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs", adpo.ADPOConfig,
+                   adpo.run)
+
+    labels = sub.add_parser("labels", help="the label ledger").add_subparsers(dest="labels", required=True,
+                                                                             metavar="ACTION")
+    export = labels.add_parser("export", help="write the ledger's labels in TRL's preference format")
+    export.add_argument("--ledger", required=True, help="the ledger file (OUTPUT_DIR/labels.sqlite of a run)")
+    export.add_argument("--out", required=True, help="a .jsonl file, or a directory for --format hf")
+    export.add_argument("--format", choices=["jsonl", "hf"], default="jsonl", help="JSONL or a save_to_disk dataset")
+    export.set_defaults(handler=export_labels)
 
     p = sub.add_parser("demo", help="a few-minute end-to-end run on the embedded defaults")
     demo.add_arguments(p)
@@ -37,11 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module, help in (
         ("dpo", dpo_bench, "base policy vs DPO on the whole labelled pool"),
         ("throughput", throughput_bench, "seconds per DPO step: frugalign vs TRL vs the floor"),
+        ("adpo", adpo_bench, "queries needed: DPO vs ADPO vs ADPO without pseudo-labels vs random subset"),
+        ("appo", appo_bench, "APPO in a linear contextual dueling bandit: queries and regret against T, d, gap"),
     ):
         p = bench.add_parser(name, help=help)
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
     return parser
+
+
+def export_labels(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from frugalign.active.ledger import LabelLedger
+
+    if not Path(args.ledger).is_file():
+        raise UserError(f"{args.ledger}: no such ledger file")
+    ledger = LabelLedger(args.ledger)
+    counts = ledger.export(args.out, args.format)
+    ledger.close()
+    print(f"{args.out}: {counts['written']} labelled pairs written ({counts['ties_skipped']} ties skipped)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

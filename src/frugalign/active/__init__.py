@@ -1,0 +1,1 @@
+"""Active querying: the label ledger and the annotators it records."""

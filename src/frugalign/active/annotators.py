@@ -1,0 +1,289 @@
+"""Annotators: whoever answers "which response is better?". One small interface:
+
+    submit(pairs)  ask for labels (may return before any answer exists)
+    collect()      {pair_id: label} for answers that arrived since the last call; never blocks
+    close()
+
+A label is +1 (response_a wins), -1 (response_b wins) or 0 (tie), relative to the pair as submitted.
+The recipe writes every collected label to the ledger before it uses it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from frugalign.active.ledger import LabelLedger, _canonical, pair_id
+from frugalign.data.formats import UnlabelledPair
+from frugalign.errors import UserError
+from frugalign.tasks.base import simulate_preference
+
+
+class Annotator(Protocol):
+    name: str
+
+    def submit(self, pairs: list[UnlabelledPair], priorities: list[float] | None = None) -> None: ...
+
+    def collect(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def _id(pair: UnlabelledPair) -> str:
+    return pair_id(pair.prompt, pair.response_a, pair.response_b)
+
+
+class _Synchronous:
+    """Annotators that answer at once: `submit` computes, `collect` hands the answers over."""
+
+    name = "synchronous"
+
+    def __init__(self):
+        self._ready: dict[str, int] = {}
+
+    def answer(self, pairs: list[UnlabelledPair]) -> list[int]:
+        raise NotImplementedError
+
+    def submit(self, pairs: list[UnlabelledPair], priorities: list[float] | None = None) -> None:
+        for pair, label in zip(pairs, self.answer(pairs)):
+            self._ready[_id(pair)] = int(label)
+
+    def collect(self) -> dict[str, int]:
+        ready, self._ready = self._ready, {}
+        return ready
+
+    def close(self) -> None:
+        pass
+
+
+class StoredLabels(_Synchronous):
+    """A labelled dataset whose labels stay hidden until asked (simulation: each ask is a query)."""
+
+    name = "stored-labels"
+
+    def __init__(self, pairs: list[UnlabelledPair], labels: list[int]):
+        super().__init__()
+        self.truth = {_id(p): (p, label) for p, label in zip(pairs, labels)}
+
+    def answer(self, pairs):
+        out = []
+        for pair in pairs:
+            stored, label = self.truth[_id(pair)]
+            out.append(label if stored.response_a == pair.response_a else -label)
+        return out
+
+
+class GoldOracle(_Synchronous):
+    """A simulated Bradley-Terry annotator on a gold reward (benchmarks): P(a wins) = sigma((r_a - r_b)/tau).
+    Its randomness per pair comes from (seed, pair id), so an answer does not depend on asking order."""
+
+    name = "gold-oracle"
+
+    def __init__(self, reward_fn: Callable[[str, str], float], tau: float = 0.0, seed: int = 0):
+        super().__init__()
+        self.reward_fn, self.tau, self.seed = reward_fn, tau, seed
+
+    def answer(self, pairs):
+        out = []
+        for pair in pairs:
+            first, _, orientation = _canonical(pair)
+            rng = np.random.default_rng([self.seed, int(_id(pair)[:12], 16)])
+            r_first = self.reward_fn(pair.prompt, first)
+            r_second = self.reward_fn(pair.prompt, pair.response_b if first == pair.response_a else pair.response_a)
+            out.append(simulate_preference(r_first, r_second, self.tau, rng) * orientation)
+        return out
+
+
+class RewardModelJudge(_Synchronous):
+    """A sequence-classification reward model: the higher score wins; equal scores tie."""
+
+    name = "reward-model"
+
+    def __init__(self, model, tokenizer, batch_size: int = 16):
+        super().__init__()
+        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
+
+    @torch.no_grad()
+    def scores(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+        out = []
+        device = next(self.model.parameters()).device
+        for i in range(0, len(prompts), self.batch_size):
+            enc = self.tokenizer(prompts[i:i + self.batch_size], responses[i:i + self.batch_size], truncation=True,
+                                 padding=True, return_tensors="pt").to(device)
+            out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def answer(self, pairs):
+        a = self.scores([p.prompt for p in pairs], [p.response_a for p in pairs])
+        b = self.scores([p.prompt for p in pairs], [p.response_b for p in pairs])
+        return [int(np.sign(x - y)) for x, y in zip(a, b)]
+
+
+class HumanQueue:
+    """People label through frugalign's annotation app: `submit` puts pairs on the ledger's queue (the
+    most uncertain first), `collect` returns the answers that have reached the ledger since."""
+
+    name = "human"
+
+    def __init__(self, ledger: LabelLedger):
+        self.ledger = ledger
+        self.submitted: dict[str, UnlabelledPair] = {}
+        self.since = 0.0
+
+    def submit(self, pairs, priorities=None):
+        for k, pair in enumerate(pairs):
+            self.submitted[_id(pair)] = pair
+            # a smaller |confidence| is more useful to ask: it gets a higher priority
+            self.ledger.enqueue(pair, priorities[k] if priorities else 0.0)
+
+    def collect(self) -> dict[str, int]:
+        out = {}
+        for pid, _, first, _, label, answered_at in self.ledger.answered_since(self.since):
+            self.since = max(self.since, answered_at)
+            pair = self.submitted.get(pid)
+            if pair is not None:
+                out[pid] = label * (1 if pair.response_a == first else -1)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+JUDGE_PROMPT = """You are comparing two responses to the same user request. Judge which one is more helpful, \
+correct and harmless. Reply with a brief reason, then a final line that is exactly "Answer: A", "Answer: B" or \
+"Answer: tie".
+
+[Request]
+{prompt}
+
+[Response A]
+{a}
+
+[Response B]
+{b}"""
+_ANSWER = re.compile(r"answer\s*:\s*\**\s*(a|b|tie)\b", re.IGNORECASE)
+
+
+def parse_verdict(text: str) -> int | None:
+    """+1 (A), -1 (B), 0 (tie) from the judge's text, or None when it is not an answer: the last
+    'Answer: X' line counts; a reply that is only 'A', 'B' or 'tie' counts too."""
+    found = _ANSWER.findall(text or "")
+    if found:
+        choice = found[-1].lower()
+    elif (text or "").strip().strip(".").lower() in ("a", "b", "tie"):
+        choice = text.strip().strip(".").lower()
+    else:
+        return None
+    return {"a": 1, "b": -1, "tie": 0}[choice]
+
+
+class JudgeError(UserError):
+    """The judge endpoint kept failing; no label was made up."""
+
+
+@dataclass
+class JudgeStats:
+    requests: int = 0
+    retries: int = 0
+    failures: int = 0
+    garbage: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+class LLMJudge:
+    """An LLM judge behind any OpenAI-compatible /v1/chat/completions endpoint. Each pair is judged in
+    both orders, which cancels position bias: a response wins if it wins once and does not lose the
+    other time; a disagreement is a tie. Timeouts, refused connections, 5xx, 429 (Retry-After honoured)
+    and unparsable answers are retried with exponential backoff, and counted; when retries run out,
+    `collect` raises JudgeError. Requests run in a thread pool of `concurrency`."""
+
+    name = "llm-judge"
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 4, concurrency: int = 4, backoff: float = 1.0, price_per_1k_tokens: float = 0.0):
+        self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1")
+                                           else "/v1/chat/completions")
+        self.model, self.api_key, self.timeout = model, api_key, timeout
+        self.max_retries, self.backoff, self.price = max_retries, backoff, price_per_1k_tokens
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
+        self.futures: dict[str, concurrent.futures.Future] = {}
+        self.stats = JudgeStats()
+
+    def _verdict(self, prompt: str, a: str, b: str) -> int:
+        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": 256,
+                           "messages": [{"role": "user", "content": JUDGE_PROMPT.format(prompt=prompt, a=a, b=b)}]}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.stats.retries += 1
+            self.stats.requests += 1
+            wait = self.backoff * 2 ** attempt
+            try:
+                with urllib.request.urlopen(urllib.request.Request(self.url, body, headers), timeout=self.timeout) as r:
+                    reply = json.loads(r.read())
+                usage = reply.get("usage") or {}
+                self.stats.prompt_tokens += int(usage.get("prompt_tokens", 0))
+                self.stats.completion_tokens += int(usage.get("completion_tokens", 0))
+                self.stats.cost = self.price * (self.stats.prompt_tokens + self.stats.completion_tokens) / 1000
+                verdict = parse_verdict(reply["choices"][0]["message"]["content"])
+                if verdict is not None:
+                    return verdict
+                self.stats.garbage += 1
+                last = "an answer without a verdict"
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+                if e.code == 429:
+                    self.stats.rate_limited += 1
+                    wait = float(e.headers.get("Retry-After") or wait)
+                elif e.code < 500:
+                    break  # a client error will not fix itself
+            except (urllib.error.URLError, TimeoutError, OSError, KeyError, IndexError, ValueError) as e:
+                last = f"{type(e).__name__}: {e}"
+            if attempt < self.max_retries:
+                time.sleep(wait)
+        self.stats.failures += 1
+        raise JudgeError(f"judge {self.url} failed after {self.max_retries + 1} attempts: {last}")
+
+    def _label(self, pair: UnlabelledPair) -> int:
+        forward = self._verdict(pair.prompt, pair.response_a, pair.response_b)
+        backward = -self._verdict(pair.prompt, pair.response_b, pair.response_a)
+        return int(np.sign(forward + backward))
+
+    def submit(self, pairs, priorities=None):
+        for pair in pairs:
+            self.futures[_id(pair)] = self.pool.submit(self._label, pair)
+
+    def collect(self) -> dict[str, int]:
+        out, error = {}, None
+        for pid, future in list(self.futures.items()):
+            if not future.done():
+                continue
+            del self.futures[pid]
+            try:
+                out[pid] = future.result()
+            except JudgeError as e:
+                error = e
+        if error is not None:
+            # the answers that did arrive are handed over first, through the exception
+            error.labels = out
+            raise error
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

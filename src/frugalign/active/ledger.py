@@ -1,0 +1,204 @@
+"""The label ledger: every query and every answer, written to SQLite before it is used.
+
+Labels cost money; none may be lost or bought twice. A pair is identified by the content of its prompt
+and its two responses, unordered, so (a, b) and (b, a) are one comparison. `ask` marks a pair as asked
+in one transaction, so across epochs, restarts, processes and runs sharing the file a pair is sent to
+an annotator at most once. Answers are stored relative to the canonical order (responses sorted) and
+returned relative to the caller's. WAL mode lets several processes read while one writes;
+synchronous=FULL makes a committed answer survive a crash of the process or the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable
+
+from frugalign.data.formats import UnlabelledPair
+from frugalign.errors import UserError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pairs (
+    id TEXT PRIMARY KEY, prompt TEXT NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
+    asked_by TEXT NOT NULL, run_id TEXT NOT NULL, asked_at REAL NOT NULL,
+    label INTEGER, answered_by TEXT, answered_at REAL, meta TEXT
+);
+CREATE TABLE IF NOT EXISTS votes (
+    pair_id TEXT NOT NULL, label INTEGER NOT NULL, annotator TEXT NOT NULL, at REAL NOT NULL, meta TEXT
+);
+CREATE TABLE IF NOT EXISTS queue (
+    pair_id TEXT PRIMARY KEY, priority REAL NOT NULL, enqueued_at REAL NOT NULL
+);
+"""
+
+
+def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
+    """(first, second, orientation): orientation is +1 when response_a is `first`."""
+    if pair.response_a <= pair.response_b:
+        return pair.response_a, pair.response_b, 1
+    return pair.response_b, pair.response_a, -1
+
+
+def pair_id(prompt: str, response_a: str, response_b: str) -> str:
+    first, second = sorted((response_a, response_b))
+    return hashlib.sha256(json.dumps([prompt, first, second]).encode()).hexdigest()
+
+
+def fingerprint(pairs: Iterable[UnlabelledPair]) -> str:
+    """An order-independent hash of a pool of pairs: which dataset a ledger belongs to."""
+    ids = sorted({pair_id(p.prompt, p.response_a, p.response_b) for p in pairs})
+    return hashlib.sha256("".join(ids).encode()).hexdigest()
+
+
+class LabelLedger:
+    def __init__(self, path: str | Path, dataset_fingerprint: str | None = None, allow_other_datasets: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(check)
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: not a usable label ledger ({e}); it is left untouched — move it aside "
+                            "or point --ledger at another file") from None
+        version = self._meta("schema_version")
+        if version is None:
+            self._set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) != SCHEMA_VERSION:
+            raise UserError(f"{self.path}: ledger schema {version}, this frugalign reads {SCHEMA_VERSION}")
+        if dataset_fingerprint is not None:
+            stored = self._meta("dataset")
+            if stored is None:
+                self._set_meta("dataset", dataset_fingerprint)
+            elif stored != dataset_fingerprint and not allow_other_datasets:
+                raise UserError(f"{self.path}: this ledger holds the labels of another dataset; reusing it could mix "
+                                "them up. Use a new ledger file, or --ledger-shared to share one ledger on purpose")
+
+    def _meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def ask(self, pair: UnlabelledPair, annotator: str, run_id: str, budget: int | None = None) -> str:
+        """Mark the pair as asked. "asked": this call did, the caller must now send it to the annotator;
+        "known": someone asked for it before (its label is or will be in the ledger); "over-budget":
+        `run_id` has already asked `budget` pairs. Atomic across processes."""
+        first, second, _ = _canonical(pair)
+        pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
+        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time: the budget check and the insert are atomic
+        try:
+            if self.db.execute("SELECT 1 FROM pairs WHERE id = ?", (pid,)).fetchone():
+                self.db.execute("ROLLBACK")
+                return "known"
+            if budget is not None:
+                used = self.db.execute("SELECT COUNT(*) FROM pairs WHERE run_id = ?", (run_id,)).fetchone()[0]
+                if used >= budget:
+                    self.db.execute("ROLLBACK")
+                    return "over-budget"
+            self.db.execute(
+                "INSERT OR IGNORE INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (pid, pair.prompt, first, second, annotator, run_id, time.time()))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return "asked"
+
+    def record(self, pair: UnlabelledPair, label: int, annotator: str, meta: dict | None = None) -> None:
+        """Store an answer (+1: response_a wins, -1: response_b wins, 0: tie), committed before this
+        returns. The first answer is the pair's label; later ones are kept as votes."""
+        if label not in (-1, 0, 1):
+            raise ValueError(f"label must be -1, 0 or 1, got {label!r}")
+        first, second, orientation = _canonical(pair)
+        pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
+        canonical = label * orientation
+        now = time.time()
+        payload = json.dumps(meta or {})
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(
+                "INSERT OR IGNORE INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
+                "VALUES (?, ?, ?, ?, ?, '', ?)", (pid, pair.prompt, first, second, annotator, now))
+            self.db.execute("UPDATE pairs SET label = ?, answered_by = ?, answered_at = ?, meta = ? "
+                            "WHERE id = ? AND label IS NULL", (canonical, annotator, now, payload, pid))
+            self.db.execute("INSERT INTO votes (pair_id, label, annotator, at, meta) VALUES (?, ?, ?, ?, ?)",
+                            (pid, canonical, annotator, now, payload))
+            self.db.execute("DELETE FROM queue WHERE pair_id = ?", (pid,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def label(self, pair: UnlabelledPair) -> int | None:
+        """The stored label relative to this pair's order, or None if not answered."""
+        _, _, orientation = _canonical(pair)
+        row = self.db.execute("SELECT label FROM pairs WHERE id = ?",
+                              (pair_id(pair.prompt, pair.response_a, pair.response_b),)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return int(row[0]) * orientation
+
+    def labels(self, pairs: list[UnlabelledPair]) -> list[int | None]:
+        return [self.label(p) for p in pairs]
+
+    def unanswered_before(self, pair: UnlabelledPair, run_id: str, before: float) -> bool:
+        """Asked by `run_id` before time `before` and never answered: an answer lost in a crash."""
+        row = self.db.execute("SELECT 1 FROM pairs WHERE id = ? AND run_id = ? AND label IS NULL AND asked_at < ?",
+                              (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id, before)).fetchone()
+        return row is not None
+
+    def pending(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM pairs WHERE label IS NULL ORDER BY asked_at")]
+
+    def counts(self, run_id: str | None = None) -> dict[str, int]:
+        where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+        queried, answered, ties = self.db.execute(
+            f"SELECT COUNT(*), COUNT(label), COALESCE(SUM(label = 0), 0) FROM pairs {where}", args).fetchone()
+        return {"queried": queried, "answered": answered, "pending": queried - answered, "ties": ties}
+
+    def enqueue(self, pair: UnlabelledPair, priority: float) -> None:
+        """Put an asked pair on the queue people label from (higher priority first)."""
+        pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
+        self.db.execute("INSERT OR REPLACE INTO queue (pair_id, priority, enqueued_at) VALUES (?, ?, ?)",
+                        (pid, priority, time.time()))
+
+    def answered_since(self, since: float) -> list[tuple[str, str, str, str, int, float]]:
+        """(id, prompt, first, second, canonical label, answered_at) of answers recorded after `since`."""
+        return list(self.db.execute("SELECT id, prompt, first, second, label, answered_at FROM pairs "
+                                    "WHERE label IS NOT NULL AND answered_at > ? ORDER BY answered_at", (since,)))
+
+    def export(self, path: str | Path, format: str = "jsonl") -> dict[str, int]:
+        """Every answered, non-tie pair in TRL's preference format (prompt, chosen, rejected)."""
+        rows, ties = [], 0
+        for prompt, first, second, label in self.db.execute(
+                "SELECT prompt, first, second, label FROM pairs WHERE label IS NOT NULL ORDER BY answered_at"):
+            if label == 0:
+                ties += 1
+                continue
+            chosen, rejected = (first, second) if label > 0 else (second, first)
+            rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        path = Path(path)
+        if format == "jsonl":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        elif format == "hf":
+            import datasets
+
+            datasets.Dataset.from_list(rows).save_to_disk(str(path))
+        else:
+            raise UserError(f"unknown export format '{format}' (jsonl, hf)")
+        return {"written": len(rows), "ties_skipped": ties}
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,143 @@
+"""`frugalign bench adpo`: how many labels does alignment need? On a gold-oracle task's unlabelled
+pair pool, with a simulated annotator behind the real ledger:
+- `dpo`: asks about every pair;
+- `adpo`: asks only when |beta * (u(a) - u(b))| <= gamma, pseudo-labels the rest;
+- `adpo-nopl`: the same queries, confident pairs skipped;
+- `random`: DPO on a uniformly random subset of the pool of ADPO's size (same budget).
+Gold reward on held-out prompts against the number of queries spent."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frugalign.active.annotators import GoldOracle
+from frugalign.active.ledger import LabelLedger, fingerprint
+from frugalign.bench.dpo import DEFAULTS
+from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.data import UnlabelledPair
+from frugalign.engine import console, summary_table
+from frugalign.evaluate.gold import gold_eval
+from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
+from frugalign.tasks import load_task
+
+MODES = ("dpo", "adpo", "adpo-nopl", "random")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=sorted(DEFAULTS), default="arith", help="gold-oracle task")
+    parser.add_argument("--quick", action="store_true", help="one seed, small sizes: a smoke test, not evidence")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
+    parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
+    parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
+    parser.add_argument("--out", type=str, default="bench-adpo.json", help="result JSON (a PNG is written beside it)")
+
+
+def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, budget: int) -> dict:
+    pairs = [UnlabelledPair(p["prompt"], p["response_a"], p["response_b"]) for p in task.pair_pool]
+    config = ADPOConfig(output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
+                        max_queries=budget if mode == "random" else -1, logging_steps=10, **settings)
+    rows = unlabelled_rows(pairs, task.tokenizer, config, f"{task.name} pool")
+    ledger = LabelLedger(Path(config.output_dir) / "labels.sqlite", fingerprint(pairs))
+    oracle = GoldOracle(task.gold_reward, tau=args.tau, seed=seed)
+    truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
+    steps = config.num_epochs * -(-len(rows) // config.batch_size)
+    config.eval_steps = max(1, steps // max(1, args.curve_points))
+    policy = load_task(args.task, seed=seed, quick=args.quick).model
+    curve: list[dict] = []
+    began = time.perf_counter()
+
+    def gold_curve(model) -> dict[str, float]:
+        ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+        curve.append({"queries": ledger.counts()["queried"], "generations": 0, "time_s": time.perf_counter() - began,
+                      "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl})
+        return {"gold_reward": ev.mean}
+
+    _, result, stats = train_adpo(config, policy, task.tokenizer, rows, oracle, truth=lambda p: truth.answer([p])[0],
+                                  eval_fn=gold_curve, ledger=ledger)
+    final = curve[-1]
+    ledger.close()
+    return {"method": mode, "seed": seed, "params": {"tau": args.tau, "gamma": args.gamma if "adpo" in mode else None},
+            "gold_reward": final["gold_reward"], "gold_reward_ci95": final["gold_reward_ci95"], "kl": final["kl"],
+            "queries": stats.asked, "generations": 0, "pseudo_labelled": stats.pseudo,
+            "pseudo_label_agreement": stats.pseudo_agree / stats.pseudo_checked if stats.pseudo_checked else None,
+            "pool": len(rows),
+            "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
+            "curve": curve}
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary: dict = {}
+    for mode in MODES:
+        mine = [r for r in runs if r["method"] == mode]
+        if not mine:
+            continue
+        values = [r["gold_reward"] for r in mine]
+        summary[mode] = {"gold_reward": float(np.mean(values)),
+                         "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
+                         "queries": float(np.mean([r["queries"] for r in mine])), "seeds": len(mine)}
+    dpo, adpo, rnd = summary.get("dpo"), summary.get("adpo"), summary.get("random")
+    if dpo and adpo:
+        summary["adpo_query_fraction"] = adpo["queries"] / dpo["queries"]
+        summary["adpo_within_or_above_dpo_interval"] = adpo["gold_reward"] >= dpo["gold_reward"] - dpo["gold_reward_ci95"]
+    if adpo and rnd:
+        summary["adpo_minus_random"] = adpo["gold_reward"] - rnd["gold_reward"]
+    return summary
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f"}
+    for run in result["runs"]:
+        xs = [p["queries"] for p in run["curve"]]
+        ys = [p["gold_reward"] for p in run["curve"]]
+        label = run["method"] if run["seed"] == result["seeds"][0] else None
+        ax.plot(xs, ys, marker="o", color=colors[run["method"]], alpha=0.8, label=label)
+    ax.set_xlabel("queries to the annotator")
+    ax.set_ylabel("gold reward (held-out prompts)")
+    ax.set_title(f"{result['task']}, tau={result['config']['tau']}: gold reward against queries")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    settings = dict(DEFAULTS[args.task])
+    if args.quick:
+        settings["num_epochs"] = min(settings["num_epochs"], 2)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
+        for seed in seeds:
+            task = load_task(args.task, seed=seed, quick=args.quick)
+            by_mode = {}
+            for mode in ("dpo", "adpo", "adpo-nopl"):
+                by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=-1)
+            by_mode["random"] = run_mode(task, "random", seed, args, settings, Path(tmp),
+                                         budget=max(1, by_mode["adpo"]["queries"]))
+            runs += list(by_mode.values())
+            console.print(" · ".join(f"{m}: gold {r['gold_reward']:.3f}, {r['queries']} queries" for m, r in by_mode.items()))
+    result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
+              "config": {"tau": args.tau, "gamma": args.gamma, **settings}, "machine": machine_info(), "runs": runs,
+              "summary": summarise(runs)}
+    out = write_results(args.out, result)
+    plot(result, out.with_suffix(".png"))
+    s = result["summary"]
+    table = {m: f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries"
+             for m in MODES if m in s}
+    if "adpo_query_fraction" in s:
+        table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"
+    console.print(summary_table(f"bench adpo · {args.task} · tau {args.tau} · seeds {seeds}",
+                                {**table, "results": str(out)}))
+    return 0

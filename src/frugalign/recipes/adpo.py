@@ -1,0 +1,305 @@
+"""Active-query DPO (ADPO, ALGORITHMS.md section 2) on a pool of unlabelled pairs.
+
+Per step, for each pair of the micro-batch, in the forward pass that also gives the loss:
+  m = beta * (u(a) - u(b)), detached: the policy's confidence that `a` wins;
+  a label already in the ledger (paid for earlier) is used as it is;
+  otherwise, if |m| > gamma, the pair is pseudo-labelled sign(m) (`adpo`) or skipped (`adpo-nopl`);
+  otherwise the annotator is asked, once ever (the ledger records the query before it is sent), and
+  the pair waits, with weight 0, until its label arrives: it is then trained on in a later step.
+Then the pairwise loss on the pairs oriented by their labels, weighted (ties, skipped and waiting
+pairs have weight 0). `dpo` asks about every pair; `random` asks about a random subset of the pool
+of size `max_queries` and skips the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+
+from frugalign import losses, models
+from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJudge, RewardModelJudge, StoredLabels
+from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
+from frugalign.config import option
+from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlabelled_pairs
+from frugalign.engine import Engine, TrainResult, summary_table
+from frugalign.errors import UserError
+from frugalign.logprobs import SequenceLogps
+from frugalign.recipes.common import load_policy
+from frugalign.recipes.dpo import DPOConfig, PairScorer, Reference, pair_losses
+
+
+@dataclass
+class ADPOConfig(DPOConfig):
+    """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
+
+    mode: Literal["adpo", "adpo-nopl", "dpo", "random"] = option(
+        "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
+                "random: ask a random subset of max_queries pairs"
+    )
+    gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
+    max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
+    ledger: str | None = option(None, "label ledger (SQLite) path; default: OUTPUT_DIR/labels.sqlite")
+    ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
+    annotator: Literal["stored", "reward-model", "llm-judge", "human"] = option(
+        "stored", "stored: the dataset's own labels, hidden until asked (needs chosen/rejected rows); "
+                  "reward-model: --reward-model scores; llm-judge: --judge-url/--judge-model; human: the annotation app"
+    )
+    reward_model: str | None = option(None, "reward model for --annotator reward-model (default: embedded MiniLM)")
+    judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
+    judge_model: str = option("judge", "model name sent to the judge endpoint")
+    judge_concurrency: int = option(4, "judge requests in flight at once")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.gamma < 0:
+            raise UserError(f"option gamma must be non-negative, got {self.gamma}")
+        if self.mode == "random" and self.max_queries < 0:
+            raise UserError("mode random needs a budget: set max_queries (e.g. the number an adpo run used)")
+        if self.reference == "precomputed":
+            raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
+        if self.annotator == "llm-judge" and not self.judge_url:
+            raise UserError("--annotator llm-judge needs --judge-url (an OpenAI-compatible endpoint)")
+
+
+@dataclass
+class QueryStats:
+    """What this process did with the pairs it saw (the ledger holds the global counts)."""
+
+    asked: int = 0
+    labelled: int = 0
+    pseudo: int = 0
+    pseudo_agree: int = 0
+    pseudo_checked: int = 0
+    skipped_confident: int = 0
+    skipped_budget: int = 0
+    deferred: int = 0
+    ties: int = 0
+
+
+@dataclass
+class ActiveState:
+    """Memory between steps: labels known, pairs asked, pairs waiting for their label."""
+
+    known: dict[str, int] = field(default_factory=dict)
+    asked: dict[str, UnlabelledPair] = field(default_factory=dict)
+    waiting: dict[str, dict] = field(default_factory=dict)
+    ready: list[dict] = field(default_factory=list)
+
+
+def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
+    rows, report = tokenize_unlabelled(pairs, tokenizer, config.max_prompt_length, config.max_response_length, source,
+                                       config.overlong)
+    for row in rows:
+        pair = pairs[row["index"]]
+        row["pair"] = pair
+        row["pair_id"] = pair_id(pair.prompt, pair.response_a, pair.response_b)
+    return rows
+
+
+def orient(signs: torch.Tensor, a: SequenceLogps, b: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:
+    """(winner, loser) log-probs: a wins where sign >= 0 (sign 0 rows get weight 0 anyway)."""
+    a_wins = signs >= 0
+    return (SequenceLogps(torch.where(a_wins, a.sum, b.sum), torch.where(a_wins, a.count, b.count)),
+            SequenceLogps(torch.where(a_wins, b.sum, a.sum), torch.where(a_wins, b.count, a.count)))
+
+
+def train_adpo(
+    config: ADPOConfig,
+    policy,
+    tokenizer,
+    rows: list[dict],
+    annotator: Annotator,
+    engine: Engine | None = None,
+    truth: Callable[[UnlabelledPair], int] | None = None,
+    eval_fn=None,
+    ledger: LabelLedger | None = None,
+) -> tuple[object, TrainResult, QueryStats]:
+    """Train on unlabelled pair rows (from `unlabelled_rows`), asking `annotator` as ADPO says.
+
+    `truth` (simulations only) gives the true label of a pair without asking, to measure how often
+    pseudo-labels agree with it; it is never used for training. Labels that arrive after a pair's
+    last appearance are trained on in the next step if the run is still going; after the last step
+    they stay in the ledger (for `frugalign labels export` and later runs), never lost."""
+    engine = engine or Engine(config)
+    policy = policy.to(engine.device)
+    ledger = ledger or LabelLedger(config.ledger or Path(config.output_dir) / "labels.sqlite",
+                                   fingerprint(r["pair"] for r in rows), allow_other_datasets=config.ledger_shared)
+    # stable across --resume, so the budget and the counts continue
+    run_id = hashlib.sha256(str(Path(config.output_dir).resolve()).encode()).hexdigest()[:16]
+    scorer = PairScorer(config, policy, tokenizer.pad_token_id)
+    reference = Reference(config, engine, policy, scorer)
+    stats = QueryStats()
+    state = ActiveState()
+    subset: set[str] = set()
+    if config.mode == "random":
+        ids = sorted({r["pair_id"] for r in rows})
+        subset = set(random.Random(config.seed).sample(ids, min(config.max_queries, len(ids))))
+    budget = config.max_queries if config.max_queries >= 0 else None
+    session_start = time.time()
+
+    def store(answers: dict[str, int]) -> None:
+        for pid, label in answers.items():
+            pair = state.asked[pid]
+            if ledger.label(pair) is None:  # written before it is used (the app may have written it already)
+                ledger.record(pair, label, annotator.name)
+            state.known[pid] = label
+            row = state.waiting.pop(pid, None)
+            if row is not None:
+                state.ready.append(row)
+
+    def collect() -> None:
+        try:
+            answers = annotator.collect()
+        except JudgeError as e:
+            store(e.labels)  # what did arrive is kept
+            raise
+        store(answers)
+
+    def known_label(row: dict) -> int | None:
+        pid = row["pair_id"]
+        if pid not in state.known:
+            stored = ledger.label(row["pair"])  # paid for earlier: by this run, an earlier one, another process
+            if stored is not None:
+                state.known[pid] = stored
+        return state.known.get(pid)
+
+    def wants_query(row: dict, confidence: float) -> bool:
+        if config.mode == "dpo":
+            return True
+        if config.mode == "random":
+            return row["pair_id"] in subset
+        return abs(confidence) <= config.gamma
+
+    def label_batch(batch: list[dict], confidence: list[float]) -> list[float]:
+        """The orientation of each pair: +1 (a wins), -1 (b wins), 0 (not trained on in this step)."""
+        signs = [0.0] * len(batch)
+        to_ask = []
+        for i, (row, conf) in enumerate(zip(batch, confidence)):
+            label = known_label(row)
+            if label is not None:
+                state.waiting.pop(row["pair_id"], None)  # answered through another process or run
+                stats.labelled += 1
+                stats.ties += label == 0
+                signs[i] = float(label)
+            elif row["pair_id"] in state.waiting:
+                continue
+            elif not wants_query(row, conf):
+                if config.mode == "adpo":
+                    signs[i] = 1.0 if conf > 0 else -1.0
+                    stats.pseudo += 1
+                    if truth is not None:
+                        stats.pseudo_checked += 1
+                        stats.pseudo_agree += truth(row["pair"]) == signs[i]
+                else:
+                    stats.skipped_confident += 1
+            else:
+                to_ask.append(i)
+        fresh, priorities = [], []
+        for i in to_ask:
+            outcome = ledger.ask(batch[i]["pair"], annotator.name, run_id, budget)
+            if outcome == "over-budget":
+                stats.skipped_budget += 1
+                continue
+            resubmit = (outcome == "known" and batch[i]["pair_id"] not in state.asked
+                        and ledger.unanswered_before(batch[i]["pair"], run_id, session_start))
+            state.asked[batch[i]["pair_id"]] = batch[i]["pair"]
+            state.waiting[batch[i]["pair_id"]] = batch[i]
+            if outcome == "asked" or resubmit:  # resubmit: this run asked before a crash, the answer was lost
+                fresh.append(batch[i]["pair"])
+                priorities.append(-abs(confidence[i]))  # the least confident first
+        stats.asked += len(fresh)
+        if fresh:
+            annotator.submit(fresh, priorities)
+        collect()  # a synchronous annotator has answered already: train on its labels in this very step
+        for i in to_ask:
+            pid = batch[i]["pair_id"]
+            if pid in state.known and pid not in state.waiting:
+                state.ready = [r for r in state.ready if r["pair_id"] != pid]
+                stats.labelled += 1
+                stats.ties += state.known[pid] == 0
+                signs[i] = float(state.known[pid])
+            elif pid in state.waiting:
+                stats.deferred += 1
+        return signs
+
+    def step(model, batch: list[dict]):
+        collect()
+        batch, state.ready = batch + state.ready, []  # pairs whose labels arrived since they were seen
+        tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
+                                 [r["b_ids"] for r in batch], engine.device)
+        a, b = scorer(model, tensors)
+        ref_a, ref_b = reference.live(model, tensors)
+        confidence = config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
+        signs = torch.tensor(label_batch(batch, confidence.tolist()), device=engine.device)
+        chosen, rejected = orient(signs, a, b)
+        ref_chosen, ref_rejected = orient(signs, ref_a, ref_b)
+        per_pair, _ = pair_losses(config, chosen, rejected, ref_chosen, ref_rejected)
+        weights = signs.abs() * torch.tensor([r.get("weight", 1.0) for r in batch], device=engine.device)
+        loss = losses.weighted_mean(per_pair, weights)
+        counts = ledger.counts(run_id)
+        metrics = {"loss": loss.item(), "trained_pairs": float((weights > 0).sum()),
+                   "queries": float(counts["queried"]), "labels_pending": float(counts["pending"]),
+                   "pseudo_labelled": float(stats.pseudo), "skipped": float(stats.skipped_confident + stats.skipped_budget)}
+        if stats.pseudo_checked:
+            metrics["pseudo_label_agreement"] = stats.pseudo_agree / stats.pseudo_checked
+        return loss, metrics
+
+    try:
+        model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})")
+        collect()  # late answers go to the ledger
+    finally:
+        annotator.close()
+    stats.asked = ledger.counts(run_id)["queried"]
+    return model, result, stats
+
+
+def make_annotator(config: ADPOConfig, pairs: list[UnlabelledPair], labels: list[int] | None, ledger: LabelLedger,
+                   source: str) -> Annotator:
+    if config.annotator == "stored":
+        if labels is None:
+            raise UserError(f"{source}: --annotator stored needs labelled rows (chosen/rejected); these are unlabelled: "
+                            "use --annotator reward-model, llm-judge or human")
+        return StoredLabels(pairs, labels)
+    if config.annotator == "reward-model":
+        return RewardModelJudge(models.load_reward_model(config.reward_model),
+                                models.load_tokenizer(config.reward_model or models.MINILM))
+    if config.annotator == "llm-judge":
+        return LLMJudge(config.judge_url, config.judge_model, concurrency=config.judge_concurrency)
+    return HumanQueue(ledger)
+
+
+def run(config: ADPOConfig) -> TrainResult:
+    """`frugalign adpo`: validate, open the ledger, train while querying, save, summarise."""
+    if not config.dataset:
+        raise UserError("no dataset: pass --dataset (unlabelled prompt/response_a/response_b rows, or chosen/rejected)")
+    tokenizer = models.load_tokenizer(config.model)
+    pairs, labels = unlabelled_pairs(load_rows(config.dataset, config.dataset_split), config.dataset, tokenizer,
+                                     config.seed)
+    rows = unlabelled_rows(pairs, tokenizer, config, config.dataset)
+    ledger = LabelLedger(config.ledger or Path(config.output_dir) / "labels.sqlite", fingerprint(pairs),
+                         allow_other_datasets=config.ledger_shared)
+    annotator = make_annotator(config, pairs, labels, ledger, config.dataset)
+    truth = None
+    if labels is not None:
+        hidden = {pair_id(p.prompt, p.response_a, p.response_b): (p, lab) for p, lab in zip(pairs, labels)}
+        truth = lambda pair: hidden[pair_id(pair.prompt, pair.response_a, pair.response_b)][1]  # noqa: E731
+    engine = Engine(config)
+    policy = load_policy(config, engine)
+    model, result, stats = train_adpo(config, policy, tokenizer, rows, annotator, engine, truth, ledger=ledger)
+    path = engine.save_model(model, tokenizer)
+    engine.end()
+    summary = {"pairs": len(rows), "steps": result.steps, "seconds": result.seconds,
+               "queries (this run)": stats.asked, "pseudo-labelled": stats.pseudo,
+               "skipped (confident / budget)": f"{stats.skipped_confident} / {stats.skipped_budget}",
+               "ledger": str(ledger.path), **result.last_metrics, "model": str(path)}
+    if stats.pseudo_checked:
+        summary["pseudo-label agreement"] = stats.pseudo_agree / stats.pseudo_checked
+    engine.print(summary_table(f"frugalign adpo ({config.mode})", summary))
+    ledger.close()
+    return result

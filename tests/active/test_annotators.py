@@ -1,0 +1,136 @@
+"""Annotators, the LLM judge against a real HTTP server on loopback: garbage is never a verdict."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from frugalign.active.annotators import GoldOracle, HumanQueue, JudgeError, LLMJudge, StoredLabels, parse_verdict
+from frugalign.active.ledger import LabelLedger, pair_id
+from frugalign.data import UnlabelledPair
+
+PAIR = UnlabelledPair("Which is bigger, 3 or 7?", "7 is bigger.", "3 is bigger.")
+
+
+def pid(p):
+    return pair_id(p.prompt, p.response_a, p.response_b)
+
+
+def test_parse_verdict():
+    assert parse_verdict("B is vague.\nAnswer: A") == 1
+    assert parse_verdict("answer: **b**") == -1
+    assert parse_verdict("Answer: tie") == 0
+    assert parse_verdict("tie.") == 0
+    assert parse_verdict("I cannot decide") is None
+    assert parse_verdict("Answer: maybe") is None
+
+
+def test_stored_labels_and_gold_oracle_follow_pair_order():
+    stored = StoredLabels([PAIR], [1])
+    swapped = UnlabelledPair(PAIR.prompt, PAIR.response_b, PAIR.response_a)
+    stored.submit([PAIR, swapped])
+    assert stored.collect() == {pid(PAIR): -1}  # same id: the later (swapped) answer
+    oracle = GoldOracle(lambda p, r: 1.0 if r.startswith("7") else 0.0, tau=0.0)
+    oracle.submit([swapped])
+    assert oracle.collect() == {pid(PAIR): -1}
+    assert oracle.collect() == {}
+
+
+class Judge(BaseHTTPRequestHandler):
+    script: list = []  # what to do for each request, in order
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        action = Judge.script.pop(0) if Judge.script else "good"
+        Judge.seen.append(prompt)
+        if action == "429":
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            return
+        if action == "500":
+            self.send_response(500)
+            self.end_headers()
+            return
+        if action == "slow":
+            import time
+
+            time.sleep(1.5)
+        # a judge that knows 7 > 3, wherever the right answer is shown
+        text = "Answer: A" if "[Response A]\n7" in prompt else "Answer: B"
+        if action == "garbage":
+            text = "I refuse to judge."
+        payload = json.dumps({"choices": [{"message": {"content": text}}],
+                              "usage": {"prompt_tokens": 10, "completion_tokens": 2}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture
+def server():
+    Judge.script, Judge.seen = [], []
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def wait_for(judge):
+    for future in list(judge.futures.values()):
+        future.exception(timeout=30)
+    return judge.collect()
+
+
+def test_judge_asks_both_orders_and_labels(server):
+    judge = LLMJudge(server, "m", backoff=0.01)
+    judge.submit([PAIR])
+    assert wait_for(judge) == {pid(PAIR): 1}
+    assert len(Judge.seen) == 2 and "[Response A]\n7" in Judge.seen[0] and "[Response A]\n3" in Judge.seen[1]
+    assert judge.stats.prompt_tokens == 20 and judge.stats.requests == 2
+
+
+def test_judge_retries_rate_limits_errors_timeouts_and_garbage(server):
+    Judge.script = ["429", "500", "garbage", "slow"]
+    judge = LLMJudge(server, "m", backoff=0.01, timeout=0.5, max_retries=5)
+    judge.submit([PAIR])
+    assert wait_for(judge) == {pid(PAIR): 1}
+    s = judge.stats
+    assert s.rate_limited == 1 and s.garbage == 1 and s.retries == 4 and s.failures == 0
+
+
+def test_judge_gives_up_with_a_clear_error_and_no_label(server):
+    Judge.script = ["garbage"] * 10
+    judge = LLMJudge(server, "m", backoff=0.01, max_retries=2)
+    judge.submit([PAIR])
+    with pytest.raises(JudgeError, match="failed after 3 attempts: an answer without a verdict") as err:
+        wait_for(judge)
+    assert err.value.labels == {}
+    assert judge.stats.garbage == 3
+
+
+def test_judge_connection_refused():
+    judge = LLMJudge("http://127.0.0.1:9", "m", backoff=0.01, max_retries=1, timeout=1)
+    judge.submit([PAIR])
+    with pytest.raises(JudgeError, match="URLError"):
+        wait_for(judge)
+
+
+def test_human_queue_round_trip(tmp_path):
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    queue = HumanQueue(ledger)
+    ledger.ask(PAIR, "human", "run")
+    queue.submit([PAIR], priorities=[-0.2])
+    assert queue.collect() == {}
+    assert ledger.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 1
+    ledger.record(UnlabelledPair(PAIR.prompt, PAIR.response_b, PAIR.response_a), -1, "alice")  # the app's write
+    assert queue.collect() == {pid(PAIR): 1}
+    assert ledger.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0

@@ -1,0 +1,81 @@
+"""The label ledger: one query per pair ever, answers that survive, no mix-ups between datasets."""
+
+import json
+import multiprocessing
+
+import pytest
+
+from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
+from frugalign.data import UnlabelledPair
+from frugalign.errors import UserError
+
+P = UnlabelledPair("2+2=", "4", "5")
+P_SWAPPED = UnlabelledPair("2+2=", "5", "4")
+
+
+def test_pair_identity_ignores_order_and_labels_follow_it(tmp_path):
+    assert pair_id("2+2=", "4", "5") == pair_id("2+2=", "5", "4") != pair_id("2+3=", "4", "5")
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    ledger.record(P, 1, "test")
+    assert ledger.label(P) == 1 and ledger.label(P_SWAPPED) == -1
+
+
+def test_ask_once_ever_and_budget(tmp_path):
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    assert ledger.ask(P, "a", "run1") == "asked"
+    assert ledger.ask(P_SWAPPED, "a", "run1") == "known"
+    assert ledger.ask(UnlabelledPair("x", "1", "2"), "a", "run1", budget=1) == "over-budget"
+    assert ledger.ask(UnlabelledPair("x", "1", "2"), "a", "run2", budget=1) == "asked"
+    assert ledger.counts("run1") == {"queried": 1, "answered": 0, "pending": 1, "ties": 0}
+
+
+def _ask_many(path, start):
+    ledger = LabelLedger(path)
+    start.wait()
+    return sum(ledger.ask(UnlabelledPair(f"q{i}", "a", "b"), "p", "run") == "asked" for i in range(50))
+
+
+def test_two_processes_never_ask_the_same_pair_twice(tmp_path):
+    path = tmp_path / "l.sqlite"
+    LabelLedger(path).close()
+    with multiprocessing.Manager() as manager:
+        start = manager.Barrier(2)
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            counts = pool.starmap(_ask_many, [(path, start), (path, start)])
+    assert sum(counts) == 50  # each of the 50 pairs asked by exactly one process
+    assert LabelLedger(path).counts()["queried"] == 50
+
+
+def test_answers_survive_reopening_and_extra_votes_do_not_overwrite(tmp_path):
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    ledger.record(P, -1, "alice", {"comment": "5 is wrong? no"})
+    ledger.record(P, 1, "bob")
+    ledger.close()
+    again = LabelLedger(tmp_path / "l.sqlite")
+    assert again.label(P) == -1
+    assert again.db.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 2
+
+
+def test_ledger_of_another_dataset_and_corrupt_file(tmp_path):
+    LabelLedger(tmp_path / "l.sqlite", fingerprint([P])).close()
+    with pytest.raises(UserError, match="another dataset"):
+        LabelLedger(tmp_path / "l.sqlite", fingerprint([UnlabelledPair("q", "a", "b")]))
+    LabelLedger(tmp_path / "l.sqlite", fingerprint([UnlabelledPair("q", "a", "b")]), allow_other_datasets=True).close()
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"this is not a database, just bytes" * 100)
+    with pytest.raises(UserError, match="bad.sqlite: not a usable label ledger"):
+        LabelLedger(bad)
+    assert bad.read_bytes().startswith(b"this is not")  # left untouched
+
+
+def test_export_in_trl_format_skips_ties(tmp_path):
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    ledger.record(P, -1, "a")
+    ledger.record(UnlabelledPair("q", "x", "y"), 0, "a")
+    counts = ledger.export(tmp_path / "out.jsonl")
+    assert counts == {"written": 1, "ties_skipped": 1}
+    assert json.loads((tmp_path / "out.jsonl").read_text()) == {"prompt": "2+2=", "chosen": "5", "rejected": "4"}
+    ledger.export(tmp_path / "hf", "hf")
+    import datasets
+
+    assert datasets.load_from_disk(str(tmp_path / "hf"))[0]["chosen"] == "5"

@@ -1,0 +1,94 @@
+"""`frugalign adpo` end to end on a tiny model, with the ledger proving no pair is bought twice."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from frugalign.cli import main
+from tests.conftest import preference_rows
+
+TRAIN = ["--learning-rate", "2e-3", "--batch-size", "8", "--warmup-ratio", "0"]
+UNIQUE = len({tuple(sorted(r.items())) for r in preference_rows(48)})  # the pool repeats some pairs
+
+
+def votes_per_pair(ledger):
+    db = sqlite3.connect(ledger)
+    return [n for (n,) in db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
+
+
+def queried(ledger):
+    return sqlite3.connect(ledger).execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+
+
+def test_dpo_mode_asks_each_pair_once_over_epochs_and_runs_share_the_ledger(tmp_path, tiny_model_dir, preference_file):
+    ledger = tmp_path / "labels.sqlite"
+    common = ["--model", str(tiny_model_dir), "--dataset", str(preference_file), "--ledger", str(ledger), *TRAIN]
+    assert main(["adpo", "--mode", "dpo", "--num-epochs", "3", "--output-dir", str(tmp_path / "a"), *common]) == 0
+    assert queried(ledger) == UNIQUE and votes_per_pair(ledger) == [1] * UNIQUE
+    # a second run on the same pool buys nothing: every label is reused
+    assert main(["adpo", "--mode", "dpo", "--output-dir", str(tmp_path / "b"), *common]) == 0
+    assert queried(ledger) == UNIQUE and votes_per_pair(ledger) == [1] * UNIQUE
+    last = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["queries"] == 0.0  # this run's own queries
+
+
+def test_adpo_pseudo_labels_confident_pairs_and_respects_the_budget(tmp_path, tiny_model_dir, preference_file):
+    out = tmp_path / "adpo"
+    assert main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
+                 "--gamma", "0.05", "--num-epochs", "4", "--max-queries", "20", *TRAIN]) == 0
+    ledger = out / "labels.sqlite"
+    assert 0 < queried(ledger) <= 20
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["pseudo_labelled"] > 0
+    assert "pseudo_label_agreement" in metrics[-1]
+    export = tmp_path / "labels.jsonl"
+    assert main(["labels", "export", "--ledger", str(ledger), "--out", str(export)]) == 0
+    rows = [json.loads(x) for x in export.read_text().splitlines()]
+    assert len(rows) == queried(ledger) and set(rows[0]) == {"prompt", "chosen", "rejected"}
+    # the exported labels are the dataset's own (the stored annotator revealed them)
+    truth = {(r["prompt"], r["chosen"], r["rejected"]) for r in preference_rows(48)}
+    assert all((r["prompt"], r["chosen"], r["rejected"]) in truth for r in rows)
+
+
+def test_unlabelled_rows_need_a_real_annotator(tmp_path, tiny_model_dir, capsys):
+    path = tmp_path / "u.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "response_a": "x", "response_b": "y"}) + "\n")
+    assert main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(path), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "--annotator stored needs labelled rows" in capsys.readouterr().err
+
+
+def test_ledger_of_another_dataset_is_refused(tmp_path, tiny_model_dir, preference_file, capsys):
+    ledger = tmp_path / "l.sqlite"
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in preference_rows(10, seed=9)))
+    common = ["--model", str(tiny_model_dir), "--ledger", str(ledger), "--max-steps", "1"]
+    assert main(["adpo", "--dataset", str(preference_file), "--output-dir", str(tmp_path / "a"), *common]) == 0
+    assert main(["adpo", "--dataset", str(other), "--output-dir", str(tmp_path / "b"), *common]) == 2
+    assert "another dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_buys_no_label_twice(tmp_path, tiny_model_dir, preference_file):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "frugalign", "adpo", "--mode", "dpo", "--model", str(tiny_model_dir), "--dataset",
+           str(preference_file), "--output-dir", str(out), "--batch-size", "2", "--num-epochs", "2",
+           "--save-steps", "2", "--learning-rate", "1e-3"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="200"))
+    ledger = out / "labels.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (ledger.exists() and queried(ledger) >= 10
+                                          and list((out / "checkpoints").glob("*/frugalign_state.json"))):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = queried(ledger)
+    assert 0 < before < UNIQUE
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert queried(ledger) == UNIQUE and votes_per_pair(ledger) == [1] * UNIQUE
