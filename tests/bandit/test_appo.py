@@ -1,0 +1,61 @@
+"""APPO simulation: the environment's gap, the MLE, and that active queries stop growing."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from frugalign.bandit import make_bandit, simulate
+from frugalign.bandit.learners import _mle
+from frugalign.bench import appo as appo_bench
+
+
+def test_environment_has_the_requested_smallest_gap():
+    env = make_bandit(d=8, gap=0.15, seed=3)
+    gaps = env.gaps
+    positive = gaps[gaps > 1e-12]
+    assert positive.min() == pytest.approx(0.15)
+    assert (gaps.min(axis=1) == 0).all()  # every context has a best action
+    assert np.allclose(np.linalg.norm(env.theta_star), 1.0)
+
+
+def test_regularised_mle_recovers_theta():
+    rng = np.random.default_rng(0)
+    theta = np.array([1.0, -2.0, 0.5])
+    z = rng.normal(size=(20000, 3))
+    o = (rng.random(20000) < 1 / (1 + np.exp(-z @ theta))).astype(float)
+    est = _mle(np.zeros(3), z, o, lam=1.0, iters=8)
+    assert np.allclose(est, theta, atol=0.1)
+
+
+def test_appo_queries_stop_growing_with_regret_close_to_always_query():
+    env = make_bandit(d=4, gap=0.4, seed=0)
+    appo = simulate(env, "appo", 20000, gamma=0.2 * 0.4 / 2, eta=0.002, seed=0)
+    always = simulate(env, "always", 20000, eta=0.002, seed=0)
+    assert always.queries[-1] == 20000
+    assert appo.queries[-1] < 0.2 * always.queries[-1]
+    # the second half of the run asks almost nothing: queries have stopped growing
+    assert appo.queries[-1] - appo.queries[9999] < 0.05 * appo.queries[9999]
+    # and so has regret: a good policy was found
+    assert appo.regret[-1] - appo.regret[9999] < 0.1 * appo.regret[9999]
+    assert appo.regret[-1] < 2 * always.regret[-1]
+    assert np.all(np.diff(appo.queries) >= 0) and np.all(np.diff(appo.regret) >= 0)
+
+
+def test_random_learner_queries_at_the_given_rate():
+    env = make_bandit(d=4, gap=0.3, seed=1)
+    run = simulate(env, "random", 4000, query_rate=0.1, eta=0.002, seed=1)
+    assert 0.08 * 4000 < run.queries[-1] < 0.12 * 4000
+
+
+def test_quick_bench_writes_schema_and_plots(tmp_path):
+    parser = argparse.ArgumentParser()
+    appo_bench.add_arguments(parser)
+    args = parser.parse_args(["--quick", "--horizon", "1500", "--sweep-horizon", "600", "--out", str(tmp_path / "a.json")])
+    assert appo_bench.run(args) == 0
+    result = json.loads((tmp_path / "a.json").read_text())
+    assert result["bench"] == "appo" and {r["method"] for r in result["runs"]} == {"appo", "always", "random"}
+    assert all({"T", "d", "gap"} <= set(r["params"]) for r in result["runs"])
+    assert "queries_vs_d2_over_gap2" in result["summary"]
+    assert (tmp_path / "a.png").exists() and (tmp_path / "a-scaling.png").exists()
