@@ -70,7 +70,8 @@ def run_seed(args, seed: int, settings: dict, workdir: Path) -> list[dict]:
         # the engine calls this every eval_steps steps and once at the end
         step = min(steps, (len(curve) + 1) * config.eval_steps)
         ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, seed=seed, progress=False)
-        curve.append({"queries": min(len(rows), step * config.batch_size), "generations": 0,
+        # every label is bought before training: the queries are the pool; the x axis is pairs trained on
+        curve.append({"queries": len(pool), "pairs_seen": step * config.batch_size, "generations": 0,
                       "time_s": time.perf_counter() - began, "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95,
                       "kl": ev.kl})
         return {"gold_reward": ev.mean, "kl": ev.kl}
@@ -118,10 +119,10 @@ def plot(result: dict, path: Path) -> None:
     left.set_title(f"{result['task']}: base vs {methods[-1]} ({len(result['seeds'])} seed(s))")
     for run in result["runs"]:
         if run["curve"]:
-            pairs = [0] + [p["queries"] for p in run["curve"]]
+            pairs = [0] + [p["pairs_seen"] for p in run["curve"]]
             base = next(r["gold_reward"] for r in result["runs"] if r["method"] == "base" and r["seed"] == run["seed"])
             right.plot(pairs, [base] + [p["gold_reward"] for p in run["curve"]], marker="o", label=f"seed {run['seed']}")
-    right.set_xlabel("labelled pairs consumed")
+    right.set_xlabel("labelled pairs trained on (epochs revisit the pool)")
     right.set_ylabel("gold reward")
     right.set_title("gold reward during training")
     right.legend()
