@@ -230,7 +230,14 @@ class Engine:
             task = progress.add_task(description, total=total, completed=start, info="")
             for step in range(start, total):
                 step_began = time.perf_counter()
-                last = self._optimizer_step(model, optimizer, scheduler, rows, step, step_fn)
+                try:
+                    last = self._optimizer_step(model, optimizer, scheduler, rows, step, step_fn)
+                except UserError:
+                    # e.g. an annotator that keeps failing: keep the progress so far, then report
+                    optimizer.zero_grad(set_to_none=True)
+                    if step > start:
+                        self.save_checkpoint(step)
+                    raise
                 last["lr"] = scheduler.get_last_lr()[0]
                 last["step_seconds"] = time.perf_counter() - step_began
                 done = step + 1

@@ -92,3 +92,17 @@ def test_kill_9_then_resume_buys_no_label_twice(tmp_path, tiny_model_dir, prefer
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert queried(ledger) == UNIQUE and votes_per_pair(ledger) == [1] * UNIQUE
+
+
+def test_failing_judge_stops_with_a_checkpoint_and_keeps_labels(tmp_path, tiny_model_dir, preference_file, capsys):
+    """A judge endpoint that refuses: a clear error, a checkpoint to resume from, no label invented."""
+    out = tmp_path / "judge"
+    code = main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
+                 "--annotator", "llm-judge", "--judge-url", "http://127.0.0.1:9/v1", "--judge-max-retries", "0",
+                 "--max-steps", "6", "--batch-size", "4"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "judge http://127.0.0.1:9/v1/chat/completions failed" in err and "Traceback" not in err
+    ledger = out / "labels.sqlite"
+    assert sqlite3.connect(ledger).execute("SELECT COUNT(label) FROM pairs").fetchone()[0] == 0
+    assert queried(ledger) > 0  # the queries were recorded: a resumed run will ask them again, not new ones

@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; quick 1)")
     parser.add_argument("--skip-trl", action="store_true", help="run without TRL (frugalign and floor only)")
+    parser.add_argument("--ablation", action="store_true", help="also time frugalign with the padded pair layout")
     parser.add_argument("--out", default="bench-throughput.json", help="result JSON (a PNG is written beside it)")
 
 
@@ -69,13 +70,15 @@ def load_model(name: str, tokenizer):
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
-def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float) -> list[float]:
+def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float,
+                   shared_prefix: bool = True) -> list[float]:
     import json
 
     with tempfile.TemporaryDirectory() as tmp:
         config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps,
                            warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, logging_steps=1,
-                           reference="precomputed" if precomputed else "copy", save_total_limit=1)
+                           reference="precomputed" if precomputed else "copy", save_total_limit=1,
+                           shared_prefix=shared_prefix)
         train_dpo(config, copy.deepcopy(model), tokenizer, [dict(r) for r in rows])
         lines = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     return [x["step_seconds"] for x in lines if "step_seconds" in x][warmup:]
@@ -162,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
             reference = "precomputed" if precomputed else "live"
             measured = {"frugalign": time_frugalign(model, tokenizer, rows, precomputed, steps, warmup, lr),
                         "floor": time_floor(model, rows, tokenizer.pad_token_id, precomputed, steps, warmup, lr)}
+            if args.ablation:  # the same recipe with the padded layout: what the shared prefix gives
+                measured["frugalign-padded"] = time_frugalign(model, tokenizer, rows, precomputed, steps, warmup, lr,
+                                                              shared_prefix=False)
             if not args.skip_trl:
                 measured["trl"] = time_trl(model, tokenizer, examples, precomputed, steps, warmup, lr)
             for method, times in measured.items():
@@ -176,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
             by = {r["method"]: r["step_s"] for r in runs if r["params"]["model"] == name and r["params"]["reference"] == reference}
             entry = {f"{m}_step_s": v for m, v in by.items()}
             entry["floor_over_frugalign"] = by["floor"] / by["frugalign"]
+            if "frugalign-padded" in by:
+                entry["padded_over_shared_prefix"] = by["frugalign-padded"] / by["frugalign"]
             if "trl" in by:
                 entry["trl_over_frugalign"] = by["trl"] / by["frugalign"]
             summary[f"{name}/{reference}"] = entry
@@ -203,7 +211,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = list(result["summary"])
-    methods = [m for m in ("trl", "floor", "frugalign") if any(r["method"] == m for r in result["runs"])]
+    methods = [m for m in ("trl", "floor", "frugalign-padded", "frugalign")
+               if any(r["method"] == m for r in result["runs"])]
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(groups)), 4))
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):

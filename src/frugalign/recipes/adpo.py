@@ -54,6 +54,8 @@ class ADPOConfig(DPOConfig):
     judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
     judge_model: str = option("judge", "model name sent to the judge endpoint")
     judge_concurrency: int = option(4, "judge requests in flight at once")
+    judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
+    judge_timeout: float = option(30.0, "seconds before a judge request times out")
 
     def validate(self) -> None:
         super().validate()
@@ -270,7 +272,8 @@ def make_annotator(config: ADPOConfig, pairs: list[UnlabelledPair], labels: list
         return RewardModelJudge(models.load_reward_model(config.reward_model),
                                 models.load_tokenizer(config.reward_model or models.MINILM))
     if config.annotator == "llm-judge":
-        return LLMJudge(config.judge_url, config.judge_model, concurrency=config.judge_concurrency)
+        return LLMJudge(config.judge_url, config.judge_model, concurrency=config.judge_concurrency,
+                        max_retries=config.judge_max_retries, timeout=config.judge_timeout)
     return HumanQueue(ledger)
 
 
