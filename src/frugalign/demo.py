@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     console.rule("[bold]frugalign demo, part 1: DPO on the arith gold-oracle task")
     console.print("A tiny model answers additions like '23+58='; the gold reward grades its answers. "
                   "We label its sampled answer pairs with a simulated annotator and train DPO on them.")
-    bench_args = argparse.Namespace(task="arith", quick=True, seeds=[0], tau=0.0, loss="dpo", learning_rate=None,
+    bench_args = argparse.Namespace(task="arith", quick=False, seeds=[0], tau=0.0, loss="dpo", learning_rate=None,
                                     num_epochs=None, curve_points=4, out=str(out / "arith-dpo.json"))
     dpo_bench.run(bench_args)
 
