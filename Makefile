@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast lint clean
 
 # torch first, pinned to the CPU build that lies on this machine's disk, so that the package's
 # torch range is already satisfied and no multi-gigabyte CUDA build is ever downloaded.
@@ -22,7 +22,10 @@ demo: install
 	$(VENV)/bin/frugalign demo
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
+
+lint: install
+	$(VENV)/bin/ruff check src tests
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -9,11 +9,11 @@ refuses to train a quantised model; so it is converted once into a plain checkpo
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-import importlib.util
 from pathlib import Path
 
 import torch

@@ -106,3 +106,13 @@ def test_failing_judge_stops_with_a_checkpoint_and_keeps_labels(tmp_path, tiny_m
     ledger = out / "labels.sqlite"
     assert sqlite3.connect(ledger).execute("SELECT COUNT(label) FROM pairs").fetchone()[0] == 0
     assert queried(ledger) > 0  # the queries were recorded: a resumed run will ask them again, not new ones
+
+
+def test_query_warmup_asks_everything_until_enough_labels(tmp_path, tiny_model_dir, preference_file):
+    out = tmp_path / "warm"
+    # gamma 0: any non-zero confidence would pseudo-label; the warm-up keeps asking instead
+    assert main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
+                 "--gamma", "0", "--query-warmup", "1000", "--num-epochs", "2", *TRAIN]) == 0
+    assert queried(out / "labels.sqlite") == UNIQUE
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["pseudo_labelled"] == 0.0

@@ -14,8 +14,8 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from frugalign.data.formats import UnlabelledPair
 from frugalign.errors import UserError

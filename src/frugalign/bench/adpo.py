@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
+    parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
     parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
     parser.add_argument("--out", type=str, default="bench-adpo.json", help="result JSON (a PNG is written beside it)")
 
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, budget: int) -> dict:
     pairs = [UnlabelledPair(p["prompt"], p["response_a"], p["response_b"]) for p in task.pair_pool]
     config = ADPOConfig(output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
+                        query_warmup=args.query_warmup if "adpo" in mode else 0,
                         max_queries=budget if mode == "random" else -1, logging_steps=10, **settings)
     rows = unlabelled_rows(pairs, task.tokenizer, config, f"{task.name} pool")
     ledger = LabelLedger(Path(config.output_dir) / "labels.sqlite", fingerprint(pairs))
@@ -129,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
             runs += list(by_mode.values())
             console.print(" · ".join(f"{m}: gold {r['gold_reward']:.3f}, {r['queries']} queries" for m, r in by_mode.items()))
     result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"tau": args.tau, "gamma": args.gamma, **settings}, "machine": machine_info(), "runs": runs,
+              "config": {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup, **settings},
+              "machine": machine_info(), "runs": runs,
               "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))

@@ -180,15 +180,18 @@ def run(args: argparse.Namespace) -> int:
     out = write_results(args.out, result)
     pngs = plot(result, str(out.with_suffix("")))
     s = result["summary"]
+    appo_exp = s.get("appo_queries_vs_T_exponent_last_decade", float("nan"))
+    always_exp = s.get("always_queries_vs_T_exponent_last_decade", float("nan"))
     rows = {
-        f"APPO queries at T={horizon}": f"{s['appo_queries']:.0f} ± {s['appo_queries_ci95']:.0f} (always-query: {s['always_queries']:.0f})",
-        "queries vs T exponent, last decade": f"appo {s.get('appo_queries_vs_T_exponent_last_decade', float('nan')):.3f} · "
-                                              f"always {s.get('always_queries_vs_T_exponent_last_decade', float('nan')):.3f}",
+        f"APPO queries at T={horizon}":
+            f"{s['appo_queries']:.0f} ± {s['appo_queries_ci95']:.0f} (always-query: {s['always_queries']:.0f})",
+        "queries vs T exponent, last decade": f"appo {appo_exp:.3f} · always {always_exp:.3f}",
         "regret APPO / always-query": f"{s['appo_over_always_regret']:.2f}",
     }
     if "queries_vs_d2_over_gap2" in s:
-        rows["queries vs d^2/Delta^2 exponent"] = f"{s['queries_vs_d2_over_gap2']['exponent']:.2f} (R^2 {s['queries_vs_d2_over_gap2']['r2']:.2f})"
-        rows["regret vs d^2/Delta exponent"] = f"{s['regret_vs_d2_over_gap']['exponent']:.2f} (R^2 {s['regret_vs_d2_over_gap']['r2']:.2f})"
+        q, reg = s["queries_vs_d2_over_gap2"], s["regret_vs_d2_over_gap"]
+        rows["queries vs d^2/Delta^2 exponent"] = f"{q['exponent']:.2f} (R^2 {q['r2']:.2f})"
+        rows["regret vs d^2/Delta exponent"] = f"{reg['exponent']:.2f} (R^2 {reg['r2']:.2f})"
     rows.update({"seconds": f"{s['seconds']:.0f}", "results": str(out), "plots": ", ".join(pngs)})
     console.print(summary_table(f"bench appo · {len(seeds)} seed(s)", rows))
     return 0

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {}
     for name in names:
         for reference in ("live", "precomputed"):
-            by = {r["method"]: r["step_s"] for r in runs if r["params"]["model"] == name and r["params"]["reference"] == reference}
+            by = {r["method"]: r["step_s"] for r in runs
+                  if r["params"]["model"] == name and r["params"]["reference"] == reference}
             entry = {f"{m}_step_s": v for m, v in by.items()}
             entry["floor_over_frugalign"] = by["floor"] / by["frugalign"]
             if "frugalign-padded" in by:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -43,7 +44,15 @@ class ADPOConfig(DPOConfig):
                 "random: ask a random subset of max_queries pairs"
     )
     gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
+    confidence: Literal["sum", "mean"] = option(
+        "sum", "sum: the margin of summed log-ratios (the paper's); mean: of per-token averaged log-ratios, which "
+               "does not read a shorter response as preferred when every token's probability falls"
+    )
     max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
+    query_warmup: int = option(
+        0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
+           "a few steps from its reference can be confidently wrong)"
+    )
     ledger: str | None = option(None, "label ledger (SQLite) path; default: OUTPUT_DIR/labels.sqlite")
     ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
     annotator: Literal["stored", "reward-model", "llm-judge", "human"] = option(
@@ -92,6 +101,7 @@ class ActiveState:
     asked: dict[str, UnlabelledPair] = field(default_factory=dict)
     waiting: dict[str, dict] = field(default_factory=dict)
     ready: list[dict] = field(default_factory=list)
+    answered: int = 0  # labels this run has (from the ledger at each step: survives a restart)
 
 
 def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
@@ -172,7 +182,7 @@ def train_adpo(
         return state.known.get(pid)
 
     def wants_query(row: dict, confidence: float) -> bool:
-        if config.mode == "dpo":
+        if config.mode == "dpo" or state.answered < config.query_warmup:
             return True
         if config.mode == "random":
             return row["pair_id"] in subset
@@ -232,12 +242,16 @@ def train_adpo(
 
     def step(model, batch: list[dict]):
         collect()
+        state.answered = ledger.counts(run_id)["answered"]
         batch, state.ready = batch + state.ready, []  # pairs whose labels arrived since they were seen
         tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                  [r["b_ids"] for r in batch], engine.device)
         a, b = scorer(model, tensors)
         ref_a, ref_b = reference.live(model, tensors)
-        confidence = config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
+        if config.confidence == "mean":
+            confidence = config.beta * losses.pair_margin(a.mean, b.mean, ref_a.mean, ref_b.mean).detach()
+        else:
+            confidence = config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
         signs = torch.tensor(label_batch(batch, confidence.tolist()), device=engine.device)
         chosen, rejected = orient(signs, a, b)
         ref_chosen, ref_rejected = orient(signs, ref_a, ref_b)

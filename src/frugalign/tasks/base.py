@@ -8,9 +8,9 @@ import math
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
