@@ -44,10 +44,6 @@ class ADPOConfig(DPOConfig):
                 "random: ask a random subset of max_queries pairs"
     )
     gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
-    confidence: Literal["sum", "mean"] = option(
-        "sum", "sum: the margin of summed log-ratios (the paper's); mean: of per-token averaged log-ratios, which "
-               "does not read a shorter response as preferred when every token's probability falls"
-    )
     max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
     query_warmup: int = option(
         0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
@@ -248,10 +244,7 @@ def train_adpo(
                                  [r["b_ids"] for r in batch], engine.device)
         a, b = scorer(model, tensors)
         ref_a, ref_b = reference.live(model, tensors)
-        if config.confidence == "mean":
-            confidence = config.beta * losses.pair_margin(a.mean, b.mean, ref_a.mean, ref_b.mean).detach()
-        else:
-            confidence = config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
+        confidence = config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
         signs = torch.tensor(label_batch(batch, confidence.tolist()), device=engine.device)
         chosen, rejected = orient(signs, a, b)
         ref_chosen, ref_rejected = orient(signs, ref_a, ref_b)
