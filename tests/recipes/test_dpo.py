@@ -139,3 +139,11 @@ def test_two_processes_under_accelerate_launch(tmp_path, tiny_model_dir, prefere
     assert (tmp_path / "ddp" / "checkpoints" / "step-00000002" / "frugalign_state.json").exists()
     assert main(["dpo", "--output-dir", str(tmp_path / "single"), "--batch-size", "8", *common]) == 0
     assert torch.allclose(final_weights(tmp_path / "ddp"), final_weights(tmp_path / "single"), atol=1e-5)
+
+
+def test_tensorboard_tracker_writes_event_files(tmp_path, tiny_model_dir, preference_file):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "tb"
+    assert main(["dpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
+                 "--max-steps", "2", "--report-to", "tensorboard"]) == 0
+    assert list(out.rglob("events.out.tfevents.*"))
