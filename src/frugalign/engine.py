@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -88,6 +89,12 @@ class TrainResult:
     seconds: float
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+
+
+def is_main_process() -> bool:
+    """Whether this is the first of the launched processes, before an Engine exists (while the data is
+    validated): torchrun and accelerate launch set RANK."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_mixed_precision(choice: str) -> str:

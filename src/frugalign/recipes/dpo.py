@@ -19,7 +19,7 @@ import torch
 from frugalign import losses, models
 from frugalign.config import option
 from frugalign.data import load_rows, preference_examples, tokenize_preferences
-from frugalign.engine import Engine, TrainResult, console, summary_table
+from frugalign.engine import Engine, TrainResult, console, is_main_process, summary_table
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
@@ -170,7 +170,8 @@ def load_preference_rows(config: DPOConfig, tokenizer) -> tuple[list[dict], list
         rows, report = tokenize_preferences(
             examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
         )
-        console.print(f"{source}: {report.summary()}")
+        if is_main_process():
+            console.print(f"{source}: {report.summary()}")
         return rows
 
     train = read(config.dataset, config.dataset_split)

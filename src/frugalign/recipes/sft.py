@@ -10,7 +10,7 @@ import torch
 
 from frugalign import losses, models
 from frugalign.data import demonstrations, load_rows, tokenize_demonstrations
-from frugalign.engine import Engine, TrainResult, console, summary_table
+from frugalign.engine import Engine, TrainResult, console, is_main_process, summary_table
 from frugalign.errors import UserError
 from frugalign.logprobs import pad_sequences, token_logps
 from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
@@ -41,7 +41,8 @@ def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], l
         rows, report = tokenize_demonstrations(
             examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
         )
-        console.print(f"{source}: {report.summary()}")
+        if is_main_process():
+            console.print(f"{source}: {report.summary()}")
         return rows
 
     train = read(config.dataset)

@@ -14,12 +14,12 @@ TASKS = ("arith", "sentiment")
 def load_task(name: str, seed: int = 0, quick: bool = False, cache_dir: Path | None = None) -> Task:
     """Build (first time: pre-train and cache, seconds) or load a task's base policy and pair pool."""
     if name == "arith":
-        recipe = arith.recipe(seed, quick)
+        spec = arith.spec(seed, quick)
     elif name == "sentiment":
-        recipe = sentiment.recipe(seed, quick)
+        spec = sentiment.spec(seed, quick)
     else:
         raise UserError(f"unknown task '{name}' (tasks: {', '.join(TASKS)})")
-    return build_task(recipe, seed, quick, cache_dir)
+    return build_task(spec, seed, quick, cache_dir)
 
 
 __all__ = ["TASKS", "Task", "load_task", "simulate_preference"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from frugalign.tasks.base import Recipe, split_prompts
+from frugalign.tasks.base import TaskSpec, split_prompts
 from frugalign.tasks.tokenizers import char_tokenizer
 
 MAX_OPERAND = 49
@@ -34,7 +34,7 @@ def noisy_answer(total: int, rng: random.Random) -> str:
     return "".join(rng.choice("0123456789+=") for _ in range(rng.randint(0, 3))) + "="  # never a number
 
 
-def recipe(seed: int, quick: bool) -> Recipe:
+def spec(seed: int, quick: bool) -> TaskSpec:
     rng = random.Random(seed)
     prompts = [f"{a}+{b}=" for a in range(MAX_OPERAND + 1) for b in range(MAX_OPERAND + 1)]
     corpus = [{"prompt": p, "completion": noisy_answer(sum(map(int, p[:-1].split("+"))), rng)}
@@ -42,5 +42,5 @@ def recipe(seed: int, quick: bool) -> Recipe:
     n_train, n_eval = (128, 64) if quick else (512, 128)
     train, held = split_prompts(prompts, n_train, n_eval, seed)
     demos = [{"prompt": p, "completion": str(sum(map(int, p[:-1].split("+"))))} for p in train]
-    return Recipe("arith", char_tokenizer("0123456789+="), corpus, train, held, demos, gold_reward,
+    return TaskSpec("arith", char_tokenizer("0123456789+="), corpus, train, held, demos, gold_reward,
                   max_new_tokens=5, steps=400 if quick else 1200, hidden_size=96, num_layers=2)

@@ -66,8 +66,9 @@ class Task:
 
 
 @dataclass
-class Recipe:
-    """How to build one task: the corpus the base policy is pre-trained on, and its settings."""
+class TaskSpec:
+    """What a task is made of before it is built: the corpus its base policy is pre-trained on, its prompts,
+    demonstrations, gold reward and settings."""
 
     name: str
     tokenizer: PreTrainedTokenizerFast
@@ -83,22 +84,22 @@ class Recipe:
     learning_rate: float = 3e-3
 
 
-def build_task(recipe: Recipe, seed: int, quick: bool, cache: Path | None) -> Task:
+def build_task(spec: TaskSpec, seed: int, quick: bool, cache: Path | None) -> Task:
     """Pre-train (or load from the cache) the base policy, sample (or load) the pair pool."""
     from frugalign.generation import generate
 
     root = Path(cache) if cache is not None else frugalign_cache() / "tasks"
-    path = root / f"{recipe.name}-seed{seed}-{'quick' if quick else 'full'}-v1"
+    path = root / f"{spec.name}-seed{seed}-{'quick' if quick else 'full'}-v1"
     if not (path / "pool.json").exists():
-        model = _pretrain(recipe, seed)
-        gens = generate(model, recipe.tokenizer, recipe.train_prompts, num_samples=2,
-                        max_new_tokens=recipe.max_new_tokens, seed=seed, description=f"{recipe.name}: sampling pair pool")
+        model = _pretrain(spec, seed)
+        gens = generate(model, spec.tokenizer, spec.train_prompts, num_samples=2,
+                        max_new_tokens=spec.max_new_tokens, seed=seed, description=f"{spec.name}: sampling pair pool")
         pool = [{"prompt": p, "response_a": a, "response_b": b}
-                for p, (a, b) in zip(recipe.train_prompts, gens.texts) if a != b]
+                for p, (a, b) in zip(spec.train_prompts, gens.texts) if a != b]
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=root))
         model.save_pretrained(tmp)
-        recipe.tokenizer.save_pretrained(tmp)
+        spec.tokenizer.save_pretrained(tmp)
         (tmp / "pool.json").write_text(json.dumps(pool))
         if path.exists():  # an incomplete earlier attempt
             shutil.rmtree(path)
@@ -106,23 +107,23 @@ def build_task(recipe: Recipe, seed: int, quick: bool, cache: Path | None) -> Ta
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     pool = json.loads((path / "pool.json").read_text())
-    return Task(recipe.name, model, tokenizer, recipe.train_prompts, recipe.eval_prompts, recipe.demonstrations, pool,
-                recipe.reward_fn, recipe.max_new_tokens, info={"cache": str(path)})
+    return Task(spec.name, model, tokenizer, spec.train_prompts, spec.eval_prompts, spec.demonstrations, pool,
+                spec.reward_fn, spec.max_new_tokens, info={"cache": str(path)})
 
 
-def _pretrain(recipe: Recipe, seed: int):
-    """The base policy: SFT of a tiny Llama on the task's noisy corpus, with frugalign's own recipe."""
+def _pretrain(spec: TaskSpec, seed: int):
+    """The base policy: SFT of a tiny Llama on the task's noisy corpus, with frugalign's own spec."""
     from frugalign.data import Demonstration, tokenize_demonstrations
     from frugalign.models import tiny_causal_lm
     from frugalign.recipes.sft import SFTConfig, train_sft
 
-    tok = recipe.tokenizer
-    rows, _ = tokenize_demonstrations([Demonstration(r["prompt"], r["completion"]) for r in recipe.corpus], tok,
-                                      128, 128, f"{recipe.name} corpus", "error")
-    model = tiny_causal_lm(len(tok), seed=seed, hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
+    tok = spec.tokenizer
+    rows, _ = tokenize_demonstrations([Demonstration(r["prompt"], r["completion"]) for r in spec.corpus], tok,
+                                      128, 128, f"{spec.name} corpus", "error")
+    model = tiny_causal_lm(len(tok), seed=seed, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     with tempfile.TemporaryDirectory() as tmp:
-        config = SFTConfig(output_dir=tmp, learning_rate=recipe.learning_rate, batch_size=64, max_steps=recipe.steps,
+        config = SFTConfig(output_dir=tmp, learning_rate=spec.learning_rate, batch_size=64, max_steps=spec.steps,
                            lr_scheduler="cosine", warmup_ratio=0.05, seed=seed, logging_steps=50, save_total_limit=1)
         model, _ = train_sft(config, model, tok, rows)
     return model.eval()

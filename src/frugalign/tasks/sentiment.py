@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from frugalign.tasks.base import Recipe, split_prompts
+from frugalign.tasks.base import TaskSpec, split_prompts
 from frugalign.tasks.tokenizers import word_tokenizer
 
 NOUNS = ["movie", "film", "plot", "acting", "story", "music", "ending", "cast"]
@@ -88,7 +88,7 @@ def review_continuation(opening_rest: str, rng: random.Random, positive: bool = 
     return text
 
 
-def recipe(seed: int, quick: bool) -> Recipe:
+def spec(seed: int, quick: bool) -> TaskSpec:
     rng = random.Random(seed)
     prompts, corpus = [], []
     for _ in range(4000):
@@ -111,5 +111,5 @@ def recipe(seed: int, quick: bool) -> Recipe:
                 break
         rest = " ".join(candidate.split()[len(head):])
         demos.append({"prompt": p, "completion": f"{rest} {sentence(rng, 1)}"})
-    return Recipe("sentiment", word_tokenizer(WORDS), corpus, train, held, demos, gold_reward,
+    return TaskSpec("sentiment", word_tokenizer(WORDS), corpus, train, held, demos, gold_reward,
                   max_new_tokens=14, steps=400 if quick else 1200, hidden_size=96, num_layers=2)
