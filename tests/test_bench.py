@@ -34,3 +34,21 @@ def test_bench_dpo_quick_writes_the_schema(tmp_path, monkeypatch):
     assert dpo_run["queries"] > 0 and dpo_run["curve"] and dpo_run["kl"] > 0
     assert set(dpo_run["time_s"]) == {"total", "generation", "scoring", "training"}
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_bench_adpo_quick_compares_four_modes_with_equal_random_budget(tmp_path, monkeypatch):
+    from frugalign.bench import adpo as adpo_bench
+
+    monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    adpo_bench.add_arguments(parser)
+    out = tmp_path / "adpo.json"
+    assert adpo_bench.run(parser.parse_args(["--task", "arith", "--quick", "--gamma", "0.1", "--out", str(out)])) == 0
+    result = json.loads(out.read_text())
+    by = {r["method"]: r for r in result["runs"]}
+    assert set(by) == {"dpo", "adpo", "adpo-nopl", "random"}
+    assert 0 < by["dpo"]["queries"] <= by["dpo"]["pool"]  # every unique pair at most once
+    assert by["random"]["queries"] == by["adpo"]["queries"]  # the same budget
+    assert by["adpo"]["pseudo_labelled"] > 0 and by["adpo"]["pseudo_label_agreement"] is not None
+    assert all(r["curve"] and r["curve"][-1]["queries"] == r["queries"] for r in result["runs"])
+    assert "adpo_query_fraction" in result["summary"] and out.with_suffix(".png").exists()
