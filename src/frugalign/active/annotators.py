@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import torch
 
 from frugalign.active.ledger import LabelLedger, _canonical, pair_id
 from frugalign.data.formats import UnlabelledPair
@@ -109,23 +108,17 @@ class RewardModelJudge(_Synchronous):
 
     name = "reward-model"
 
-    def __init__(self, model, tokenizer, batch_size: int = 16):
+    def __init__(self, model, tokenizer, batch_size: int = 16, max_length: int = 512):
         super().__init__()
-        self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
-
-    @torch.no_grad()
-    def scores(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        out = []
-        device = next(self.model.parameters()).device
-        for i in range(0, len(prompts), self.batch_size):
-            enc = self.tokenizer(prompts[i:i + self.batch_size], responses[i:i + self.batch_size], truncation=True,
-                                 padding=True, return_tensors="pt").to(device)
-            out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.batch_size, self.max_length = batch_size, max_length
 
     def answer(self, pairs):
-        a = self.scores([p.prompt for p in pairs], [p.response_a for p in pairs])
-        b = self.scores([p.prompt for p in pairs], [p.response_b for p in pairs])
+        from frugalign.recipes.reward import score
+
+        prompts = [p.prompt for p in pairs]
+        a = score(self.model, self.tokenizer, prompts, [p.response_a for p in pairs], self.batch_size, self.max_length)
+        b = score(self.model, self.tokenizer, prompts, [p.response_b for p in pairs], self.batch_size, self.max_length)
         return [int(np.sign(x - y)) for x, y in zip(a, b)]
 
 

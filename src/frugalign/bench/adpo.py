@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
     parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
+    parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")
     parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
     parser.add_argument("--out", type=str, default="bench-adpo.json", help="result JSON (a PNG is written beside it)")
 
@@ -117,6 +119,10 @@ def plot(result: dict, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     settings = dict(DEFAULTS[args.task])
+    if args.learning_rate is not None:
+        settings["learning_rate"] = args.learning_rate
+    if args.num_epochs is not None:
+        settings["num_epochs"] = args.num_epochs
     if args.quick:
         settings["num_epochs"] = min(settings["num_epochs"], 2)
     runs: list[dict] = []

@@ -2,7 +2,8 @@
 
 Accepted (each row is one of):
 - preferences: `prompt`, `chosen`, `rejected` (explicit prompt) or only `chosen`, `rejected`
-  (implicit prompt), optional `weight` (a finite number >= 0);
+  (implicit prompt), optional `weight` (a finite number >= 0) and `margin` (a finite number, for reward
+  models);
 - demonstrations: `prompt`, `completion`, or `messages` (the last message, the assistant's, is the
   completion);
 - unlabelled pairs (active querying): `prompt`, `response_a`, `response_b`.
@@ -36,6 +37,7 @@ class PreferenceExample:
     rejected: str
     weight: float = 1.0
     templated: bool = False  # rendered by a chat template, which already holds the special tokens
+    margin: float = 0.0  # how much better chosen is (reward models: Bradley-Terry with margin)
 
 
 @dataclass
@@ -103,6 +105,14 @@ class _Row:
         if not math.isfinite(w) or w < 0:
             raise self.error(f"must be a finite number >= 0, got {w!r}", "weight")
         return float(w)
+
+    def margin(self) -> float:
+        m = self.row.get("margin")
+        if m is None:
+            return 0.0
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
+            raise self.error(f"expected a finite number, got {m!r}", "margin")
+        return float(m)
 
 
 class _Template:
@@ -181,6 +191,7 @@ def preference_examples(rows: list[dict], source: str, tokenizer=None) -> list[P
                 example = PreferenceExample(prompt, chosen, rejected, weight)
         if example.chosen == example.rejected:
             raise row.error("chosen and rejected are identical: a pair must differ", "rejected")
+        example.margin = row.margin()
         out.append(example)
     return out
 
