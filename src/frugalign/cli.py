@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from frugalign.bench import appo as appo_bench
     from frugalign.bench import dpo as dpo_bench
     from frugalign.bench import throughput as throughput_bench
-    from frugalign.recipes import adpo, dpo, reward, sft
+    from frugalign.recipes import adpo, dpo, online, reward, sft
 
     parser = argparse.ArgumentParser(prog="frugalign", description="Data-efficient preference alignment.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     _train_command(sub, "dpo", "DPO / IPO on preference pairs, with per-pair weights", dpo.DPOConfig, dpo.run)
     _train_command(sub, "reward", "a Bradley-Terry reward model (default: the embedded MiniLM encoder)",
                    reward.RewardConfig, reward.run)
+    _train_command(sub, "online", "online DPO with OPTune's selective regeneration and wDPO", online.OnlineConfig,
+                   online.run)
     _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs", adpo.ADPOConfig,
                    adpo.run)
 

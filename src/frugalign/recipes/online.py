@@ -1,0 +1,263 @@
+"""Iterative online DPO with OPTune's selective regeneration and weighted DPO (ALGORITHMS.md section 4).
+
+Every prompt keeps a pair (its best and worst sampled response) and the reward of the best. Per
+iteration t:
+  1. choose the prompts to regenerate: all of them at t = 0 (so every method starts equal); then the
+     ceil(rho * |P|) prompts whose chosen response has the lowest reward (`optune`), as many at random
+     (`random`), or all (`all`);
+  2. sample `samples_per_prompt` responses for each chosen prompt from the current policy;
+  3. score them; the best becomes the chosen response and the worst the rejected one;
+  4. train one pass of DPO over every prompt's pair, the reference reset to the current policy; with
+     `--loss wdpo` each pair is weighted by R = sigma(beta2 * (r_w - r_l)).
+The pool (responses, rewards) is written after every phase, so a resumed run never regenerates or
+rescores what it has; time is counted per phase (generation, scoring, training).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from frugalign import losses
+from frugalign.config import option
+from frugalign.data import PreferenceExample, tokenize_preferences
+from frugalign.engine import Engine, console
+from frugalign.errors import UserError
+from frugalign.generation import generate
+from frugalign.recipes.dpo import DPOConfig, train_dpo
+
+Scorer = Callable[[list[str], list[str]], np.ndarray]
+
+
+@dataclass
+class OnlineConfig(DPOConfig):
+    """`frugalign online` options on top of DPO's (beta is wDPO's beta1)."""
+
+    loss: Literal["dpo", "ipo", "wdpo"] = option("dpo", "pairwise loss; wdpo: DPO weighted by sigma(beta2 * reward gap)")
+    beta2: float = option(1.0, "wDPO: scale of the reward gap in the pair weight")
+    iterations: int = option(3, "generate-score-train iterations")
+    rho: float = option(1.0, "fraction of prompts regenerated per iteration after the first")
+    selection: Literal["optune", "random", "all"] = option("optune", "which prompts are regenerated")
+    samples_per_prompt: int = option(2, "responses sampled per regenerated prompt (best vs worst)")
+    max_new_tokens: int = option(64, "tokens sampled per response")
+    temperature: float = option(1.0, "sampling temperature (0: greedy)")
+    top_p: float = option(0.9, "nucleus sampling")
+    generation_batch_size: int = option(64, "prompts per generate call")
+    reward_model: str | None = option(None, "reward model that scores the samples (a `frugalign reward` output)")
+
+    def validate(self) -> None:
+        if self.loss == "wdpo":  # DPO's checks apply to the DPO loss wDPO weights
+            self.loss = "dpo"
+            try:
+                super().validate()
+            finally:
+                self.loss = "wdpo"
+        else:
+            super().validate()
+        if not 0.0 < self.rho <= 1.0:
+            raise UserError(f"option rho must be in (0, 1], got {self.rho}")
+        if self.samples_per_prompt < 2:
+            raise UserError("option samples_per_prompt must be at least 2 (a pair)")
+
+
+@dataclass
+class PromptPool:
+    """Every prompt's current pair and rewards; saved as JSON after each phase."""
+
+    prompts: list[str]
+    chosen: list[str | None] = field(default_factory=list)
+    rejected: list[str | None] = field(default_factory=list)
+    chosen_reward: list[float] = field(default_factory=list)
+    rejected_reward: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        n = len(self.prompts)
+        self.chosen = self.chosen or [None] * n
+        self.rejected = self.rejected or [None] * n
+        self.chosen_reward = self.chosen_reward or [float("nan")] * n
+        self.rejected_reward = self.rejected_reward or [float("nan")] * n
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> PromptPool:
+        return cls(**json.loads(path.read_text()))
+
+
+def select_prompts(pool: PromptPool, iteration: int, config: OnlineConfig, rng: random.Random) -> list[int]:
+    n = len(pool.prompts)
+    if iteration == 0 or config.selection == "all":
+        return list(range(n))
+    k = math.ceil(config.rho * n)
+    if config.selection == "random":
+        return sorted(rng.sample(range(n), k))
+    return sorted(sorted(range(n), key=lambda i: pool.chosen_reward[i])[:k])  # the lowest rewards first
+
+
+def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scorer: Scorer,
+               on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
+    """The online loop. `scorer(prompts, responses)` returns rewards (a reward model, a gold oracle);
+    `on_iteration(t, policy)` may return extra metrics for the iteration's record (benches: gold reward)."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(config.seed)
+    records: list[dict] = []
+    state_path = out / "online_state.json"
+    start, phase = 0, "generate"
+    pool = PromptPool(prompts)
+    policy_dir: str | None = None  # the policy the current iteration starts from, once one was saved
+    if config.resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        start, phase, records, policy_dir = state["iteration"], state["phase"], state["records"], state["policy"]
+        pool = PromptPool.load(out / "pool.json")
+        rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
+        if policy_dir:
+            policy = type(policy).from_pretrained(policy_dir)
+        console.print(f"resuming at iteration {start}, {phase} phase: nothing already generated is generated again")
+    for t in range(start, config.iterations):
+        record = {"iteration": t, "generated": 0, "time_s": {"generation": 0.0, "scoring": 0.0, "training": 0.0}}
+        if phase == "train":  # resumed after this iteration's responses were generated and scored
+            record = records.pop()
+        else:
+            selected = select_prompts(pool, t, config, rng)
+            began = time.perf_counter()
+            gens = generate(policy, tokenizer, [pool.prompts[i] for i in selected], config.samples_per_prompt,
+                            config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size,
+                            seed=config.seed + t, description=f"iteration {t}: generating")
+            record["time_s"]["generation"] = time.perf_counter() - began
+            record["generated"] = len(selected) * config.samples_per_prompt
+            record["tokens_per_second"] = gens.tokens_per_second
+            began = time.perf_counter()
+            flat_prompts = [pool.prompts[i] for i in selected for _ in range(config.samples_per_prompt)]
+            flat = [text for texts in gens.texts for text in texts]
+            scores = np.asarray(scorer(flat_prompts, flat), dtype=float)
+            if not np.isfinite(scores).all():
+                bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+                raise UserError(f"the scorer returned {scores[bad]} for prompt {flat_prompts[bad]!r}: refusing to train "
+                                "on it (a NaN is never read as a reward)")
+            record["time_s"]["scoring"] = time.perf_counter() - began
+            before = list(pool.chosen_reward)
+            for k, i in enumerate(selected):
+                group = scores[k * config.samples_per_prompt:(k + 1) * config.samples_per_prompt]
+                texts = gens.texts[k]
+                best, worst = int(np.argmax(group)), int(np.argmin(group))
+                pool.chosen[i], pool.rejected[i] = texts[best], texts[worst]
+                pool.chosen_reward[i], pool.rejected_reward[i] = float(group[best]), float(group[worst])
+            record.update(gain_split(before, pool.chosen_reward))
+            pool.save(out / "pool.json")
+            phase = "train"
+            save_state(state_path, t, phase, records + [record], rng, policy_dir)
+        began = time.perf_counter()
+        policy = train_iteration(config, policy, tokenizer, pool, t)
+        record["time_s"]["training"] = time.perf_counter() - began
+        record["mean_chosen_reward"] = float(np.nanmean(pool.chosen_reward))
+        if on_iteration is not None:
+            record.update(on_iteration(t, policy))
+        records.append(record)
+        policy_dir = str(out / f"policy-iter{t}")
+        policy.save_pretrained(policy_dir)
+        tokenizer.save_pretrained(policy_dir)
+        phase = "generate"
+        save_state(state_path, t + 1, phase, records, rng, policy_dir)
+        console.print(f"iteration {t}: generated {record['generated']}, chosen reward {record['mean_chosen_reward']:.3f}, "
+                      f"time gen/score/train {record['time_s']['generation']:.1f}/{record['time_s']['scoring']:.1f}/"
+                      f"{record['time_s']['training']:.1f} s")
+    return policy, records
+
+
+def save_state(path: Path, iteration: int, phase: str, records: list[dict], rng: random.Random, policy: str | None):
+    state = rng.getstate()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"iteration": iteration, "phase": phase, "records": records, "policy": policy,
+                               "rng": [state[0], list(state[1]), state[2]]}))
+    tmp.replace(path)
+
+
+def gain_split(before: list[float], after: list[float]) -> dict:
+    """OPTune's Fig. 2 diagnostic: the share of the reward gain that comes from the bottom-50% prompts
+    (by their previous reward) versus the top-50%."""
+    prev = np.asarray(before, dtype=float)
+    if not np.isfinite(prev).all():
+        return {}
+    gain = np.asarray(after, dtype=float) - prev
+    order = np.argsort(prev)
+    bottom, top = gain[order[: len(order) // 2]].sum(), gain[order[len(order) // 2:]].sum()
+    total = abs(bottom) + abs(top)
+    return {"gain_bottom_half": float(bottom), "gain_top_half": float(top),
+            "share_bottom_half": float(abs(bottom) / total) if total > 0 else None}
+
+
+def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t: int):
+    """One DPO pass over the pool's pairs with the reference reset to the current policy."""
+    examples = [PreferenceExample(p, c, r, weight=1.0)
+                for p, c, r in zip(pool.prompts, pool.chosen, pool.rejected)]
+    gaps = np.asarray(pool.chosen_reward) - np.asarray(pool.rejected_reward)
+    keep = [i for i, ex in enumerate(examples) if gaps[i] > 0 and ex.chosen != ex.rejected]
+    if not keep:
+        console.print(f"iteration {t}: every pair is a tie, nothing to train on")
+        return policy
+    rows, _ = tokenize_preferences([examples[i] for i in keep], tokenizer, config.max_prompt_length,
+                                   config.max_response_length, f"iteration {t} pairs")
+    if config.loss == "wdpo":
+        weights = losses.wdpo_weights(torch.tensor(gaps[keep]), torch.zeros(len(keep)), config.beta2)
+        for row in rows:
+            row["weight"] = float(weights[row["index"]])
+    dpo = DPOConfig(**{k: v for k, v in config.__dict__.items() if k in DPOConfig.__dataclass_fields__})
+    dpo.loss = "ipo" if config.loss == "ipo" else "dpo"
+    dpo.output_dir = str(Path(config.output_dir) / f"train-iter{t}")
+    dpo.resume = False
+    dpo.num_epochs = 1
+    policy, _ = train_dpo(dpo, policy, tokenizer, rows, engine=Engine(dpo))
+    return policy
+
+
+def load_prompts(config: OnlineConfig, tokenizer) -> list[str]:
+    """Prompts from `prompt` rows (strings, or messages rendered with the chat template)."""
+    from frugalign.data import load_rows
+    from frugalign.errors import DataError
+
+    if not config.dataset:
+        raise UserError("no dataset: pass --dataset with a `prompt` column")
+    out = []
+    for number, row in enumerate(load_rows(config.dataset, config.dataset_split), start=1):
+        prompt = row.get("prompt")
+        if isinstance(prompt, list) and prompt:
+            if not getattr(tokenizer, "chat_template", None):
+                raise UserError(f"{config.dataset}: conversational prompts need a tokenizer with a chat template")
+            prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(config.dataset, "expected a non-empty string or list of messages", number, "prompt")
+        out.append(prompt)
+    return out
+
+
+def run(config: OnlineConfig) -> list[dict]:
+    """`frugalign online`: prompts, a reward model as the scorer, the loop, the final policy."""
+    from frugalign import models
+    from frugalign.recipes.reward import score
+
+    if not config.reward_model:
+        raise UserError("frugalign online needs --reward-model (a checkpoint from `frugalign reward`)")
+    tokenizer = models.load_tokenizer(config.model)
+    prompts = load_prompts(config, tokenizer)
+    rm, rm_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(config.reward_model)
+    policy = models.load_causal_lm(config.model)
+    policy, records = run_online(config, policy, tokenizer, prompts,
+                                 lambda p, r: score(rm, rm_tokenizer, p, r))
+    path = Path(config.output_dir) / "model"
+    policy.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    return records

@@ -1,0 +1,131 @@
+"""Online DPO with OPTune on the arith task: selection, wDPO, per-phase costs, and resumption."""
+
+import json
+
+import numpy as np
+import pytest
+
+from frugalign.errors import UserError
+from frugalign.recipes import online
+from frugalign.tasks import load_task
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return load_task("arith", seed=0, quick=True, cache_dir=tmp_path_factory.mktemp("tasks"))
+
+
+def config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), iterations=2, rho=0.5, selection="optune", learning_rate=5e-4,
+                batch_size=16, max_new_tokens=5, samples_per_prompt=2, logging_steps=50)
+    return online.OnlineConfig(**{**base, **kw})
+
+
+def counting_scorer(task, calls):
+    def score(prompts, responses):
+        calls.append(len(prompts))
+        return task.gold_rewards(prompts, responses)
+    return score
+
+
+def test_optune_regenerates_the_lowest_reward_prompts(tmp_path, task):
+    calls = []
+    prompts = task.train_prompts[:40]
+    _, records = online.run_online(config(tmp_path), load_task("arith", 0, True, task_cache(task)).model,
+                                   task.tokenizer, prompts, counting_scorer(task, calls))
+    assert calls == [80, 40]  # iteration 0: every prompt; then ceil(0.5 * 40) = 20 prompts x 2 samples
+    assert [r["generated"] for r in records] == [80, 40]
+    assert set(records[0]["time_s"]) == {"generation", "scoring", "training"}
+    assert records[1]["share_bottom_half"] is not None
+    pool = online.PromptPool.load(tmp_path / "pool.json")
+    assert all(c >= r for c, r in zip(pool.chosen_reward, pool.rejected_reward))
+
+
+def task_cache(task):
+    from pathlib import Path
+
+    return Path(task.info["cache"]).parent
+
+
+def test_select_prompts_rules():
+    pool = online.PromptPool(["a", "b", "c", "d"], chosen_reward=[0.9, 0.1, 0.5, -1.0])
+    rng = __import__("random").Random(0)
+    cfg = online.OnlineConfig(rho=0.5)
+    assert online.select_prompts(pool, 0, cfg, rng) == [0, 1, 2, 3]
+    assert online.select_prompts(pool, 1, cfg, rng) == [1, 3]
+    cfg.selection = "random"
+    assert len(online.select_prompts(pool, 1, cfg, rng)) == 2
+
+
+def test_nan_rewards_are_refused(tmp_path, task):
+    with pytest.raises(UserError, match="refusing to train"):
+        online.run_online(config(tmp_path, iterations=1), task.model, task.tokenizer, task.train_prompts[:8],
+                          lambda p, r: np.full(len(p), np.nan))
+
+
+def test_wdpo_weights_pairs_by_reward_gap(tmp_path, task, monkeypatch):
+    seen = []
+    original = online.train_dpo
+
+    def spy(cfg, policy, tokenizer, rows, **kw):
+        seen.extend(r["weight"] for r in rows)
+        return original(cfg, policy, tokenizer, rows, **kw)
+
+    monkeypatch.setattr(online, "train_dpo", spy)
+    online.run_online(config(tmp_path, iterations=1, loss="wdpo", beta2=2.0), load_task("arith", 0, True, task_cache(task)).model,
+                      task.tokenizer, task.train_prompts[:24], task.gold_rewards)
+    assert seen and all(0.5 < w < 1.0 for w in seen) and len(set(seen)) > 1
+
+
+def test_resume_in_the_training_phase_generates_nothing_twice(tmp_path, task, monkeypatch):
+    calls = []
+    original = online.train_iteration
+
+    def crash_at_iteration_1(cfg, policy, tokenizer, pool, t):
+        if t == 1:
+            raise KeyboardInterrupt
+        return original(cfg, policy, tokenizer, pool, t)
+
+    monkeypatch.setattr(online, "train_iteration", crash_at_iteration_1)
+    with pytest.raises(KeyboardInterrupt):
+        online.run_online(config(tmp_path), load_task("arith", 0, True, task_cache(task)).model, task.tokenizer,
+                          task.train_prompts[:20], counting_scorer(task, calls))
+    assert calls == [40, 20]
+    state = json.loads((tmp_path / "online_state.json").read_text())
+    assert (state["iteration"], state["phase"]) == (1, "train")
+    monkeypatch.setattr(online, "train_iteration", original)
+    _, records = online.run_online(config(tmp_path, resume=True), load_task("arith", 0, True, task_cache(task)).model,
+                                   task.tokenizer, task.train_prompts[:20], counting_scorer(task, calls))
+    assert calls == [40, 20]  # the resumed run scored (and generated) nothing again
+    assert [r["iteration"] for r in records] == [0, 1] and records[1]["generated"] == 20
+
+
+def test_cli_needs_a_reward_model(tmp_path, tiny_model_dir, capsys):
+    from frugalign.cli import main
+
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "say aa?"}) + "\n")
+    assert main(["online", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "p.jsonl"),
+                 "--output-dir", str(tmp_path / "o")]) == 2
+    assert "--reward-model" in capsys.readouterr().err
+
+
+def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer):
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from frugalign import models
+    from frugalign.cli import main
+
+    torch.manual_seed(0)
+    rm = tmp_path / "rm"
+    LlamaForSequenceClassification(models.tiny_llama_config(len(tokenizer), num_labels=1,
+                                                             pad_token_id=tokenizer.pad_token_id)).save_pretrained(rm)
+    tokenizer.save_pretrained(rm)
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"say {c}{c}?"}) + "\n" for c in "abcdefgh"))
+    out = tmp_path / "online"
+    assert main(["online", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "p.jsonl"), "--reward-model",
+                 str(rm), "--output-dir", str(out), "--iterations", "2", "--rho", "0.5", "--loss", "wdpo",
+                 "--max-new-tokens", "4", "--batch-size", "4"]) == 0
+    records = json.loads((out / "iterations.json").read_text())
+    assert [r["generated"] for r in records] == [16, 8]
+    assert (out / "model" / "model.safetensors").exists()
