@@ -1,0 +1,145 @@
+"""`frugalign bench optune`: online DPO that regenerates only part of the prompts (OPTune) against
+regenerating all of them, with OPTune's lowest-reward selection against random selection, and wDPO
+against DPO; the gold reward is the scorer, and gold reward on held-out prompts is measured after
+every iteration, against responses generated and against wall time."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frugalign.bench.dpo import DEFAULTS
+from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.engine import console, summary_table
+from frugalign.evaluate.gold import gold_eval
+from frugalign.recipes.online import OnlineConfig, run_online
+from frugalign.tasks import load_task
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=sorted(DEFAULTS), default="arith", help="gold-oracle task")
+    parser.add_argument("--quick", action="store_true", help="one seed, small sizes, fewer settings: a smoke test")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--rhos", type=float, nargs="+", default=None, help="default: 0.3 0.5 0.7 1.0 (quick: 0.5 1.0)")
+    parser.add_argument("--iterations", type=int, default=3, help="online iterations")
+    parser.add_argument("--out", type=str, default="bench-optune.json", help="result JSON (a PNG is written beside it)")
+
+
+def settings_grid(rhos: list[float], quick: bool) -> list[dict]:
+    grid = []
+    for loss in (["wdpo"] if quick else ["dpo", "wdpo"]):
+        for rho in rhos:
+            for selection in (["all"] if rho >= 1.0 else ["optune", "random"]):
+                grid.append({"rho": rho, "selection": selection, "loss": loss})
+    return grid
+
+
+def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iterations: int, workdir: Path) -> dict:
+    task = load_task(task_name, seed=seed, quick=quick)
+    policy = load_task(task_name, seed=seed, quick=quick).model
+    base = dict(DEFAULTS[task_name])
+    config = OnlineConfig(output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
+                          seed=seed, iterations=iterations, rho=setting["rho"], selection=setting["selection"],
+                          loss=setting["loss"], learning_rate=base["learning_rate"], beta=base["beta"],
+                          batch_size=base["batch_size"], max_new_tokens=task.max_new_tokens, temperature=1.0, top_p=0.9,
+                          logging_steps=50)
+    began = time.perf_counter()
+    curve: list[dict] = []
+    generated = 0
+
+    def evaluate(t, model) -> dict:
+        ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+        return {"gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl}
+
+    _, records = run_online(config, policy, task.tokenizer, task.train_prompts, task.gold_rewards, evaluate)
+    elapsed = 0.0
+    for r in records:
+        generated += r["generated"]
+        elapsed += sum(r["time_s"].values())
+        curve.append({"iteration": r["iteration"], "generations": generated, "time_s": elapsed,
+                      "gold_reward": r["gold_reward"], "share_bottom_half": r.get("share_bottom_half")})
+    time_split = {k: sum(r["time_s"][k] for r in records) for k in ("generation", "scoring", "training")}
+    last = records[-1]
+    return {"method": "online", "seed": seed, "params": dict(setting), "gold_reward": last["gold_reward"],
+            "gold_reward_ci95": last["gold_reward_ci95"], "kl": last["kl"], "queries": 0, "generations": generated,
+            "time_s": {"total": sum(time_split.values()), **time_split, "wall": time.perf_counter() - began},
+            "curve": curve}
+
+
+def key(params: dict) -> str:
+    return f"{params['selection']}/rho={params['rho']}/{params['loss']}"
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary: dict = {}
+    for k in dict.fromkeys(key(r["params"]) for r in runs):
+        mine = [r for r in runs if key(r["params"]) == k]
+        values = [r["gold_reward"] for r in mine]
+        summary[k] = {"gold_reward": float(np.mean(values)),
+                      "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
+                      "generations": float(np.mean([r["generations"] for r in mine])),
+                      "time_s": float(np.mean([r["time_s"]["total"] for r in mine])),
+                      "generation_share": float(np.mean([r["time_s"]["generation"] / r["time_s"]["total"] for r in mine]))}
+    for loss in ("dpo", "wdpo"):
+        full = summary.get(f"all/rho=1.0/{loss}")
+        half = summary.get(f"optune/rho=0.5/{loss}")
+        if full and half:
+            summary[f"{loss}: speed-up of optune rho=0.5 over rho=1"] = full["time_s"] / half["time_s"]
+            summary[f"{loss}: optune rho=0.5 within rho=1 interval"] = (
+                half["gold_reward"] >= full["gold_reward"] - full["gold_reward_ci95"])
+    return summary
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    seed = result["seeds"][0]
+    for run in result["runs"]:
+        if run["seed"] != seed:
+            continue
+        label = key(run["params"])
+        style = "-" if run["params"]["selection"] != "random" else "--"
+        left.plot([p["generations"] for p in run["curve"]], [p["gold_reward"] for p in run["curve"]], style, marker="o",
+                  label=label)
+        right.plot([p["time_s"] for p in run["curve"]], [p["gold_reward"] for p in run["curve"]], style, marker="o")
+    left.set_xlabel("responses generated")
+    right.set_xlabel("seconds (generation + scoring + training)")
+    for ax in (left, right):
+        ax.set_ylabel("gold reward (held-out prompts)")
+    left.legend(fontsize=7)
+    fig.suptitle(f"{result['task']}: online DPO, seed {seed}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    rhos = args.rhos or ([0.5, 1.0] if args.quick else [0.3, 0.5, 0.7, 1.0])
+    grid = settings_grid(rhos, args.quick)
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
+        for seed in seeds:
+            for setting in grid:
+                run = run_setting(args.task, seed, args.quick, setting, args.iterations, Path(tmp))
+                runs.append(run)
+                console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
+                              f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
+    result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
+              "config": {"rhos": rhos, "iterations": args.iterations, **DEFAULTS[args.task]},
+              "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
+    out = write_results(args.out, result)
+    plot(result, out.with_suffix(".png"))
+    rows = {k: (f"gold {v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f}, {v['generations']:.0f} generations, "
+                f"{v['time_s']:.1f} s ({v['generation_share']:.0%} generating)") if isinstance(v, dict) else str(v)
+            for k, v in result["summary"].items()}
+    console.print(summary_table(f"bench optune · {args.task} · seeds {seeds}", {**rows, "results": str(out)}))
+    return 0
