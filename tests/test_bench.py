@@ -52,3 +52,22 @@ def test_bench_adpo_quick_compares_four_modes_with_equal_random_budget(tmp_path,
     assert by["adpo"]["pseudo_labelled"] > 0 and by["adpo"]["pseudo_label_agreement"] is not None
     assert all(r["curve"] and r["curve"][-1]["queries"] == r["queries"] for r in result["runs"])
     assert "adpo_query_fraction" in result["summary"] and out.with_suffix(".png").exists()
+
+
+def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch):
+    from frugalign.bench import optune as optune_bench
+
+    monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    optune_bench.add_arguments(parser)
+    out = tmp_path / "optune.json"
+    assert optune_bench.run(parser.parse_args(["--quick", "--iterations", "2", "--out", str(out)])) == 0
+    result = json.loads(out.read_text())
+    by = {optune_bench.key(r["params"]): r for r in result["runs"]}
+    assert set(by) == {"optune/rho=0.5/wdpo", "random/rho=0.5/wdpo", "all/rho=1.0/wdpo"}
+    full, half = by["all/rho=1.0/wdpo"], by["optune/rho=0.5/wdpo"]
+    # iteration 0 regenerates everything for every method; then half the prompts
+    assert half["curve"][0]["generations"] == full["curve"][0]["generations"]
+    assert half["generations"] == full["curve"][0]["generations"] * 1.5
+    assert set(half["time_s"]) >= {"total", "generation", "scoring", "training"}
+    assert out.with_suffix(".png").exists()
