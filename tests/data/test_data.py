@@ -1,0 +1,191 @@
+"""Datasets: every format TRL users bring, and every bad row named by file, row and field."""
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from frugalign.data import (
+    Demonstration,
+    PreferenceExample,
+    demonstrations,
+    load_rows,
+    preference_examples,
+    tokenize_demonstrations,
+    tokenize_preferences,
+    unlabelled_pairs,
+)
+from frugalign.errors import DataError, UserError
+from tests.conftest import char_tokenizer
+
+TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}<eos>{% endfor %}"
+            "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+@pytest.fixture
+def chat_tokenizer():
+    tok = char_tokenizer()
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_standard_explicit_and_weights(tmp_path):
+    src = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "weight": 2},
+                                             {"prompt": "q", "chosen": "c", "rejected": "d"}])
+    ex = preference_examples(load_rows(src), src)
+    assert ex == [PreferenceExample("q", "a", "b", 2.0), PreferenceExample("q", "c", "d", 1.0)]
+
+
+def test_implicit_prompt_is_cut_at_a_word_boundary():
+    rows = [{"chosen": "Question: sum? Answer: four", "rejected": "Question: sum? Answer: five"}]
+    (ex,) = preference_examples(rows, "mem")
+    assert (ex.prompt, ex.chosen, ex.rejected) == ("Question: sum? Answer: ", "four", "five")
+    rows = [{"chosen": "Question: say foo", "rejected": "Question: say fob"}]  # shared partial word "fo"
+    (ex,) = preference_examples(rows, "mem")
+    assert (ex.prompt, ex.chosen, ex.rejected) == ("Question: say ", "foo", "fob")
+
+
+def test_conversational_explicit_and_implicit_apply_the_chat_template(chat_tokenizer):
+    user = [{"role": "user", "content": "hi"}]
+    good, bad = [{"role": "assistant", "content": "hello"}], [{"role": "assistant", "content": "go"}]
+    explicit = preference_examples([{"prompt": user, "chosen": good, "rejected": bad}], "mem", chat_tokenizer)
+    implicit = preference_examples([{"chosen": user + good, "rejected": user + bad}], "mem", chat_tokenizer)
+    assert explicit == implicit
+    (ex,) = explicit
+    assert ex.prompt == "<user>hi<eos><assistant>" and ex.chosen == "hello<eos>" and ex.templated
+
+
+def test_conversational_without_chat_template_is_refused():
+    with pytest.raises(UserError, match="chat template"):
+        preference_examples([{"prompt": [{"role": "user", "content": "x"}], "chosen": [{"role": "assistant",
+                              "content": "y"}], "rejected": [{"role": "assistant", "content": "z"}]}], "f.jsonl")
+
+
+@pytest.mark.parametrize("row,field,message", [
+    ({"prompt": "q", "chosen": "a"}, "rejected", "missing column"),
+    ({"prompt": "q", "chosen": "", "rejected": "b"}, "chosen", "empty string"),
+    ({"prompt": "q", "chosen": "   ", "rejected": "b"}, "chosen", "empty string"),
+    ({"prompt": "q", "chosen": None, "rejected": "b"}, "chosen", "null"),
+    ({"prompt": 5, "chosen": "a", "rejected": "b"}, "prompt", "got int"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "weight": -1}, "weight", ">= 0"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "weight": math.nan}, "weight", "finite"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "weight": "1"}, "weight", "expected a number"),
+    ({"prompt": "q", "chosen": "a", "rejected": "b", "weight": True}, "weight", "expected a number"),
+    ({"prompt": "q", "chosen": "a", "rejected": "a"}, "rejected", "identical"),
+    ({"chosen": "abc", "rejected": "xyz"}, "prompt", "share no prefix"),
+    ({"prompt": [{"role": "user"}], "chosen": [], "rejected": []}, "chosen", "non-empty list"),
+])
+def test_bad_preference_rows_name_file_row_and_field(row, field, message, chat_tokenizer):
+    rows = [{"prompt": "ok", "chosen": "y", "rejected": "n"}, row]
+    with pytest.raises(DataError) as err:
+        preference_examples(rows, "data.jsonl", chat_tokenizer)
+    assert str(err.value).startswith(f"data.jsonl: row 2: field '{field}':")
+    assert message in str(err.value)
+
+
+def test_bad_message_role_and_content(chat_tokenizer):
+    bad_role = {"prompt": [{"role": "robot", "content": "x"}], "chosen": [{"role": "assistant", "content": "y"}],
+                "rejected": [{"role": "assistant", "content": "z"}]}
+    with pytest.raises(DataError, match="row 1: field 'prompt': message 1 has unknown role 'robot'"):
+        preference_examples([bad_role], "f", chat_tokenizer)
+
+
+def test_malformed_and_non_object_json_lines(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n\n{"prompt": oops}\n')
+    with pytest.raises(DataError, match=r"x.jsonl: row 3: malformed JSON"):
+        load_rows(str(path))
+    path.write_text('{"prompt": "a"}\n[1, 2]\n')
+    with pytest.raises(DataError, match=r"row 2: expected a JSON object, got list"):
+        load_rows(str(path))
+
+
+def test_missing_file_and_empty_file(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        load_rows(str(tmp_path / "nope.jsonl"))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_rows(str(tmp_path / "empty.jsonl"))
+
+
+def test_json_array_csv_parquet_and_saved_dataset_read_the_same(tmp_path):
+    import datasets
+
+    rows = [{"prompt": "q1", "chosen": "a", "rejected": "b"}, {"prompt": "q2", "chosen": "c", "rejected": "d"}]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    ds = datasets.Dataset.from_list(rows)
+    ds.to_csv(str(tmp_path / "a.csv"), index=False)
+    ds.to_parquet(str(tmp_path / "a.parquet"))
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
+    for source in ("a.json", "a.csv", "a.parquet", "saved"):
+        assert load_rows(str(tmp_path / source)) == rows, source
+    with pytest.raises(UserError, match="no split 'test'"):
+        load_rows(str(tmp_path / "saved"), split="test")
+
+
+def test_hub_name_offline_gives_a_clear_error():
+    with pytest.raises(UserError, match="could not be loaded.*offline"):
+        load_rows("someone/no-such-dataset-frugalign")
+
+
+def test_demonstrations_from_messages_and_prompt_completion(chat_tokenizer):
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    (a,) = demonstrations([{"messages": msgs}], "d", chat_tokenizer)
+    assert a == Demonstration("<user>hi<eos><assistant>", "yo<eos>", True)
+    (b,) = demonstrations([{"prompt": "p", "completion": "c"}], "d")
+    assert b == Demonstration("p", "c")
+    with pytest.raises(DataError, match="row 1: field 'messages': the last message must be the assistant's"):
+        demonstrations([{"messages": msgs[:1]}], "d", chat_tokenizer)
+    with pytest.raises(DataError, match="row 1: field 'completion': missing column"):
+        demonstrations([{"prompt": "p"}], "d")
+
+
+def test_unlabelled_pairs_hide_labels_with_both_orders():
+    rows = [{"prompt": f"q{i}", "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(40)]
+    pairs, labels = unlabelled_pairs(rows, "p", seed=1)
+    assert set(labels) == {1, -1}
+    for pair, label in zip(pairs, labels):
+        assert (pair.response_a.startswith("good")) == (label == 1)
+    unl, none = unlabelled_pairs([{"prompt": "q", "response_a": "x", "response_b": "y"}], "u")
+    assert none is None and unl[0].response_b == "y"
+    with pytest.raises(DataError, match="row 1: field 'response_b': missing column"):
+        unlabelled_pairs([{"prompt": "q", "response_a": "x"}], "u")
+
+
+def test_truncation_keeps_prompt_end_and_response_start(tokenizer):
+    ex = [PreferenceExample("abcdefgh", "12345", "xy")]
+    rows, report = tokenize_preferences(ex, tokenizer, 3, 4, "t")
+    (row,) = rows
+    assert tokenizer.decode(row["prompt_ids"]) == "fgh"
+    assert tokenizer.decode(row["chosen_ids"]) == "1234"  # cut: loses its EOS
+    assert row["rejected_ids"][-1] == tokenizer.eos_token_id and len(row["rejected_ids"]) == 3
+    assert (report.prompts_truncated, report.responses_truncated, report.dropped) == (1, 1, 0)
+    rows, report = tokenize_preferences(ex + [PreferenceExample("a", "b", "c")], tokenizer, 3, 4, "t", "drop")
+    assert len(rows) == 1 and report.dropped == 1 and rows[0]["index"] == 1
+    with pytest.raises(DataError, match="t: row 1: field 'prompt': 8 tokens, over max_prompt_length=3"):
+        tokenize_preferences(ex, tokenizer, 3, 4, "t", "error")
+
+
+def test_templated_rows_get_no_extra_special_tokens(chat_tokenizer):
+    (demo,) = demonstrations([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}],
+                             "d", chat_tokenizer)
+    rows, _ = tokenize_demonstrations([demo], chat_tokenizer, 64, 64, "d")
+    assert chat_tokenizer.decode(rows[0]["completion_ids"]) == "yo<eos>"  # the template's EOS, not a second one
+
+
+@settings(max_examples=40, deadline=None)
+@given(prompt=st.text("abc", min_size=1, max_size=30), response=st.text("xyz", min_size=1, max_size=30),
+       max_prompt=st.integers(1, 12), max_response=st.integers(1, 12))
+def test_truncation_never_exceeds_the_limits(prompt, response, max_prompt, max_response):
+    tok = char_tokenizer()
+    rows, _ = tokenize_preferences([PreferenceExample(prompt, response, response + "z")], tok, max_prompt,
+                                   max_response, "h")
+    assert len(rows[0]["prompt_ids"]) <= max_prompt
+    assert len(rows[0]["chosen_ids"]) <= max_response and len(rows[0]["rejected_ids"]) <= max_response
