@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from frugalign.logprobs import pair_batch, pair_logps, supports_shared_prefix
+from frugalign.logprobs import additive_mask, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.models import tiny_causal_lm
 
 
@@ -13,29 +13,65 @@ def random_pairs(seed, n=3, vocab=40):
     return [rand(1, 9) for _ in range(n)], [rand(1, 7) for _ in range(n)], [rand(1, 7) for _ in range(n)]
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_shared_prefix_equals_padded_rows(seed):
-    model = tiny_causal_lm(40, seed=seed)
-    prompts, firsts, seconds = random_pairs(seed)
+def both_layouts(model, prompts, firsts, seconds, head=None):
     plain = pair_logps(model, pair_batch(prompts, firsts, seconds, 0))
-    shared = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=True), model.get_output_embeddings())
+    shared = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=True),
+                        head if head is not None else model.get_output_embeddings())
+    return plain, shared
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shared_prefix_equals_padded_rows(seed, attn):
+    model = tiny_causal_lm(40, seed=seed, attn_implementation=attn)
+    prompts, firsts, seconds = random_pairs(seed)
+    plain, shared = both_layouts(model, prompts, firsts, seconds)
     for p, s in zip(plain, shared):
         assert torch.allclose(p.sum, s.sum, atol=1e-4)
         assert torch.equal(p.count, s.count)
-    expected = [len(x) for x in firsts]
-    assert plain[0].count.tolist() == expected
+    assert plain[0].count.tolist() == [len(x) for x in firsts]
+    assert plain[1].count.tolist() == [len(x) for x in seconds]
 
 
-def test_shared_prefix_gradients_match():
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_shared_prefix_gradients_match(attn):
     prompts, firsts, seconds = random_pairs(5)
     grads = []
     for shared in (False, True):
-        model = tiny_causal_lm(40, seed=0)
+        model = tiny_causal_lm(40, seed=0, attn_implementation=attn)
         head = model.get_output_embeddings() if shared else None
         a, b = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=shared), head)
         (a.sum - 2 * b.sum).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
+def test_lora_adapter_on_and_off_match_padded_rows():
+    peft = pytest.importorskip("peft")
+    prompts, firsts, seconds = random_pairs(7)
+    grads = []
+    for shared in (False, True):
+        torch.manual_seed(0)
+        # init_lora_weights=False: a non-zero adapter, so that "on" and "off" differ; the output layer adapted too
+        config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False)
+        model = peft.get_peft_model(tiny_causal_lm(40, seed=0), config)
+        head = model.get_output_embeddings() if shared else None
+        a, b = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=shared), head)
+        (a.sum - 2 * b.sum).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
+        with torch.no_grad(), model.disable_adapter():
+            off = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=shared), head)
+        if not shared:
+            plain_on, plain_off = (a, b), off
+            base = pair_logps(tiny_causal_lm(40, seed=0), pair_batch(prompts, firsts, seconds, 0))
+            assert all(torch.allclose(x.sum, y.sum, atol=1e-4) for x, y in zip(plain_off, base))
+            assert not torch.allclose(a.sum, base[0].sum, atol=1e-3)
+    for x, y in zip(plain_on, (a, b)):
+        assert torch.allclose(x.sum, y.sum, atol=1e-4)
+    for x, y in zip(plain_off, off):
+        assert torch.allclose(x.sum, y.sum, atol=1e-4)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+    assert supports_shared_prefix(model)
 
 
 def test_second_response_does_not_see_the_first():
@@ -46,23 +82,45 @@ def test_second_response_does_not_see_the_first():
     assert torch.allclose(a1.sum, a2.sum, atol=1e-5)
 
 
-def test_supports_shared_prefix_detects_post_processed_logits():
+def test_shared_prefix_mask_and_positions():
+    t = pair_batch([[5, 6]], [[7, 8, 9]], [[10]], 0, shared_prefix=True)
+    assert t["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10]]
+    assert t["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2]]
+    assert t["attention_mask"][0, 0, 5].tolist() == [True, True, False, False, False, True]
+    # predicted from: the prompt's last position (first tokens of both responses), then the response's own
+    assert t["predictors"].tolist() == [1, 2, 3, 1] and t["targets"].tolist() == [7, 8, 9, 10]
+    assert t["segments"].tolist() == [0, 0, 0, 1]
+    m = additive_mask(t["attention_mask"], torch.float32)
+    assert m[0, 0, 5, 0] == 0 and m[0, 0, 5, 2] == torch.finfo(torch.float32).min
+
+
+class Wrapped(torch.nn.Module):
+    """A causal LM that post-processes its logits or ignores custom masks: the probe must refuse it."""
+
+    def __init__(self, inner, capped=False, ignores_mask=False):
+        super().__init__()
+        self.inner, self.capped, self.ignores_mask = inner, capped, ignores_mask
+
+    def get_output_embeddings(self):
+        return self.inner.get_output_embeddings()
+
+    def forward(self, **kw):
+        if self.ignores_mask:
+            kw["attention_mask"] = None
+            kw.pop("position_ids", None)
+        out = self.inner(**kw)
+        if self.capped:
+            out.logits = torch.tanh(out.logits)
+        return out
+
+
+def test_supports_shared_prefix_probe():
     model = tiny_causal_lm(40)
     assert supports_shared_prefix(model)
-    model.config.final_logit_softcapping = 1.0  # not used by Llama: still supported
-    assert supports_shared_prefix(model)
-
-    class Capped(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.config = inner, inner.config
-
-        def get_output_embeddings(self):
-            return self.inner.get_output_embeddings()
-
-        def forward(self, **kw):
-            out = self.inner(**kw)
-            out.logits = torch.tanh(out.logits)
-            return out
-
-    assert not supports_shared_prefix(Capped(tiny_causal_lm(40)))
+    assert supports_shared_prefix(tiny_causal_lm(40, attn_implementation="eager"))
+    assert supports_shared_prefix(tiny_causal_lm(40).to(torch.bfloat16))
+    assert not supports_shared_prefix(Wrapped(tiny_causal_lm(40), capped=True))
+    assert not supports_shared_prefix(Wrapped(tiny_causal_lm(40), ignores_mask=True))
+    model.train()
+    supports_shared_prefix(model)
+    assert model.training  # the probe runs in eval mode and restores the mode

@@ -2,6 +2,11 @@
 
 A response's log-probability is the sum of its tokens' log-probabilities; prompt and padding tokens are
 masked out. Chosen and rejected responses of a batch go through the model in a single forward pass.
+
+Pairs have two layouts (`pair_batch`): padded rows (any causal LM), and the shared-prefix layout (one
+row per pair, the prompt computed once, the output layer on response positions only). The rule for
+using the second: the caller asks for it (DPO's `shared_prefix` option) and the model passes
+`supports_shared_prefix`, a probe that compares both layouts' log-probs on a small batch.
 """
 
 from __future__ import annotations
@@ -102,9 +107,10 @@ def pair_logps(model, tensors: dict[str, torch.Tensor], output_layer=None) -> tu
         n = out.sum.shape[0] // 2
         return SequenceLogps(out.sum[:n], out.count[:n]), SequenceLogps(out.sum[n:], out.count[n:])
     n = tensors["input_ids"].shape[0]
+    mask = additive_mask(tensors["attention_mask"], output_layer.weight.dtype)
     # logits_to_keep=1: the model's own output layer runs on one position; we run it on response positions only
-    out = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"],
-                position_ids=tensors["position_ids"], output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    out = model(input_ids=tensors["input_ids"], attention_mask=mask, position_ids=tensors["position_ids"],
+                output_hidden_states=True, logits_to_keep=1, use_cache=False)
     hidden = out.hidden_states[-1]
     hidden = hidden.reshape(-1, hidden.shape[-1])[tensors["predictors"]]
     lp = token_logps(output_layer(hidden), tensors["targets"])
@@ -113,11 +119,34 @@ def pair_logps(model, tensors: dict[str, torch.Tensor], output_layer=None) -> tu
     return SequenceLogps(sums[:n], counts[:n]), SequenceLogps(sums[n:], counts[n:])
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean 4-D mask (True: may attend) as the additive float mask (0 or the dtype's minimum) that
+    every attention implementation taking a dense mask accepts: eager attention adds the mask to its
+    scores, so a boolean mask would be added as 0/1 there and hide nothing."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
 @torch.no_grad()
 def supports_shared_prefix(model) -> bool:
-    """Whether the output layer applied to the last hidden state gives the model's logits (true for
-    Llama-family models; false where logits are post-processed, e.g. soft-capped)."""
-    device = next(model.parameters()).device
-    ids = torch.tensor([[1, 2, 3]], device=device) % model.config.vocab_size
-    out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
-    return torch.allclose(model.get_output_embeddings()(out.hidden_states[-1]), out.logits, atol=1e-4, rtol=1e-4)
+    """Whether `model` gives the padded layout's log-probs in the shared-prefix layout, on a probe batch
+    of two pairs of unequal lengths (so masks, position ids and padding all matter). This fails for
+    attention kernels that ignore or reject a dense 4-D mask, and for models whose logits are not the
+    output embedding applied to the last hidden state (e.g. soft-capped logits); the caller then uses
+    padded rows. Tolerance: 1e-3 in float32, 5e-2 in lower precision (the two layouts sum differently)."""
+    head = model.get_output_embeddings()
+    vocab = head.weight.shape[0]
+    device = head.weight.device
+    ids = lambda *xs: [x % vocab for x in xs]  # noqa: E731
+    prompts, firsts, seconds = [ids(1, 2, 3), ids(4, 5)], [ids(6, 7), ids(8, 9, 10)], [ids(11), ids(12, 13, 14, 15)]
+    training = model.training
+    model.eval()  # no dropout: both layouts must see the same function
+    try:
+        plain = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0).items()})
+        shared = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0, True).items()},
+                            head)
+    except (TypeError, ValueError, RuntimeError):  # a model or kernel that refuses a 4-D mask or position ids
+        return False
+    finally:
+        model.train(training)
+    tol = 1e-3 if head.weight.dtype == torch.float32 else 5e-2
+    return all(torch.allclose(p.sum.float(), s.sum.float(), atol=tol, rtol=tol) for p, s in zip(plain, shared))

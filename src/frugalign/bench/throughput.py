@@ -7,12 +7,17 @@ and against the floor, on the same model, pairs, lengths, optimizer and machine,
   chosen and rejected rows, then AdamW. What a straightforward implementation cannot go below.
 Each is run with a live reference model and with reference log-probs precomputed before training
 (the floor then skips its reference forward). Warm-up steps are excluded; the median is reported.
+
+`--ablation` also times bare steps (live reference) with each trick of frugalign's pair layout on or
+off, so that what each one gives is measured rather than inferred (see `LAYOUTS`).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import random
 import statistics
 import tempfile
@@ -20,17 +25,26 @@ import time
 from pathlib import Path
 
 import torch
+from rich.table import Table
 
 from frugalign import models
 from frugalign.bench.results import machine_info, write_results
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import console, summary_table
+from frugalign.engine import console
 from frugalign.errors import UserError
-from frugalign.logprobs import pad_sequences, sequence_logps
+from frugalign.logprobs import additive_mask, pad_sequences, pair_batch, pair_logps, sequence_logps, token_logps
 from frugalign.recipes.dpo import DPOConfig, train_dpo
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wise owls count silver stars above "
          "quiet rivers and distant mountains under an autumn sky").split()
+BETA, LR = 0.1, 1e-6
+# The ablation's layouts, each a bare DPO step with a live reference:
+#   padded                   2B padded rows, logits at every position (what the floor computes)
+#   padded-response-head     2B padded rows, output layer on response positions only
+#   shared-prefix-full-head  one row per pair (prompt once), logits at every position
+#   shared-prefix            one row per pair, output layer on response positions only (frugalign's layout)
+#   packed                   the shared-prefix rows of a step packed into one row, block-diagonal mask
+LAYOUTS = ("padded", "padded-response-head", "shared-prefix-full-head", "shared-prefix", "packed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5; quick 2)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2; quick 1)")
     parser.add_argument("--skip-trl", action="store_true", help="run without TRL (frugalign and floor only)")
-    parser.add_argument("--ablation", action="store_true", help="also time frugalign with the padded pair layout")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32, or bf16 autocast for all three (bf16 needs a GPU that supports it)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also time each trick of the pair layout apart (bare steps, live reference)")
     parser.add_argument("--out", default="bench-throughput.json", help="result JSON (a PNG is written beside it)")
+
+
+def require_trl() -> None:
+    """Fail before any compute when the comparison cannot run."""
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        raise UserError("the TRL comparison needs TRL: pip install 'frugalign[trl-bench]' (or pass --skip-trl)") from None
 
 
 def make_text(rng: random.Random, tokenizer, n_tokens: int) -> str:
@@ -70,55 +95,132 @@ def load_model(name: str, tokenizer):
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
 
 
-def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float,
-                   shared_prefix: bool = True) -> list[float]:
-    import json
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
+
+def autocast(precision: str):
+    """bf16 autocast on the GPU, as accelerate's mixed precision does; nothing in fp32."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def clock() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # kernels are asynchronous: time what the GPU did, not what was queued
+    return time.perf_counter()
+
+
+def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float = LR,
+                   precision: str = "fp32") -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
-        config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps,
+        config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps, beta=BETA,
+                           mixed_precision="no" if precision == "fp32" else "bf16",
                            warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, logging_steps=1,
-                           reference="precomputed" if precomputed else "copy", save_total_limit=1,
-                           shared_prefix=shared_prefix)
+                           reference="precomputed" if precomputed else "copy", save_total_limit=1)
         train_dpo(config, copy.deepcopy(model), tokenizer, [dict(r) for r in rows])
         lines = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     return [x["step_seconds"] for x in lines if "step_seconds" in x][warmup:]
 
 
-def time_floor(model, rows, pad_id: int, precomputed: bool, steps: int, warmup: int, lr: float) -> list[float]:
-    policy = copy.deepcopy(model).train()
-    reference = copy.deepcopy(model).eval().requires_grad_(False)
+def time_bare(model, score, precomputed: bool, steps: int, warmup: int, lr: float = LR, precision: str = "fp32") -> list[float]:
+    """Seconds of bare DPO steps: `score(model) -> (chosen, rejected)` summed log-probs for the policy
+    (with gradients) and for a frozen reference copy (without, or once beforehand if precomputed),
+    the sigmoid loss, backward, AdamW."""
+    policy = copy.deepcopy(model).to(device()).train()
+    reference = copy.deepcopy(model).to(device()).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
-    prompts = [r["prompt_ids"] for r in rows]
-    t = pad_sequences(prompts + prompts, [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], pad_id)
-    n = len(rows)
-    with torch.no_grad():
-        cached = sequence_logps(reference, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
+    with torch.no_grad(), autocast(precision):
+        cached = score(reference)
     times = []
     for _ in range(warmup + steps):
-        began = time.perf_counter()
-        lp = sequence_logps(policy, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
-        if precomputed:
-            ref = cached
-        else:
-            with torch.no_grad():
-                ref = sequence_logps(reference, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
-        margin = (lp[:n] - ref[:n]) - (lp[n:] - ref[n:])
-        loss = -torch.nn.functional.logsigmoid(0.1 * margin).mean()
+        began = clock()
+        with autocast(precision):
+            chosen, rejected = score(policy)
+            if precomputed:
+                ref_chosen, ref_rejected = cached
+            else:
+                with torch.no_grad():
+                    ref_chosen, ref_rejected = score(reference)
+            margin = (chosen - ref_chosen).float() - (rejected - ref_rejected).float()
+            loss = -torch.nn.functional.logsigmoid(BETA * margin).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - began)
+        times.append(clock() - began)
     return times[warmup:]
 
 
-def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: int, lr: float) -> list[float]:
-    try:
-        import datasets
-        from transformers import TrainerCallback
-        from trl import DPOConfig as TRLConfig
-        from trl import DPOTrainer
-    except ImportError:
-        raise UserError("the TRL comparison needs TRL: pip install 'frugalign[trl-bench]' (or pass --skip-trl)") from None
+def padded_rows(rows, pad_id: int) -> dict[str, torch.Tensor]:
+    prompts = [r["prompt_ids"] for r in rows]
+    return pad_sequences(prompts + prompts, [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], pad_id)
+
+
+def time_floor(model, rows, pad_id: int, precomputed: bool, steps: int, warmup: int, lr: float = LR,
+               precision: str = "fp32") -> list[float]:
+    return time_bare(model, layout_scorer("padded", rows, pad_id), precomputed, steps, warmup, lr, precision)
+
+
+def pack(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A shared-prefix batch as a single row: the rows one after the other, a block-diagonal mask. The
+    flat indices (row * width + position) of predictors are unchanged by the concatenation."""
+    n, width = t["input_ids"].shape
+    return {**t, "input_ids": t["input_ids"].reshape(1, n * width), "position_ids": t["position_ids"].reshape(1, n * width),
+            "attention_mask": torch.block_diag(*t["attention_mask"][:, 0]).reshape(1, 1, n * width, n * width)}
+
+
+def on_device(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.to(device()) for k, v in t.items()}
+
+
+def layout_scorer(layout: str, rows, pad_id: int):
+    """`model -> (chosen, rejected)` summed response log-probs in one of `LAYOUTS` (all give the same
+    values; they differ in what is computed)."""
+    n = len(rows)
+    if layout == "padded":
+        t = on_device(padded_rows(rows, pad_id))
+
+        def score(model):
+            sums = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
+            return sums[:n], sums[n:]
+        return score
+    if layout == "shared-prefix":  # the library's own code path, as the recipe calls it
+        t = on_device(pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
+                                 [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True))
+        return lambda model: tuple(x.sum for x in pair_logps(model, t, model.get_output_embeddings()))
+    if layout == "padded-response-head":
+        t = padded_rows(rows, pad_id)
+        row, col = t["loss_mask"][:, 1:].nonzero(as_tuple=True)  # the hidden state at col predicts token col + 1
+        t = {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"],
+             "predictors": row * t["input_ids"].shape[1] + col, "targets": t["input_ids"][row, col + 1], "segments": row}
+    else:
+        t = pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
+                       [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True)
+        t = pack(t) if layout == "packed" else t
+        t = {**t, "attention_mask": additive_mask(t["attention_mask"], torch.float32)}
+    t = on_device(t)
+    full_head = layout == "shared-prefix-full-head"
+
+    def score(model):
+        inputs = {k: t[k] for k in ("input_ids", "attention_mask", "position_ids") if k in t}
+        if full_head:
+            logits = model(**inputs, use_cache=False).logits
+            lp = token_logps(logits.reshape(-1, logits.shape[-1])[t["predictors"]], t["targets"])
+        else:
+            hidden = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False).hidden_states[-1]
+            lp = token_logps(model.get_output_embeddings()(hidden.reshape(-1, hidden.shape[-1])[t["predictors"]]),
+                             t["targets"])
+        sums = torch.zeros(2 * n, dtype=lp.dtype, device=lp.device).index_add(0, t["segments"], lp)
+        return sums[:n], sums[n:]
+    return score
+
+
+def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: int, lr: float = LR,
+             gradient_checkpointing: bool = False, precision: str = "fp32") -> list[float]:
+    require_trl()
+    import datasets
+    from transformers import TrainerCallback
+    from trl import DPOConfig as TRLConfig
+    from trl import DPOTrainer
 
     class StepTimer(TrainerCallback):
         def __init__(self):
@@ -134,10 +236,12 @@ def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: 
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as tmp:
         args = TRLConfig(output_dir=tmp, per_device_train_batch_size=len(examples), max_steps=warmup + steps,
-                         learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, beta=0.1,
+                         learning_rate=lr, lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, beta=BETA,
                          max_length=4096, precompute_ref_log_probs=precomputed, report_to=[], save_strategy="no",
-                         logging_steps=1000, use_cpu=not torch.cuda.is_available(), bf16=False,
-                         dataloader_num_workers=0, disable_tqdm=True, seed=0)
+                         logging_steps=1000, use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16",
+                         dataloader_num_workers=0, disable_tqdm=True, seed=0,
+                         # TRL turns it on by default; frugalign and the floor keep activations, so the same here
+                         gradient_checkpointing=gradient_checkpointing)
         # repeat the pairs so the trainer's data loader never runs dry
         trainer = DPOTrainer(model=copy.deepcopy(model), ref_model=None if precomputed else copy.deepcopy(model),
                              args=args, train_dataset=datasets.concatenate_datasets([data] * (warmup + steps)),
@@ -146,63 +250,127 @@ def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: 
     return timer.times[warmup:]
 
 
+def measure(name: str, model, tokenizer, examples, rows, steps: int, warmup: int, trl: bool, ablation: bool,
+            precision: str = "fp32") -> list[dict]:
+    """Runs (BENCH.md schema) of every method on one model: live and precomputed reference, then the
+    layout ablation. The load average is kept with each run: other work on the machine shows there."""
+    n_params = sum(p.numel() for p in model.parameters())
+    timers = {"frugalign": lambda pre: time_frugalign(model, tokenizer, rows, pre, steps, warmup, precision=precision),
+              "floor": lambda pre: time_floor(model, rows, tokenizer.pad_token_id, pre, steps, warmup, precision=precision)}
+    if trl:
+        timers["trl"] = lambda pre: time_trl(model, tokenizer, examples, pre, steps, warmup, precision=precision)
+    jobs = [(m, pre, None) for pre in (False, True) for m in timers]
+    if ablation:
+        jobs += [("frugalign-layout", False, layout) for layout in LAYOUTS]
+    runs = []
+    for method, precomputed, layout in jobs:
+        load_before = os.getloadavg()[0]
+        if layout is None:
+            times = timers[method](precomputed)
+        else:
+            times = time_bare(model, layout_scorer(layout, rows, tokenizer.pad_token_id), False, steps, warmup,
+                              precision=precision)
+        params = {"model": name, "reference": "precomputed" if precomputed else "live", "parameters": n_params}
+        if layout is not None:
+            params["layout"] = layout
+        runs.append({"method": method, "seed": 0, "params": params, "step_s": statistics.median(times),
+                     "step_times_s": times, "load_avg_1min": [load_before, os.getloadavg()[0]]})
+        console.print(f"{name} · {params['reference']} reference · {method}{' · ' + layout if layout else ''}: "
+                      f"{statistics.median(times):.3f} s/step")
+    return runs
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary = {}
+    for r in runs:
+        if r["method"] != "frugalign-layout":
+            entry = summary.setdefault(f"{r['params']['model']}/{r['params']['reference']}", {})
+            entry[f"{r['method']}_step_s"] = r["step_s"]
+    for entry in summary.values():
+        entry["floor_over_frugalign"] = entry["floor_step_s"] / entry["frugalign_step_s"]
+        if "trl_step_s" in entry:
+            entry["trl_over_frugalign"] = entry["trl_step_s"] / entry["frugalign_step_s"]
+    layouts = {}
+    for r in runs:
+        if r["method"] == "frugalign-layout":
+            layouts.setdefault(r["params"]["model"], {})[r["params"]["layout"]] = r["step_s"]
+    for model, by in layouts.items():
+        summary[f"{model}/layouts"] = {f"{k}_step_s": v for k, v in by.items()} | {
+            f"padded_over_{k}": by["padded"] / v for k, v in by.items() if k != "padded"}
+    return summary
+
+
+def bench(model_names: list[str], tokenizer, pairs: int, prompt_tokens: int, response_tokens: int, steps: int,
+          warmup: int, trl: bool, ablation: bool, mode: str, load=load_model, precision: str = "fp32") -> dict:
+    """The whole bench as a result dict (BENCH.md schema); `load(name, tokenizer)` gives each model."""
+    examples = make_pairs(tokenizer, pairs, prompt_tokens, response_tokens)
+    rows, _ = tokenize_preferences(examples, tokenizer, 4096, 4096, "bench pairs", "error")
+    # distinct tokens of a step (each prompt once); the padded layout computes each prompt twice
+    tokens = sum(len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
+    runs = []
+    for name in model_names:
+        runs += measure(name, load(name, tokenizer), tokenizer, examples, rows, steps, warmup, trl, ablation, precision)
+    return {"bench": "throughput", "task": "synthetic-pairs", "mode": mode, "seeds": [0],
+            "config": {"models": model_names, "pairs": pairs, "prompt_tokens": prompt_tokens,
+                       "response_tokens": response_tokens, "tokens_per_step": tokens,
+                       "padded_tokens_per_step": padded_rows(rows, tokenizer.pad_token_id)["input_ids"].numel(),
+                       "steps": steps, "warmup": warmup, "optimizer": "adamw", "learning_rate": LR, "beta": BETA,
+                       "precision": precision, "device": str(device()), "frugalign_layout": "shared-prefix",
+                       "trl_gradient_checkpointing": False,
+                       "trl": trl_version() if trl else None},
+            "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
+
+
+def trl_version() -> str:
+    import trl
+
+    return trl.__version__
+
+
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        raise UserError("--precision bf16 needs a GPU that supports bf16; this machine has none (use fp32)")
+    if not args.skip_trl:
+        require_trl()
     names = args.models or (["tiny-llama"] if args.quick else ["tiny-llama", "smollm2"])
     steps = args.steps or (2 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     tokenizer = models.load_tokenizer(None)  # SmolLM2's tokenizer for both models: same token counts
-    examples = make_pairs(tokenizer, args.pairs, args.prompt_tokens, args.response_tokens)
-    rows, _ = tokenize_preferences(examples, tokenizer, 4096, 4096, "bench pairs", "error")
-    # distinct tokens of a step (each prompt once); the padded layout computes each prompt twice
-    tokens = sum(len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
-    lr = 1e-6
-    runs = []
-    for name in names:
-        model = load_model(name, tokenizer)
-        n_params = sum(p.numel() for p in model.parameters())
-        for precomputed in (False, True):
-            reference = "precomputed" if precomputed else "live"
-            measured = {"frugalign": time_frugalign(model, tokenizer, rows, precomputed, steps, warmup, lr),
-                        "floor": time_floor(model, rows, tokenizer.pad_token_id, precomputed, steps, warmup, lr)}
-            if args.ablation:  # the same recipe with the padded layout: what the shared prefix gives
-                measured["frugalign-padded"] = time_frugalign(model, tokenizer, rows, precomputed, steps, warmup, lr,
-                                                              shared_prefix=False)
-            if not args.skip_trl:
-                measured["trl"] = time_trl(model, tokenizer, examples, precomputed, steps, warmup, lr)
-            for method, times in measured.items():
-                runs.append({"method": method, "seed": 0, "params": {"model": name, "reference": reference,
-                                                                      "parameters": n_params},
-                             "step_s": statistics.median(times), "step_times_s": times, "tokens_per_step": tokens})
-                console.print(f"{name} · {reference} reference · {method}: {statistics.median(times):.3f} s/step")
-        del model
-    summary = {}
-    for name in names:
-        for reference in ("live", "precomputed"):
-            by = {r["method"]: r["step_s"] for r in runs
-                  if r["params"]["model"] == name and r["params"]["reference"] == reference}
-            entry = {f"{m}_step_s": v for m, v in by.items()}
-            entry["floor_over_frugalign"] = by["floor"] / by["frugalign"]
-            if "frugalign-padded" in by:
-                entry["padded_over_shared_prefix"] = by["frugalign-padded"] / by["frugalign"]
-            if "trl" in by:
-                entry["trl_over_frugalign"] = by["trl"] / by["frugalign"]
-            summary[f"{name}/{reference}"] = entry
-    result = {"bench": "throughput", "task": "synthetic-pairs", "mode": "quick" if args.quick else "full", "seeds": [0],
-              "config": {"pairs": args.pairs, "prompt_tokens": args.prompt_tokens, "response_tokens": args.response_tokens,
-                         "tokens_per_step": tokens, "steps": steps, "warmup": warmup, "optimizer": "adamw",
-                         "precision": "fp32", "frugalign_layout": "shared-prefix"},
-              "machine": machine_info(), "runs": runs, "summary": summary}
+    result = bench(names, tokenizer, args.pairs, args.prompt_tokens, args.response_tokens, steps, warmup,
+                   trl=not args.skip_trl, ablation=args.ablation, mode="quick" if args.quick else "full",
+                   precision=args.precision)
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
-    table = {}
-    for key, entry in summary.items():
-        ratio = f"TRL/frugalign {entry['trl_over_frugalign']:.2f}x, " if "trl_over_frugalign" in entry else ""
-        table[key] = (f"frugalign {entry['frugalign_step_s']:.2f} s · " + (f"trl {entry['trl_step_s']:.2f} s · " if
-                      "trl_step_s" in entry else "") + f"floor {entry['floor_step_s']:.2f} s ({ratio}"
-                      f"floor/frugalign {entry['floor_over_frugalign']:.2f}x)")
-    console.print(summary_table(f"bench throughput · {args.pairs} pairs, {tokens} tokens a step", {**table, "results": str(out)}))
+    for table in tables(result):
+        console.print(table)
+    console.print(f"results: {out} and {out.with_suffix('.png')}")
     return 0
+
+
+def tables(result: dict) -> list[Table]:
+    """The comparison (seconds per step and ratios) and, when measured, the layout ablation."""
+    c = result["config"]
+    params = {r["params"]["model"]: r["params"]["parameters"] for r in result["runs"]}
+    main = Table(title=f"DPO step, median s/step · {c['pairs']} pairs, {c['tokens_per_step']} tokens "
+                       f"({c['padded_tokens_per_step']} padded) · {result['machine']['threads']} threads")
+    for col in ("model", "reference", "TRL", "floor", "frugalign", "TRL / frugalign", "floor / frugalign"):
+        main.add_column(col, justify="left" if col in ("model", "reference") else "right")
+    ablation = Table(title="layout ablation: bare DPO step, live reference, median s/step")
+    for col in ("model", "layout", "s/step", "padded / layout"):
+        ablation.add_column(col, justify="left" if col in ("model", "layout") else "right")
+    for key, e in result["summary"].items():
+        model, reference = key.split("/")
+        label = f"{model} ({params[model] / 1e6:.1f}M)"
+        if reference == "layouts":
+            for layout in LAYOUTS:
+                ratio = e.get(f"padded_over_{layout}", 1.0)
+                ablation.add_row(label, layout, f"{e[f'{layout}_step_s']:.2f}", f"{ratio:.2f}x")
+            continue
+        trl = e.get("trl_step_s")
+        main.add_row(label, reference, f"{trl:.2f}" if trl else "-", f"{e['floor_step_s']:.2f}",
+                     f"{e['frugalign_step_s']:.2f}", f"{e['trl_over_frugalign']:.2f}x" if trl else "-",
+                     f"{e['floor_over_frugalign']:.2f}x")
+    return [main] + ([ablation] if ablation.row_count else [])
 
 
 def plot(result: dict, path: Path) -> None:
@@ -211,15 +379,16 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(result["summary"])
-    methods = [m for m in ("trl", "floor", "frugalign-padded", "frugalign")
-               if any(r["method"] == m for r in result["runs"])]
+    groups = [g for g in result["summary"] if not g.endswith("/layouts")]
+    methods = [m for m in ("trl", "floor", "frugalign") if any(r["method"] == m for r in result["runs"])]
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(groups)), 4))
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         values = [result["summary"][g].get(f"{method}_step_s", 0.0) for g in groups]
-        ax.bar([i + k * width for i in range(len(groups))], values, width, label=method)
-    ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(groups))], groups)
+        bars = ax.bar([i + k * width for i in range(len(groups))], values, width, label=method)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(groups))],
+                  [g.replace("/", "\n") + " reference" for g in groups])
     ax.set_ylabel("seconds per optimizer step (median)")
     ax.set_title(f"DPO step, {result['config']['tokens_per_step']} tokens, {result['machine']['threads']} threads")
     ax.legend()
