@@ -14,7 +14,7 @@ from frugalign.models import tiny_causal_lm
 def test_every_layout_scores_the_same(tokenizer):
     rows, _ = tokenize_preferences(throughput.make_pairs(tokenizer, 3, 9, 5), tokenizer, 64, 64, "t", "error")
     rows[1]["chosen_ids"] = rows[1]["chosen_ids"][2:]  # unequal lengths: padding in every layout
-    model = tiny_causal_lm(len(tokenizer))
+    model = tiny_causal_lm(len(tokenizer)).to(throughput.device())
     scores = {layout: throughput.layout_scorer(layout, rows, tokenizer.pad_token_id)(model) for layout in throughput.LAYOUTS}
     for layout, (chosen, rejected) in scores.items():
         assert torch.allclose(chosen, scores["padded"][0], atol=1e-4), layout

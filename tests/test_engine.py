@@ -22,7 +22,7 @@ def tokenized(tokenizer, n, seed=0):
 
 
 def flat_params(model):
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
+    return torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
 
 
 def test_micro_batches_cover_each_epoch_once_and_are_seeded(tmp_path):
@@ -51,8 +51,9 @@ def test_schedules_warm_up_then_decay(kind):
 
 
 def dpo_config(tmp_path, **kw):
+    # fp32 everywhere (bf16 on a GPU would differ in rounding between the runs these tests compare)
     defaults = dict(output_dir=str(tmp_path), learning_rate=1e-3, batch_size=4, max_steps=6, warmup_ratio=0.0,
-                    seed=0, logging_steps=1)
+                    seed=0, logging_steps=1, mixed_precision="no")
     return DPOConfig(**{**defaults, **kw})
 
 

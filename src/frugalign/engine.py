@@ -28,6 +28,7 @@ from typing import Literal
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -127,6 +128,10 @@ class Engine:
         self.config = config
         self.output_dir = Path(config.output_dir)
         trackers = list(config.report_to)
+        # accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
+        # each Engine is one training run, so a run in the same process (a bench, a notebook) starts afresh.
+        # The process group (PartialState) is kept.
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(
             # without a GPU, several processes (torchrun / `accelerate launch --multi_gpu`) talk over gloo
             cpu=not torch.cuda.is_available(),

@@ -25,15 +25,18 @@ class GoldEval:
 def sample_kl(model, ref_model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
               batch_size: int = 64) -> float:
     """Monte-Carlo KL(pi || ref) from samples of pi: the mean of their log-ratios."""
-    device = next(model.parameters()).device
     ratios = []
     for start in range(0, len(prompt_ids), batch_size):
         t = pad_sequences(prompt_ids[start:start + batch_size], response_ids[start:start + batch_size], pad_id)
-        t = {k: v.to(device) for k, v in t.items()}
-        lp = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
-        lr = sequence_logps(ref_model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
+        lp, lr = (logps_on_device(m, t) for m in (model, ref_model))  # the two may live on different devices
         ratios += (lp - lr).tolist()
     return float(np.mean(ratios))
+
+
+def logps_on_device(model, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed response log-probs (float32, on the CPU) with the batch moved to where `model` is."""
+    t = {k: v.to(next(model.parameters()).device) for k, v in t.items()}
+    return sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum.float().cpu()
 
 
 def gold_eval(task, model, prompts: list[str], ref_model=None, samples_per_prompt: int = 2, seed: int = 0,
