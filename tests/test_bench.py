@@ -46,7 +46,7 @@ def test_bench_adpo_quick_compares_four_modes_with_equal_random_budget(tmp_path,
     parser = argparse.ArgumentParser()
     adpo_bench.add_arguments(parser)
     out = tmp_path / "adpo.json"
-    assert adpo_bench.run(parser.parse_args(["--task", "arith", "--quick", "--gamma", "0.1", "--out", str(out)])) == 0
+    assert adpo_bench.run(parser.parse_args(["--task", "arith", "--quick", "--gamma", "0.1", "--audit-rate", "0", "--out", str(out)])) == 0
     result = json.loads(out.read_text())
     by = {r["method"]: r for r in result["runs"]}
     assert set(by) == {"dpo", "adpo", "adpo-nopl", "random"}

@@ -41,7 +41,7 @@ def test_dpo_mode_asks_each_pair_once_over_epochs_and_runs_share_the_ledger(tmp_
 def test_adpo_pseudo_labels_confident_pairs_and_respects_the_budget(tmp_path, tiny_model_dir, preference_file):
     out = tmp_path / "adpo"
     assert main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
-                 "--gamma", "0.05", "--num-epochs", "4", "--max-queries", "20", *TRAIN]) == 0
+                 "--gamma", "0.05", "--num-epochs", "4", "--max-queries", "20", "--audit-rate", "0", *TRAIN]) == 0
     ledger = out / "labels.sqlite"
     assert 0 < queried(ledger) <= 20
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -116,3 +116,43 @@ def test_query_warmup_asks_everything_until_enough_labels(tmp_path, tiny_model_d
     assert queried(out / "labels.sqlite") == UNIQUE
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["pseudo_labelled"] == 0.0
+
+
+
+def test_audits_stop_pseudo_labels_when_the_annotator_disagrees(tmp_path, tokenizer):
+    """The annotator contradicts the policy's confident guesses on the audited pairs: with audits, nothing
+    is pseudo-labelled; the same run without audits (the paper's ADPO) pseudo-labels those guesses."""
+    from frugalign.active.annotators import StoredLabels
+    from frugalign.active.ledger import pair_id
+    from frugalign.data import unlabelled_pairs
+    from frugalign.models import tiny_causal_lm
+    from frugalign.recipes.adpo import ADPOConfig, audited, train_adpo, unlabelled_rows
+
+    pairs, labels = unlabelled_pairs(preference_rows(300), "pool", tokenizer, 0)
+    results = {}
+    for rate in (0.3, 0.0):
+        config = ADPOConfig(output_dir=str(tmp_path / str(rate)), learning_rate=5e-3, batch_size=8, num_epochs=3,
+                            warmup_ratio=0.0, gamma=0.05, audit_rate=rate, audit_window=8, min_agreement=0.9,
+                            logging_steps=1000)
+        audit = ADPOConfig(output_dir=str(tmp_path), audit_rate=0.3)
+        answers = [-y if audited(pair_id(p.prompt, p.response_a, p.response_b), audit) else y for p, y in zip(pairs, labels)]
+        _, _, results[rate] = train_adpo(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer,
+                                         unlabelled_rows(pairs, tokenizer, config, "pool"), StoredLabels(pairs, answers))
+    with_audits, without = results[0.3], results[0.0]
+    assert with_audits.audited >= 8 and with_audits.audit_agree < 0.9 * with_audits.audited
+    assert with_audits.pseudo == 0 and with_audits.skipped_confident > 0
+    assert without.audited == 0 and without.pseudo > 0
+
+
+def test_confidence_is_trusted_only_on_a_full_window_of_agreeing_audits():
+    from frugalign.recipes.adpo import ActiveState, ADPOConfig
+
+    config = ADPOConfig(output_dir="unused", audit_window=4, min_agreement=0.75)
+    state = ActiveState()
+    state.audits = [True, True, True]
+    assert not state.trusted(config)  # too few audits yet
+    state.audits.append(False)
+    assert state.trusted(config)  # 3 of the latest 4
+    state.audits.append(False)
+    assert not state.trusted(config)  # 2 of the latest 4: agreement fell
+    assert ActiveState().trusted(ADPOConfig(output_dir="unused", audit_rate=0.0))  # no audits: the paper's ADPO

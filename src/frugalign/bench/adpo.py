@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
+    parser.add_argument("--audit-rate", type=float, default=0.1, help="ADPO: share of confident pairs asked anyway")
+    parser.add_argument("--audit-window", type=int, default=30, help="ADPO: latest audits that decide trust")
+    parser.add_argument("--min-agreement", type=float, default=0.9, help="ADPO: audit agreement needed to pseudo-label")
     parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
     parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")
@@ -44,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, budget: int) -> dict:
     pairs = [UnlabelledPair(p["prompt"], p["response_a"], p["response_b"]) for p in task.pair_pool]
     config = ADPOConfig(output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
-                        query_warmup=args.query_warmup if "adpo" in mode else 0,
+                        query_warmup=args.query_warmup if "adpo" in mode else 0, audit_rate=args.audit_rate,
+                        audit_window=args.audit_window, min_agreement=args.min_agreement,
                         max_queries=budget if mode == "random" else -1, logging_steps=10, **settings)
     rows = unlabelled_rows(pairs, task.tokenizer, config, f"{task.name} pool")
     ledger = LabelLedger(Path(config.output_dir) / "labels.sqlite", fingerprint(pairs))
@@ -70,6 +74,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
             "gold_reward": final["gold_reward"], "gold_reward_ci95": final["gold_reward_ci95"], "kl": final["kl"],
             "queries": stats.asked, "generations": 0, "pseudo_labelled": stats.pseudo,
             "pseudo_label_agreement": stats.pseudo_agree / stats.pseudo_checked if stats.pseudo_checked else None,
+            "audits": stats.audited, "audit_agreement": stats.audit_agree / stats.audited if stats.audited else None,
             "pool": len(rows),
             "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
             "curve": curve}
@@ -84,7 +89,8 @@ def summarise(runs: list[dict]) -> dict:
         values = [r["gold_reward"] for r in mine]
         summary[mode] = {"gold_reward": float(np.mean(values)),
                          "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
-                         "queries": float(np.mean([r["queries"] for r in mine])), "seeds": len(mine)}
+                         "queries": float(np.mean([r["queries"] for r in mine])),
+                         "pseudo_labelled": float(np.mean([r["pseudo_labelled"] for r in mine])), "seeds": len(mine)}
     dpo, adpo, rnd = summary.get("dpo"), summary.get("adpo"), summary.get("random")
     if dpo and adpo:
         summary["adpo_query_fraction"] = adpo["queries"] / dpo["queries"]
@@ -137,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
             runs += list(by_mode.values())
             console.print(" · ".join(f"{m}: gold {r['gold_reward']:.3f}, {r['queries']} queries" for m, r in by_mode.items()))
     result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup, **settings},
+              "config": {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
+                         "audit_rate": args.audit_rate, "audit_window": args.audit_window,
+                         "min_agreement": args.min_agreement, **settings},
               "machine": machine_info(), "runs": runs,
               "summary": summarise(runs)}
     out = write_results(args.out, result)

@@ -4,6 +4,9 @@ Per step, for each pair of the micro-batch, in the forward pass that also gives 
   m = beta * (u(a) - u(b)), detached: the policy's confidence that `a` wins;
   a label already in the ledger (paid for earlier) is used as it is;
   otherwise, if |m| > gamma, the pair is pseudo-labelled sign(m) (`adpo`) or skipped (`adpo-nopl`);
+  in `adpo`, a fixed random share of the confident pairs (`audit_rate`) is asked anyway, and
+  pseudo-labels are used only while the latest of these audits agree with sign(m) often enough
+  (`min_agreement`): until then, and whenever they stop agreeing, confident pairs are skipped;
   otherwise the annotator is asked, once ever (the ledger records the query before it is sent), and
   the pair waits, with weight 0, until its label arrives: it is then trained on in a later step.
 Then the pairwise loss on the pairs oriented by their labels, weighted (ties, skipped and waiting
@@ -45,6 +48,15 @@ class ADPOConfig(DPOConfig):
     )
     gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
     max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
+    audit_rate: float = option(
+        0.1, "adpo: share of the confident pairs asked anyway, to check the policy's confidence against the annotator "
+             "(0: no audits; every confident pair is pseudo-labelled, as in the paper)"
+    )
+    audit_window: int = option(30, "adpo: how many of the latest audits decide whether confidence is trusted")
+    min_agreement: float = option(
+        0.9, "adpo: pseudo-label only while the latest audit_window audits agree with the policy at least this often "
+             "(before that many audits, confident pairs are skipped): a policy can be confidently wrong"
+    )
     query_warmup: int = option(
         0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
            "a few steps from its reference can be confidently wrong)"
@@ -64,6 +76,10 @@ class ADPOConfig(DPOConfig):
 
     def validate(self) -> None:
         super().validate()
+        if not 0.0 <= self.audit_rate <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
+            raise UserError("options audit_rate and min_agreement must lie in [0, 1]")
+        if self.audit_window < 1:
+            raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
         if self.gamma < 0:
             raise UserError(f"option gamma must be non-negative, got {self.gamma}")
         if self.mode == "random" and self.max_queries < 0:
@@ -84,6 +100,8 @@ class QueryStats:
     pseudo_agree: int = 0
     pseudo_checked: int = 0
     skipped_confident: int = 0
+    audited: int = 0
+    audit_agree: int = 0
     skipped_budget: int = 0
     deferred: int = 0
     ties: int = 0
@@ -98,6 +116,14 @@ class ActiveState:
     waiting: dict[str, dict] = field(default_factory=dict)
     ready: list[dict] = field(default_factory=list)
     answered: int = 0  # labels this run has (from the ledger at each step: survives a restart)
+    audit_signs: dict[str, int] = field(default_factory=dict)  # the policy's sign when an audited pair was asked
+    audits: list[bool] = field(default_factory=list)  # whether each answered audit agreed, oldest first
+
+    def trusted(self, config: ADPOConfig) -> bool:
+        if config.audit_rate == 0.0:  # no audits: every confident pair is pseudo-labelled, as in the paper
+            return True
+        recent = self.audits[-config.audit_window:]
+        return len(recent) == config.audit_window and sum(recent) >= config.min_agreement * len(recent)
 
 
 def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
@@ -108,6 +134,13 @@ def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, 
         row["pair"] = pair
         row["pair_id"] = pair_id(pair.prompt, pair.response_a, pair.response_b)
     return rows
+
+
+def audited(pid: str, config: ADPOConfig) -> bool:
+    """Whether a pair is among the audited share: chosen by its content and the seed, so the same pairs
+    on every visit, in every process and after a restart."""
+    digest = hashlib.sha256(f"{config.seed}:{pid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < config.audit_rate * 2**64
 
 
 def orient(signs: torch.Tensor, a: SequenceLogps, b: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:
@@ -157,6 +190,11 @@ def train_adpo(
             if ledger.label(pair) is None:  # written before it is used (the app may have written it already)
                 ledger.record(pair, label, annotator.name)
             state.known[pid] = label
+            predicted = state.audit_signs.pop(pid, None)
+            if predicted is not None and label != 0:
+                state.audits.append(predicted == label)
+                stats.audited += 1
+                stats.audit_agree += predicted == label
             row = state.waiting.pop(pid, None)
             if row is not None:
                 state.ready.append(row)
@@ -182,7 +220,7 @@ def train_adpo(
             return True
         if config.mode == "random":
             return row["pair_id"] in subset
-        return abs(confidence) <= config.gamma
+        return abs(confidence) <= config.gamma or (config.mode == "adpo" and audited(row["pair_id"], config))
 
     def label_batch(batch: list[dict], confidence: list[float]) -> list[float]:
         """The orientation of each pair: +1 (a wins), -1 (b wins), 0 (not trained on in this step)."""
@@ -198,7 +236,7 @@ def train_adpo(
             elif row["pair_id"] in state.waiting:
                 continue
             elif not wants_query(row, conf):
-                if config.mode == "adpo":
+                if config.mode == "adpo" and state.trusted(config):
                     signs[i] = 1.0 if conf > 0 else -1.0
                     stats.pseudo += 1
                     if truth is not None:
@@ -217,6 +255,8 @@ def train_adpo(
             resubmit = (outcome == "known" and batch[i]["pair_id"] not in state.asked
                         and ledger.unanswered_before(batch[i]["pair"], run_id, session_start))
             state.asked[batch[i]["pair_id"]] = batch[i]["pair"]
+            if abs(confidence[i]) > config.gamma and config.mode == "adpo" and confidence[i] != 0:
+                state.audit_signs[batch[i]["pair_id"]] = 1 if confidence[i] > 0 else -1
             state.waiting[batch[i]["pair_id"]] = batch[i]
             if outcome == "asked" or resubmit:  # resubmit: this run asked before a crash, the answer was lost
                 fresh.append(batch[i]["pair"])
@@ -257,6 +297,9 @@ def train_adpo(
                    "pseudo_labelled": float(stats.pseudo), "skipped": float(stats.skipped_confident + stats.skipped_budget)}
         if stats.pseudo_checked:
             metrics["pseudo_label_agreement"] = stats.pseudo_agree / stats.pseudo_checked
+        if state.audits:
+            recent = state.audits[-config.audit_window:]
+            metrics["audit_agreement"] = sum(recent) / len(recent)
         return loss, metrics
 
     try:
@@ -310,6 +353,8 @@ def run(config: ADPOConfig) -> TrainResult:
                "ledger": str(ledger.path), **result.last_metrics, "model": str(path)}
     if stats.pseudo_checked:
         summary["pseudo-label agreement"] = stats.pseudo_agree / stats.pseudo_checked
+    if stats.audited:
+        summary["audits (agreeing)"] = f"{stats.audited} ({stats.audit_agree})"
     engine.print(summary_table(f"frugalign adpo ({config.mode})", summary))
     ledger.close()
     return result
