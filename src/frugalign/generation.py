@@ -34,6 +34,12 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
+def progress_bar(disable: bool = False) -> Progress:
+    """The bar of a generation phase: responses done of total, elapsed time, tokens per second (`rate`)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[rate]}"), console=console, disable=disable)
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64, seed: int | None = None,
@@ -54,8 +60,7 @@ def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new
     began = time.perf_counter()
     n_tokens = 0
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[rate]}"), console=console, disable=not progress) as bar:
+    with progress_bar(disable=not progress) as bar:
         task = bar.add_task(description, total=len(jobs), rate="")
         for start in range(0, len(jobs), batch_size):
             ids, mask = _left_pad(jobs[start:start + batch_size], pad)

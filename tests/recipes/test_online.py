@@ -1,6 +1,11 @@
 """Online DPO with OPTune on the arith task: selection, wDPO, per-phase costs, and resumption."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -109,18 +114,23 @@ def test_cli_needs_a_reward_model(tmp_path, tiny_model_dir, capsys):
     assert "--reward-model" in capsys.readouterr().err
 
 
-def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer):
+def tiny_reward_model(path, tokenizer):
     import torch
     from transformers import LlamaForSequenceClassification
 
     from frugalign import models
-    from frugalign.cli import main
 
     torch.manual_seed(0)
-    rm = tmp_path / "rm"
     LlamaForSequenceClassification(models.tiny_llama_config(len(tokenizer), num_labels=1,
-                                                             pad_token_id=tokenizer.pad_token_id)).save_pretrained(rm)
-    tokenizer.save_pretrained(rm)
+                                                             pad_token_id=tokenizer.pad_token_id)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer):
+    from frugalign.cli import main
+
+    rm = tiny_reward_model(tmp_path / "rm", tokenizer)
     (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"say {c}{c}?"}) + "\n" for c in "abcdefgh"))
     out = tmp_path / "online"
     assert main(["online", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "p.jsonl"), "--reward-model",
@@ -129,3 +139,53 @@ def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, token
     records = json.loads((out / "iterations.json").read_text())
     assert [r["generated"] for r in records] == [16, 8]
     assert (out / "model" / "model.safetensors").exists()
+
+
+def test_resume_in_the_scoring_phase_scores_each_batch_once(tmp_path, task, monkeypatch):
+    calls = []
+    scorer = counting_scorer(task, calls)
+
+    def fails_on_the_third_batch(prompts, responses):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return scorer(prompts, responses)
+
+    prompts = task.train_prompts[:20]
+    with pytest.raises(KeyboardInterrupt):
+        online.run_online(config(tmp_path, generation_batch_size=8), load_task("arith", 0, True, task_cache(task)).model,
+                          task.tokenizer, prompts, fails_on_the_third_batch)
+    assert calls == [16, 16]  # two batches of 8 prompts scored (2 samples each), the third failed
+    _, records = online.run_online(config(tmp_path, generation_batch_size=8, resume=True),
+                                   load_task("arith", 0, True, task_cache(task)).model, task.tokenizer, prompts, scorer)
+    assert calls[:3] == [16, 16, 8]  # the resumed run scored only the last 4 prompts of iteration 0
+    assert records[0]["generated"] == 40 and records[0]["generated_after_resume"] == 0
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_generation_phase_then_resume_generates_nothing_twice(tmp_path, tiny_model_dir, tokenizer):
+    rm = tiny_reward_model(tmp_path / "rm", tokenizer)
+    prompts = [f"say {a}{b}?" for a in "abcdefgh" for b in "abcd"]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    out = tmp_path / "online"
+    cmd = [sys.executable, "-m", "frugalign", "online", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "p.jsonl"),
+           "--reward-model", str(rm), "--output-dir", str(out), "--iterations", "2", "--rho", "0.5",
+           "--generation-batch-size", "2", "--max-new-tokens", "48", "--batch-size", "8"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="200"))
+    journal = out / "samples-iter0.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) >= 6):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    generated = [json.loads(x)["index"] for x in journal.read_text().splitlines() if "texts" in x]
+    assert 6 <= len(generated) < len(prompts), "the kill must land inside the generation phase"
+    resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    entries = [json.loads(x) for x in journal.read_text().splitlines()]
+    by_prompt = sorted(e["index"] for e in entries if "texts" in e)
+    assert by_prompt == list(range(len(prompts)))  # every prompt generated exactly once across both processes
+    assert sorted(e["index"] for e in entries if "scores" in e) == list(range(len(prompts)))
+    records = json.loads((out / "iterations.json").read_text())
+    assert records[0]["generated"] == 2 * len(prompts)
+    assert records[0]["generated_after_resume"] == 2 * (len(prompts) - len(generated))
+    assert records[1]["generated"] == 2 * len(prompts) // 2

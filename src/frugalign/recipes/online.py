@@ -9,14 +9,17 @@ iteration t:
   3. score them; the best becomes the chosen response and the worst the rejected one;
   4. train one pass of DPO over every prompt's pair, the reference reset to the current policy; with
      `--loss wdpo` each pair is weighted by R = sigma(beta2 * (r_w - r_l)).
-The pool (responses, rewards) is written after every phase, so a resumed run never regenerates or
-rescores what it has; time is counted per phase (generation, scoring, training).
+Generation and scoring go a batch of prompts at a time, each batch's responses and rewards appended to
+the iteration's journal (`samples-iter{t}.jsonl`, flushed to disk) before the next; the pool is written
+after every phase. A resumed run (after `kill -9` too) generates and scores only what no journal holds:
+a kill loses at most the batch in flight. Time is counted per phase (generation, scoring, training).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable
@@ -32,7 +35,7 @@ from frugalign.config import option
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine, console
 from frugalign.errors import UserError
-from frugalign.generation import generate
+from frugalign.generation import generate, progress_bar
 from frugalign.recipes.dpo import DPOConfig, train_dpo
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
@@ -121,6 +124,7 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
     if config.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         start, phase, records, policy_dir = state["iteration"], state["phase"], state["records"], state["policy"]
+        selected = state.get("selected")
         pool = PromptPool.load(out / "pool.json")
         rng.setstate((state["rng"][0], tuple(state["rng"][1]), state["rng"][2]))
         if policy_dir:
@@ -131,27 +135,15 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
         if phase == "train":  # resumed after this iteration's responses were generated and scored
             record = records.pop()
         else:
-            selected = select_prompts(pool, t, config, rng)
-            began = time.perf_counter()
-            gens = generate(policy, tokenizer, [pool.prompts[i] for i in selected], config.samples_per_prompt,
-                            config.max_new_tokens, config.temperature, config.top_p, config.generation_batch_size,
-                            seed=config.seed + t, description=f"iteration {t}: generating")
-            record["time_s"]["generation"] = time.perf_counter() - began
-            record["generated"] = len(selected) * config.samples_per_prompt
-            record["tokens_per_second"] = gens.tokens_per_second
-            began = time.perf_counter()
-            flat_prompts = [pool.prompts[i] for i in selected for _ in range(config.samples_per_prompt)]
-            flat = [text for texts in gens.texts for text in texts]
-            scores = np.asarray(scorer(flat_prompts, flat), dtype=float)
-            if not np.isfinite(scores).all():
-                bad = int(np.flatnonzero(~np.isfinite(scores))[0])
-                raise UserError(f"the scorer returned {scores[bad]} for prompt {flat_prompts[bad]!r}: refusing to train "
-                                "on it (a NaN is never read as a reward)")
-            record["time_s"]["scoring"] = time.perf_counter() - began
+            if phase != "sample":  # a resumed iteration keeps the prompts it had chosen
+                selected = select_prompts(pool, t, config, rng)
+                phase = "sample"
+                pool.save(out / "pool.json")
+                save_state(state_path, t, phase, records, rng, policy_dir, selected)
+            samples = sample_and_score(config, policy, tokenizer, pool.prompts, selected, t, scorer, record)
             before = list(pool.chosen_reward)
-            for k, i in enumerate(selected):
-                group = scores[k * config.samples_per_prompt:(k + 1) * config.samples_per_prompt]
-                texts = gens.texts[k]
+            for i in selected:
+                texts, group = samples[i]["texts"], np.asarray(samples[i]["scores"])
                 best, worst = int(np.argmax(group)), int(np.argmin(group))
                 pool.chosen[i], pool.rejected[i] = texts[best], texts[worst]
                 pool.chosen_reward[i], pool.rejected_reward[i] = float(group[best]), float(group[worst])
@@ -177,12 +169,75 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
     return policy, records
 
 
-def save_state(path: Path, iteration: int, phase: str, records: list[dict], rng: random.Random, policy: str | None):
+def save_state(path: Path, iteration: int, phase: str, records: list[dict], rng: random.Random, policy: str | None,
+               selected: list[int] | None = None):
     state = rng.getstate()
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"iteration": iteration, "phase": phase, "records": records, "policy": policy,
-                               "rng": [state[0], list(state[1]), state[2]]}))
+                               "selected": selected, "rng": [state[0], list(state[1]), state[2]]}))
     tmp.replace(path)
+
+
+def append_journal(path: Path, entries: list[dict]) -> None:
+    """Appends and flushes to disk before returning: what a batch cost is never paid twice."""
+    with path.open("a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in entries))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_journal(path: Path) -> dict[int, dict]:
+    """Prompt index -> its entry. A last line cut short by a kill is ignored (its batch is redone)."""
+    out: dict[int, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[entry["index"]] = {**out.get(entry["index"], {}), **entry}
+    return out
+
+
+def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str], selected: list[int], t: int,
+                     scorer: Scorer, record: dict) -> dict[int, dict]:
+    """The iteration's samples ({"texts", "scores"} per selected prompt), generated then scored a batch
+    of prompts at a time through the journal; `record` gets the counts, tokens/s and phase times."""
+    journal = Path(config.output_dir) / f"samples-iter{t}.jsonl"
+    done = read_journal(journal)
+    batch = config.generation_batch_size
+    todo = [i for i in selected if "texts" not in done.get(i, {})]
+    tokens, began = 0, time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(f"iteration {t}: generating", total=len(selected), completed=len(selected) - len(todo),
+                            rate="")
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            gens = generate(policy, tokenizer, [prompts[i] for i in chunk], config.samples_per_prompt,
+                            config.max_new_tokens, config.temperature, config.top_p, batch,
+                            seed=config.seed + 1_000_003 * t + chunk[0], progress=False)
+            append_journal(journal, [{"index": i, "texts": texts} for i, texts in zip(chunk, gens.texts)])
+            tokens += gens.num_tokens
+            bar.update(task, advance=len(chunk), rate=f"{tokens / (time.perf_counter() - began):,.0f} tok/s")
+    record["time_s"]["generation"] = time.perf_counter() - began
+    record["tokens_per_second"] = tokens / record["time_s"]["generation"] if tokens else None
+    record["generated"] = len(selected) * config.samples_per_prompt  # what the iteration cost, resumed or not
+    record["generated_after_resume"] = len(todo) * config.samples_per_prompt
+    done = read_journal(journal)
+    todo = [i for i in selected if "scores" not in done[i]]
+    began = time.perf_counter()
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        flat_prompts = [prompts[i] for i in chunk for _ in range(config.samples_per_prompt)]
+        scores = np.asarray(scorer(flat_prompts, [x for i in chunk for x in done[i]["texts"]]), dtype=float)
+        if scores.shape != (len(flat_prompts),) or not np.isfinite(scores).all():
+            bad = int(np.flatnonzero(~np.isfinite(scores))[0]) if scores.shape == (len(flat_prompts),) else 0
+            raise UserError(f"the scorer returned {scores.ravel()[bad] if scores.size else 'nothing'} for prompt "
+                            f"{flat_prompts[bad]!r}: refusing to train on it (a NaN is never read as a reward)")
+        k = config.samples_per_prompt
+        append_journal(journal, [{"index": i, "scores": scores[n * k:(n + 1) * k].tolist()} for n, i in enumerate(chunk)])
+    record["time_s"]["scoring"] = time.perf_counter() - began
+    return read_journal(journal)
 
 
 def gain_split(before: list[float], after: list[float]) -> dict:
