@@ -46,7 +46,8 @@ def test_bench_adpo_quick_compares_four_modes_with_equal_random_budget(tmp_path,
     parser = argparse.ArgumentParser()
     adpo_bench.add_arguments(parser)
     out = tmp_path / "adpo.json"
-    assert adpo_bench.run(parser.parse_args(["--task", "arith", "--quick", "--gamma", "0.1", "--audit-rate", "0", "--out", str(out)])) == 0
+    args = ["--task", "arith", "--quick", "--gamma", "0.1", "--audit-rate", "0", "--out", str(out)]
+    assert adpo_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
     by = {r["method"]: r for r in result["runs"]}
     assert set(by) == {"dpo", "adpo", "adpo-nopl", "random"}
@@ -74,3 +75,17 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     assert half["generations"] == full["curve"][0]["generations"] * 1.5
     assert set(half["time_s"]) >= {"total", "generation", "scoring", "training"}
     assert out.with_suffix(".png").exists()
+
+
+def test_bench_generation_quick_reports_tokens_per_second_per_batch_size(tmp_path):
+    from frugalign.bench import generation as generation_bench
+
+    parser = argparse.ArgumentParser()
+    generation_bench.add_arguments(parser)
+    out = tmp_path / "generation.json"
+    assert generation_bench.run(parser.parse_args(["--quick", "--out", str(out)])) == 0
+    result = json.loads(out.read_text())
+    assert result["bench"] == "generation" and [r["params"]["batch_size"] for r in result["runs"]] == [1, 4]
+    assert all(r["tokens"] > 0 and r["tokens_per_second"] > 0 for r in result["runs"])
+    assert set(result["summary"]["tiny-llama"]) == {"1", "4"}
+    assert out.with_suffix(".png").stat().st_size > 10_000

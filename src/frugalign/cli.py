@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from frugalign.bench import adpo as adpo_bench
     from frugalign.bench import appo as appo_bench
     from frugalign.bench import dpo as dpo_bench
+    from frugalign.bench import generation as generation_bench
     from frugalign.bench import optune as optune_bench
     from frugalign.bench import throughput as throughput_bench
     from frugalign.recipes import adpo, dpo, online, reward, sft
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("adpo", adpo_bench, "queries needed: DPO vs ADPO vs ADPO without pseudo-labels vs random subset"),
         ("optune", optune_bench, "online DPO: regenerate a fraction rho of the prompts (OPTune) vs all, wDPO vs DPO"),
         ("appo", appo_bench, "APPO in a linear contextual dueling bandit: queries and regret against T, d, gap"),
+        ("generation", generation_bench, "generation tokens per second against batch size"),
     ):
         p = bench.add_parser(name, help=help)
         module.add_arguments(p)
