@@ -31,6 +31,10 @@ def test_shared_prefix_equals_padded_rows(seed, attn):
         assert torch.equal(p.count, s.count)
     assert plain[0].count.tolist() == [len(x) for x in firsts]
     assert plain[1].count.tolist() == [len(x) for x in seconds]
+    # padded rows with the output layer on response positions only: the same values again
+    headed = pair_logps(model, pair_batch(prompts, firsts, seconds, 0), model.get_output_embeddings())
+    for p, h in zip(plain, headed):
+        assert torch.allclose(p.sum, h.sum, atol=1e-4) and torch.equal(p.count, h.count)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

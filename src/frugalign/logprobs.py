@@ -4,9 +4,10 @@ A response's log-probability is the sum of its tokens' log-probabilities; prompt
 masked out. Chosen and rejected responses of a batch go through the model in a single forward pass.
 
 Pairs have two layouts (`pair_batch`): padded rows (any causal LM), and the shared-prefix layout (one
-row per pair, the prompt computed once, the output layer on response positions only). The rule for
-using the second: the caller asks for it (DPO's `shared_prefix` option) and the model passes
-`supports_shared_prefix`, a probe that compares both layouts' log-probs on a small batch.
+row per pair, the prompt computed once). Given the model's output embedding, `pair_logps` runs it on
+response positions only, in either layout. Both tricks need a model that passes
+`supports_shared_prefix`, a probe that compares the layouts' log-probs on a small batch; DPO's
+`shared_prefix` option says which layout to use.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def pair_batch(prompts: list[list[int]], firsts: list[list[int]], seconds: list[
     attends to the prompt and itself but not to the first, and its positions restart after the
     prompt; the prompt is computed once, and only response positions reach the output layer."""
     if not shared_prefix:
-        return pad_sequences(prompts + prompts, firsts + seconds, pad_id)
+        t = pad_sequences(prompts + prompts, firsts + seconds, pad_id)
+        # where the output layer runs, found here on the CPU: a nonzero() on the GPU would stall each step
+        segments, col = t["loss_mask"][:, 1:].nonzero(as_tuple=True)  # the state at col predicts token col + 1
+        return {**t, "predictors": segments * t["input_ids"].shape[1] + col, "targets": t["input_ids"][segments, col + 1],
+                "segments": segments}
     n = len(prompts)
     lengths = [len(p) + len(a) + len(b) for p, a, b in zip(prompts, firsts, seconds)]
     width = max(lengths)
@@ -100,22 +105,28 @@ def pair_batch(prompts: list[list[int]], firsts: list[list[int]], seconds: list[
 
 
 def pair_logps(model, tensors: dict[str, torch.Tensor], output_layer=None) -> tuple[SequenceLogps, SequenceLogps]:
-    """(first, second) response log-probs from one forward over a `pair_batch`. The shared-prefix
-    layout needs `output_layer`, the model's output embedding (`get_output_embeddings()`)."""
-    if "predictors" not in tensors:
+    """(first, second) response log-probs from one forward over a `pair_batch`. With `output_layer`,
+    the model's output embedding (`get_output_embeddings()`), only response positions reach it; the
+    shared-prefix layout needs it."""
+    shared = "position_ids" in tensors
+    if output_layer is None and not shared:
         out = sequence_logps(model, tensors["input_ids"], tensors["attention_mask"], tensors["loss_mask"])
         n = out.sum.shape[0] // 2
         return SequenceLogps(out.sum[:n], out.count[:n]), SequenceLogps(out.sum[n:], out.count[n:])
-    n = tensors["input_ids"].shape[0]
-    mask = additive_mask(tensors["attention_mask"], output_layer.weight.dtype)
+    if shared:
+        n_seq, inputs = 2 * tensors["input_ids"].shape[0], {
+            "attention_mask": additive_mask(tensors["attention_mask"], output_layer.weight.dtype),
+            "position_ids": tensors["position_ids"]}
+    else:  # padded rows keep their 2-D mask (and with it, fused attention kernels)
+        n_seq, inputs = tensors["input_ids"].shape[0], {"attention_mask": tensors["attention_mask"]}
     # logits_to_keep=1: the model's own output layer runs on one position; we run it on response positions only
-    out = model(input_ids=tensors["input_ids"], attention_mask=mask, position_ids=tensors["position_ids"],
-                output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    out = model(input_ids=tensors["input_ids"], **inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
     hidden = out.hidden_states[-1]
-    hidden = hidden.reshape(-1, hidden.shape[-1])[tensors["predictors"]]
-    lp = token_logps(output_layer(hidden), tensors["targets"])
-    sums = torch.zeros(2 * n, dtype=lp.dtype, device=lp.device).index_add(0, tensors["segments"], lp)
-    counts = torch.zeros(2 * n, dtype=lp.dtype, device=lp.device).index_add(0, tensors["segments"], torch.ones_like(lp))
+    lp = token_logps(output_layer(hidden.reshape(-1, hidden.shape[-1])[tensors["predictors"]]), tensors["targets"])
+    segments = tensors["segments"]
+    sums = torch.zeros(n_seq, dtype=lp.dtype, device=lp.device).index_add(0, segments, lp)
+    counts = torch.zeros(n_seq, dtype=lp.dtype, device=lp.device).index_add(0, segments, torch.ones_like(lp))
+    n = n_seq // 2
     return SequenceLogps(sums[:n], counts[:n]), SequenceLogps(sums[n:], counts[n:])
 
 

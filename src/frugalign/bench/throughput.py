@@ -183,21 +183,14 @@ def layout_scorer(layout: str, rows, pad_id: int):
             sums = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
             return sums[:n], sums[n:]
         return score
-    if layout == "shared-prefix":  # the library's own code path, as the recipe calls it
+    if layout in ("shared-prefix", "padded-response-head"):  # the library's own code paths, as the recipe calls them
         t = on_device(pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
-                                 [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True))
+                                 [r["rejected_ids"] for r in rows], pad_id, shared_prefix=layout == "shared-prefix"))
         return lambda model: tuple(x.sum for x in pair_logps(model, t, model.get_output_embeddings()))
-    if layout == "padded-response-head":
-        t = padded_rows(rows, pad_id)
-        row, col = t["loss_mask"][:, 1:].nonzero(as_tuple=True)  # the hidden state at col predicts token col + 1
-        t = {"input_ids": t["input_ids"], "attention_mask": t["attention_mask"],
-             "predictors": row * t["input_ids"].shape[1] + col, "targets": t["input_ids"][row, col + 1], "segments": row}
-    else:
-        t = pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
-                       [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True)
-        t = pack(t) if layout == "packed" else t
-        t = {**t, "attention_mask": additive_mask(t["attention_mask"], torch.float32)}
-    t = on_device(t)
+    t = pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
+                   [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True)
+    t = pack(t) if layout == "packed" else t
+    t = on_device({**t, "attention_mask": additive_mask(t["attention_mask"], torch.float32)})
     full_head = layout == "shared-prefix-full-head"
 
     def score(model):

@@ -19,7 +19,7 @@ import torch
 from frugalign import losses, models
 from frugalign.config import option
 from frugalign.data import load_rows, preference_examples, tokenize_preferences
-from frugalign.engine import Engine, TrainResult, console, is_main_process, summary_table
+from frugalign.engine import Engine, TrainResult, console, is_main_process, resolve_mixed_precision, summary_table
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
@@ -37,9 +37,11 @@ class DPOConfig(RecipeConfig):
         "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
         "precomputed: reference log-probs computed in one pass before training and cached to disk",
     )
-    shared_prefix: bool = option(
-        True, "compute each pair's prompt once (chosen and rejected attend to one copy of it) and the output layer "
-              "on response tokens only; off automatically for models whose logits are post-processed"
+    shared_prefix: Literal["auto", "on", "off"] = option(
+        "auto", "on: one row per pair, its prompt computed once (chosen and rejected attend to one copy); off: "
+                "padded rows; auto: on, except under bf16/fp16 on a GPU, where padded rows keep the fused attention "
+                "kernel and are faster. Either way the output layer runs on response tokens only. Models whose "
+                "logits are post-processed (soft-capping) always get padded rows with full logits"
     )
 
     def validate(self) -> None:
@@ -85,8 +87,10 @@ class PairScorer:
 
     def __init__(self, config: DPOConfig, policy, pad_id: int):
         self.pad_id = pad_id
-        self.shared = config.shared_prefix and supports_shared_prefix(policy)
-        self.head = policy.get_output_embeddings() if self.shared else None
+        usable = supports_shared_prefix(policy)  # logits = output layer(last hidden state), 4-D masks honoured
+        low_precision_gpu = torch.cuda.is_available() and resolve_mixed_precision(config.mixed_precision) != "no"
+        self.shared = usable and (config.shared_prefix == "on" or (config.shared_prefix == "auto" and not low_precision_gpu))
+        self.head = policy.get_output_embeddings() if usable else None
 
     def tensors(self, prompts, firsts, seconds, device) -> dict[str, torch.Tensor]:
         return to_device(pair_batch(prompts, firsts, seconds, self.pad_id, self.shared), device)
@@ -111,7 +115,7 @@ class Reference:
         self.head = scorer.head
         if not self.precomputed and not self.use_adapter_off:
             self.model = copy.deepcopy(policy).eval().requires_grad_(False)
-            self.head = self.model.get_output_embeddings() if scorer.shared else None
+            self.head = self.model.get_output_embeddings() if scorer.head is not None else None
 
     @torch.no_grad()
     def live(self, policy, tensors: dict[str, torch.Tensor]) -> tuple[SequenceLogps, SequenceLogps]:
