@@ -17,13 +17,17 @@ def _train_command(sub, name: str, help: str, config_cls, run) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from frugalign import demo
+    from frugalign import demo, serve
     from frugalign.bench import adpo as adpo_bench
     from frugalign.bench import appo as appo_bench
     from frugalign.bench import dpo as dpo_bench
     from frugalign.bench import generation as generation_bench
     from frugalign.bench import optune as optune_bench
     from frugalign.bench import throughput as throughput_bench
+    from frugalign.evaluate import generate as eval_generate
+    from frugalign.evaluate import gold as eval_gold
+    from frugalign.evaluate import reward as eval_reward
+    from frugalign.evaluate import winscore as eval_winscore
     from frugalign.recipes import adpo, dpo, online, reward, sft
 
     parser = argparse.ArgumentParser(prog="frugalign", description="Data-efficient preference alignment.")
@@ -44,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="a .jsonl file, or a directory for --format hf")
     export.add_argument("--format", choices=["jsonl", "hf"], default="jsonl", help="JSONL or a save_to_disk dataset")
     export.set_defaults(handler=export_labels)
+
+    evaluation = sub.add_parser("eval", help="answers, win score, reward-model accuracy, gold reward").add_subparsers(
+        dest="eval", required=True, metavar="EVAL"
+    )
+    for name, module, help in (
+        ("generate", eval_generate, "a checkpoint's answers to a prompt set (AlpacaEval / MT-Bench files)"),
+        ("winscore", eval_winscore, "win score of one answers file against another, judged in both orders"),
+        ("reward", eval_reward, "a reward model's accuracy on held-out preference pairs"),
+        ("gold", eval_gold, "gold reward and KL to the base policy on a task's held-out prompts"),
+    ):
+        p = evaluation.add_parser(name, help=help)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
+
+    p = sub.add_parser("serve", help="a local model behind an OpenAI-compatible chat endpoint (a local judge)")
+    serve.add_arguments(p)
+    p.set_defaults(handler=serve.run)
 
     p = sub.add_parser("demo", help="a few-minute end-to-end run on the embedded defaults")
     demo.add_arguments(p)

@@ -202,23 +202,32 @@ class LLMJudge:
     both orders, which cancels position bias: a response wins if it wins once and does not lose the
     other time; a disagreement is a tie. Timeouts, refused connections, 5xx, 429 (Retry-After honoured)
     and unparsable answers are retried with exponential backoff, and counted; when retries run out,
-    `collect` raises JudgeError. Requests run in a thread pool of `concurrency`."""
+    `collect` raises JudgeError. Requests run in a thread pool of `concurrency`. `template` (with
+    {prompt}, {a}, {b}), `system` and `parse` (reply text -> +1 / -1 / 0, or None for no verdict) set
+    the question asked: by default a preference question; the win score uses a rating prompt."""
 
     name = "llm-judge"
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 30.0,
-                 max_retries: int = 4, concurrency: int = 4, backoff: float = 1.0, price_per_1k_tokens: float = 0.0):
+                 max_retries: int = 4, concurrency: int = 4, backoff: float = 1.0, price_per_1k_tokens: float = 0.0,
+                 template: str = JUDGE_PROMPT, system: str | None = None,
+                 parse: Callable[[str], int | None] = parse_verdict, max_tokens: int = 256):
         self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1")
                                            else "/v1/chat/completions")
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.max_retries, self.backoff, self.price = max_retries, backoff, price_per_1k_tokens
+        self.template, self.system, self.parse, self.max_tokens = template, system, parse, max_tokens
+        self.concurrency = concurrency
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
         self.futures: dict[str, concurrent.futures.Future] = {}
         self.stats = JudgeStats()
 
-    def _verdict(self, prompt: str, a: str, b: str) -> int:
-        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": 256,
-                           "messages": [{"role": "user", "content": JUDGE_PROMPT.format(prompt=prompt, a=a, b=b)}]}).encode()
+    def verdict(self, prompt: str, a: str, b: str) -> int:
+        """+1 if the judge prefers `a` (shown first), -1 for `b`, 0 for a tie: one request, retried."""
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages.append({"role": "user", "content": self.template.format(prompt=prompt, a=a, b=b)})
+        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+                           "messages": messages}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -235,7 +244,7 @@ class LLMJudge:
                 self.stats.prompt_tokens += int(usage.get("prompt_tokens", 0))
                 self.stats.completion_tokens += int(usage.get("completion_tokens", 0))
                 self.stats.cost = self.price * (self.stats.prompt_tokens + self.stats.completion_tokens) / 1000
-                verdict = parse_verdict(reply["choices"][0]["message"]["content"])
+                verdict = self.parse(reply["choices"][0]["message"]["content"])
                 if verdict is not None:
                     return verdict
                 self.stats.garbage += 1
@@ -255,8 +264,8 @@ class LLMJudge:
         raise JudgeError(f"judge {self.url} failed after {self.max_retries + 1} attempts: {last}")
 
     def _label(self, pair: UnlabelledPair) -> int:
-        forward = self._verdict(pair.prompt, pair.response_a, pair.response_b)
-        backward = -self._verdict(pair.prompt, pair.response_b, pair.response_a)
+        forward = self.verdict(pair.prompt, pair.response_a, pair.response_b)
+        backward = -self.verdict(pair.prompt, pair.response_b, pair.response_a)
         return int(np.sign(forward + backward))
 
     def submit(self, pairs, priorities=None):
