@@ -134,3 +134,14 @@ def test_human_queue_round_trip(tmp_path):
     ledger.record(UnlabelledPair(PAIR.prompt, PAIR.response_b, PAIR.response_a), -1, "alice")  # the app's write
     assert queue.collect() == {pid(PAIR): 1}
     assert ledger.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0] == 0
+
+
+def test_close_waits_for_requests_under_way_and_cancels_the_rest(server):
+    """Answers already being paid for are kept; questions never sent are not answered by anyone."""
+    other = UnlabelledPair("Which is bigger, 2 or 7?", "7 is bigger.", "2 is bigger.")
+    Judge.script = ["slow", "good"]  # the first pair's first request takes 1.5 s
+    judge = LLMJudge(server, "m", backoff=0.01, concurrency=1)
+    judge.submit([PAIR, other])
+    judge.close()  # returns once the first pair's two requests are done; the second pair never starts
+    assert judge.collect() == {pid(PAIR): 1}
+    assert len(Judge.seen) == 2 and judge.futures == {}

@@ -278,6 +278,8 @@ class LLMJudge:
             if not future.done():
                 continue
             del self.futures[pid]
+            if future.cancelled():  # never started (close): the pair stays asked, unanswered, in the ledger
+                continue
             try:
                 out[pid] = future.result()
             except JudgeError as e:
@@ -289,4 +291,6 @@ class LLMJudge:
         return out
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Waits for the requests already under way (their answers are paid for), cancels the rest; a
+        `collect` afterwards returns what arrived."""
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -165,8 +165,10 @@ def train_adpo(
 
     `truth` (simulations only) gives the true label of a pair without asking, to measure how often
     pseudo-labels agree with it; it is never used for training. Labels that arrive after a pair's
-    last appearance are trained on in the next step if the run is still going; after the last step
-    they stay in the ledger (for `frugalign labels export` and later runs), never lost."""
+    last appearance are trained on in the next step if the run is still going. At the end (or on an
+    error), the annotator is closed: requests under way are waited for and their labels written to
+    the ledger (for `frugalign labels export` and later runs), never lost; questions not yet sent stay
+    asked-but-unanswered in the ledger, and a later run sharing it asks them again."""
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
     ledger = ledger or LabelLedger(config.ledger or Path(config.output_dir) / "labels.sqlite",
@@ -206,6 +208,13 @@ def train_adpo(
             store(e.labels)  # what did arrive is kept
             raise
         store(answers)
+
+    def keep_last_answers() -> None:
+        """After the annotator is closed: store whatever arrived, without raising over late failures."""
+        try:
+            store(annotator.collect())
+        except JudgeError as e:
+            store(e.labels)
 
     def known_label(row: dict) -> int | None:
         pid = row["pair_id"]
@@ -304,9 +313,9 @@ def train_adpo(
 
     try:
         model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})")
-        collect()  # late answers go to the ledger
     finally:
-        annotator.close()
+        annotator.close()  # waits for the requests under way
+        keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
     stats.asked = ledger.counts(run_id)["queried"]
     return model, result, stats
 
