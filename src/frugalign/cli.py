@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from frugalign.bench import throughput as throughput_bench
     from frugalign.evaluate import generate as eval_generate
     from frugalign.evaluate import gold as eval_gold
+    from frugalign.evaluate import harness as eval_harness
     from frugalign.evaluate import reward as eval_reward
     from frugalign.evaluate import winscore as eval_winscore
     from frugalign.recipes import adpo, dpo, online, reward, sft
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("winscore", eval_winscore, "win score of one answers file against another, judged in both orders"),
         ("reward", eval_reward, "a reward model's accuracy on held-out preference pairs"),
         ("gold", eval_gold, "gold reward and KL to the base policy on a task's held-out prompts"),
+        ("lm-eval", eval_harness, "EleutherAI's lm-evaluation-harness on a checkpoint (the papers' benchmarks)"),
     ):
         p = evaluation.add_parser(name, help=help)
         module.add_arguments(p)
