@@ -18,7 +18,9 @@ def _train_command(sub, name: str, help: str, config_cls, run) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from frugalign import demo, serve
+    from frugalign.annotate import commands as annotate_commands
     from frugalign.bench import adpo as adpo_bench
+    from frugalign.bench import annotate as annotate_bench
     from frugalign.bench import appo as appo_bench
     from frugalign.bench import dpo as dpo_bench
     from frugalign.bench import generation as generation_bench
@@ -49,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="a .jsonl file, or a directory for --format hf")
     export.add_argument("--format", choices=["jsonl", "hf"], default="jsonl", help="JSONL or a save_to_disk dataset")
     export.set_defaults(handler=export_labels)
+
+    annotate = sub.add_parser("annotate", help="the annotation web app and pairwise human studies").add_subparsers(
+        dest="annotate", required=True, metavar="ACTION"
+    )
+    annotate_commands.add_arguments(annotate)
 
     evaluation = sub.add_parser("eval", help="answers, win score, reward-model accuracy, gold reward").add_subparsers(
         dest="eval", required=True, metavar="EVAL"
@@ -82,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("optune", optune_bench, "online DPO: regenerate a fraction rho of the prompts (OPTune) vs all, wDPO vs DPO"),
         ("appo", appo_bench, "APPO in a linear contextual dueling bandit: queries and regret against T, d, gap"),
         ("generation", generation_bench, "generation tokens per second against batch size"),
+        ("annotate", annotate_bench, "load test of the annotation app: labels/s, latency, lost labels"),
     ):
         p = bench.add_parser(name, help=help)
         module.add_arguments(p)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -34,6 +35,12 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE TABLE IF NOT EXISTS queue (
     pair_id TEXT PRIMARY KEY, priority REAL NOT NULL, enqueued_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS assignments (
+    pair_id TEXT NOT NULL, annotator TEXT NOT NULL, first_shown_as TEXT NOT NULL, assigned_at REAL NOT NULL,
+    answered_at REAL, PRIMARY KEY (pair_id, annotator)
+);
+CREATE TABLE IF NOT EXISTS studies (pair_id TEXT PRIMARY KEY, study TEXT NOT NULL, model_a_is_first INTEGER NOT NULL);
 """
 
 
@@ -42,6 +49,10 @@ def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
     if pair.response_a <= pair.response_b:
         return pair.response_a, pair.response_b, 1
     return pair.response_b, pair.response_a, -1
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def pair_id(prompt: str, response_a: str, response_b: str) -> str:
@@ -178,16 +189,119 @@ class LabelLedger:
         return list(self.db.execute("SELECT id, prompt, first, second, label, answered_at FROM pairs "
                                     "WHERE label IS NOT NULL AND answered_at > ? ORDER BY answered_at", (since,)))
 
-    def export(self, path: str | Path, format: str = "jsonl") -> dict[str, int]:
+    # ---- people: the annotation app (frugalign.annotate) ---------------------------------------------
+    def add_annotator(self, name: str) -> str:
+        """A new annotator and their bearer token (only its hash is stored: the token is shown once)."""
+        token = secrets.token_urlsafe(24)
+        try:
+            self.db.execute("INSERT INTO annotators (name, token_hash, created_at) VALUES (?, ?, ?)",
+                            (name, _hash(token), time.time()))
+        except sqlite3.IntegrityError:
+            raise UserError(f"{self.path}: an annotator named '{name}' exists already") from None
+        return token
+
+    def annotator(self, token: str) -> str | None:
+        row = self.db.execute("SELECT name FROM annotators WHERE token_hash = ?", (_hash(token),)).fetchone()
+        return row[0] if row else None
+
+    def assign(self, annotator: str, labels_per_pair: int = 1, lease_s: float = 600.0) -> dict | None:
+        """The pair `annotator` should label next: their open assignment if any, else the queued pair of
+        highest priority that still needs a label from someone who has not given one and that is not
+        held by others (an assignment lapses after `lease_s`). Which response is shown as A is drawn
+        at random and recorded. None when nothing is left."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute(
+                "SELECT a.pair_id, a.first_shown_as FROM assignments a JOIN queue q ON q.pair_id = a.pair_id "
+                "WHERE a.annotator = ? AND a.answered_at IS NULL", (annotator,)).fetchone()
+            if row is None:
+                candidate = self.db.execute(
+                    "SELECT q.pair_id FROM queue q WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE "
+                    "a.pair_id = q.pair_id AND a.annotator = ?) AND (SELECT COUNT(*) FROM assignments a WHERE "
+                    "a.pair_id = q.pair_id AND (a.answered_at IS NOT NULL OR a.assigned_at > ?)) < ? "
+                    "ORDER BY q.priority DESC, q.enqueued_at LIMIT 1", (annotator, now - lease_s, labels_per_pair)
+                ).fetchone()
+                if candidate is None:
+                    self.db.execute("COMMIT")
+                    return None
+                row = (candidate[0], secrets.choice(["A", "B"]))
+                self.db.execute("INSERT OR REPLACE INTO assignments (pair_id, annotator, first_shown_as, assigned_at) "
+                                "VALUES (?, ?, ?, ?)", (row[0], annotator, row[1], now))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        prompt, first, second = self.db.execute("SELECT prompt, first, second FROM pairs WHERE id = ?",
+                                                (row[0],)).fetchone()
+        a, b = (first, second) if row[1] == "A" else (second, first)
+        return {"pair_id": row[0], "prompt": prompt, "a": a, "b": b}
+
+    def submit(self, annotator: str, pair_id: str, choice: str, comment: str = "", labels_per_pair: int = 1) -> None:
+        """Store `annotator`'s answer (A, B or tie, as they saw the pair) to a pair assigned to them,
+        committed before this returns. KeyError: not assigned to them; ValueError: answered already."""
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute("SELECT first_shown_as, answered_at FROM assignments WHERE pair_id = ? AND annotator = ?",
+                                  (pair_id, annotator)).fetchone()
+            if row is None:
+                raise KeyError(pair_id)
+            if row[1] is not None:
+                raise ValueError(f"pair {pair_id} was answered already by {annotator}")
+            shown = {"A": 1, "B": -1, "tie": 0}[choice]
+            canonical = shown if row[0] == "A" else -shown
+            meta = json.dumps({"comment": comment, "first_shown_as": row[0]})
+            self.db.execute("UPDATE pairs SET label = ?, answered_by = ?, answered_at = ?, meta = ? "
+                            "WHERE id = ? AND label IS NULL", (canonical, annotator, now, meta, pair_id))
+            self.db.execute("INSERT INTO votes (pair_id, label, annotator, at, meta) VALUES (?, ?, ?, ?, ?)",
+                            (pair_id, canonical, annotator, now, meta))
+            self.db.execute("UPDATE assignments SET answered_at = ? WHERE pair_id = ? AND annotator = ?",
+                            (now, pair_id, annotator))
+            votes = self.db.execute("SELECT COUNT(*) FROM votes WHERE pair_id = ?", (pair_id,)).fetchone()[0]
+            if votes >= labels_per_pair:
+                self.db.execute("DELETE FROM queue WHERE pair_id = ?", (pair_id,))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def progress(self, annotator: str) -> dict[str, int]:
+        done = self.db.execute("SELECT COUNT(*) FROM votes WHERE annotator = ?", (annotator,)).fetchone()[0]
+        left = self.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+        return {"labelled_by_you": done, "pairs_waiting": left}
+
+    def add_study_pair(self, study: str, prompt: str, model_a: str, model_b: str) -> None:
+        """A pairwise-study question (model A's answer against model B's), queued for people."""
+        pair = UnlabelledPair(prompt, model_a, model_b)
+        self.ask(pair, "human", f"study:{study}")
+        self.enqueue(pair, 0.0)
+        self.db.execute("INSERT OR REPLACE INTO studies (pair_id, study, model_a_is_first) VALUES (?, ?, ?)",
+                        (pair_id(prompt, model_a, model_b), study, int(_canonical(pair)[2] == 1)))
+
+    def study_votes(self, study: str) -> dict[str, list[int]]:
+        """Every vote of a study, per pair, from model A's side (+1: A's answer preferred)."""
+        out: dict[str, list[int]] = {}
+        for pid, label, a_first in self.db.execute(
+                "SELECT v.pair_id, v.label, s.model_a_is_first FROM votes v JOIN studies s ON s.pair_id = v.pair_id "
+                "WHERE s.study = ? ORDER BY v.at", (study,)):
+            out.setdefault(pid, []).append(label if a_first else -label)
+        return out
+
+    def preference_rows(self) -> list[dict]:
         """Every answered, non-tie pair in TRL's preference format (prompt, chosen, rejected)."""
-        rows, ties = [], 0
+        rows = []
         for prompt, first, second, label in self.db.execute(
-                "SELECT prompt, first, second, label FROM pairs WHERE label IS NOT NULL ORDER BY answered_at"):
-            if label == 0:
-                ties += 1
-                continue
+                "SELECT prompt, first, second, label FROM pairs WHERE label IS NOT NULL AND label != 0 "
+                "ORDER BY answered_at"):
             chosen, rejected = (first, second) if label > 0 else (second, first)
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        return rows
+
+    def export(self, path: str | Path, format: str = "jsonl") -> dict[str, int]:
+        """`preference_rows` written as JSONL or a save_to_disk dataset."""
+        rows = self.preference_rows()
+        ties = self.db.execute("SELECT COUNT(*) FROM pairs WHERE label = 0").fetchone()[0]
         path = Path(path)
         if format == "jsonl":
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class ADPOConfig(DPOConfig):
                   "reward-model: --reward-model scores; llm-judge: --judge-url/--judge-model; human: the annotation app"
     )
     reward_model: str | None = option(None, "reward model for --annotator reward-model (default: embedded MiniLM)")
+    serve: str | None = option(None, "with --annotator human: serve the annotation app at HOST:PORT during the run, on "
+                                     "its ledger (or run `frugalign annotate serve --db LEDGER` yourself)")
     judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
     judge_model: str = option("judge", "model name sent to the judge endpoint")
     judge_concurrency: int = option(4, "judge requests in flight at once")
@@ -86,6 +89,8 @@ class ADPOConfig(DPOConfig):
             raise UserError("mode random needs a budget: set max_queries (e.g. the number an adpo run used)")
         if self.reference == "precomputed":
             raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
+        if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
+            raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
         if self.annotator == "llm-judge" and not self.judge_url:
             raise UserError("--annotator llm-judge needs --judge-url (an OpenAI-compatible endpoint)")
 
@@ -353,7 +358,19 @@ def run(config: ADPOConfig) -> TrainResult:
         truth = lambda pair: hidden[pair_id(pair.prompt, pair.response_a, pair.response_b)][1]  # noqa: E731
     engine = Engine(config)
     policy = load_policy(config, engine)
-    model, result, stats = train_adpo(config, policy, tokenizer, rows, annotator, engine, truth, ledger=ledger)
+    app = None
+    if config.serve and engine.is_main:
+        from frugalign.annotate.commands import serve_in_thread
+
+        host, port = config.serve.rsplit(":", 1)
+        app = serve_in_thread(ledger.path, host, int(port))
+        engine.print(f"annotation app: http://{config.serve}/ (add people with `frugalign annotate add-annotator "
+                     f"NAME --db {ledger.path}`)")
+    try:
+        model, result, stats = train_adpo(config, policy, tokenizer, rows, annotator, engine, truth, ledger=ledger)
+    finally:
+        if app is not None:
+            app.should_exit = True
     path = engine.save_model(model, tokenizer)
     engine.end()
     summary = {"pairs": len(rows), "steps": result.steps, "seconds": result.seconds,

@@ -1,0 +1,145 @@
+"""`frugalign annotate serve | add-annotator | import-study | report`."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frugalign.active.ledger import LabelLedger
+from frugalign.bench.results import write_results
+from frugalign.engine import console, summary_table
+from frugalign.errors import UserError
+
+
+def add_arguments(sub) -> None:
+    """The `annotate` subcommands, on the `annotate` parser's subparsers."""
+    p = sub.add_parser("serve", help="the annotation web app on a ledger")
+    p.add_argument("--db", required=True, help="the label ledger (a run's OUTPUT_DIR/labels.sqlite, or a study's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on")
+    p.add_argument("--labels-per-pair", type=int, default=1, help="people asked per pair (more: agreement studies)")
+    p.set_defaults(handler=serve)
+    p = sub.add_parser("add-annotator", help="create an annotator; prints their token as the last line")
+    p.add_argument("name", help="the annotator's name (unique in this ledger)")
+    p.add_argument("--db", required=True, help="the label ledger (created if missing)")
+    p.set_defaults(handler=add_annotator)
+    p = sub.add_parser("import-study", help="queue a pairwise study: two models' answers to the same prompts")
+    p.add_argument("--db", required=True, help="the ledger that collects the study's labels (created if missing)")
+    p.add_argument("--model-a", required=True, help="model A's answers (an `eval generate` file, AlpacaEval format)")
+    p.add_argument("--model-b", required=True, help="model B's answers, to the same prompts")
+    p.add_argument("--study", default="study", help="the study's name (several can share a ledger)")
+    p.set_defaults(handler=import_study)
+    p = sub.add_parser("report", help="a study's win score (model A against B) and the annotators' agreement")
+    p.add_argument("--db", required=True, help="the study's ledger")
+    p.add_argument("--study", default="study", help="the study's name")
+    p.add_argument("--out", default=None, help="result JSON")
+    p.set_defaults(handler=report)
+
+
+def open_ledger(path: str, create: bool = False) -> LabelLedger:
+    if not create and not Path(path).is_file():
+        raise UserError(f"{path}: no such ledger file")
+    return LabelLedger(path)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from frugalign.annotate.app import create_app
+
+    open_ledger(args.db).close()  # a missing or corrupt ledger is a clear error before the server starts
+    console.print(f"annotation app on http://{args.host}:{args.port}/ (API schema at /docs), ledger {args.db}")
+    uvicorn.run(create_app(args.db, args.labels_per_pair), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def serve_in_thread(ledger_path: str | Path, host: str, port: int, labels_per_pair: int = 1):
+    """The app in a background thread of this process (`frugalign adpo --serve`); `.should_exit = True` stops it."""
+    import uvicorn
+
+    from frugalign.annotate.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(ledger_path, labels_per_pair), host=host, port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline:
+            raise UserError(f"the annotation app did not start on {host}:{port} (is the port in use?)")
+        time.sleep(0.05)
+    return server
+
+
+def add_annotator(args: argparse.Namespace) -> int:
+    ledger = open_ledger(args.db, create=True)
+    token = ledger.add_annotator(args.name)
+    ledger.close()
+    print(f"annotator '{args.name}' added to {args.db}; their token (shown once, keep it secret):")
+    print(token)
+    return 0
+
+
+def import_study(args: argparse.Namespace) -> int:
+    from frugalign.evaluate.generate import read_answers
+
+    a, b = read_answers(args.model_a), read_answers(args.model_b)
+    prompts = [p for p in a if p in b]
+    if not prompts:
+        raise UserError(f"{args.model_a} and {args.model_b} share no prompt")
+    ledger = open_ledger(args.db, create=True)
+    same = 0
+    for prompt in prompts:
+        if a[prompt] == b[prompt]:
+            same += 1  # nothing to compare: left out, and said so
+            continue
+        ledger.add_study_pair(args.study, prompt, a[prompt], b[prompt])
+    ledger.close()
+    print(f"study '{args.study}': {len(prompts) - same} pairs queued in {args.db} "
+          f"({same} prompts with identical answers left out)")
+    return 0
+
+
+def fleiss_kappa(votes: list[list[int]]) -> float | None:
+    """Fleiss' kappa over pairs with the same number (>= 2) of votes in {-1, 0, 1}; None if undefined."""
+    counts = np.array([[v.count(c) for c in (-1, 0, 1)] for v in votes], dtype=float)
+    if len(counts) == 0:
+        return None
+    n = counts.sum(1)[0]
+    agreement = ((counts * (counts - 1)).sum(1) / (n * (n - 1))).mean()
+    shares = counts.sum(0) / counts.sum()
+    chance = (shares ** 2).sum()
+    return None if chance == 1 else float((agreement - chance) / (1 - chance))
+
+
+def report(args: argparse.Namespace) -> int:
+    from frugalign.evaluate.winscore import bootstrap_interval, win_score
+
+    ledger = open_ledger(args.db)
+    by_pair = ledger.study_votes(args.study)
+    ledger.close()
+    if not by_pair:
+        raise UserError(f"{args.db}: no labels yet for study '{args.study}'")
+    outcomes = [int(np.sign(sum(v))) for v in by_pair.values()]  # each pair: the majority of its votes
+    low, high = bootstrap_interval(outcomes)
+    multi = [v for v in by_pair.values() if len(v) >= 2]
+    agree = [x == y for v in multi for x, y in itertools.combinations(v, 2)]
+    k = min((len(v) for v in multi), default=0)
+    kappa = fleiss_kappa([v[:k] for v in multi]) if multi else None
+    result = {"study": args.study, "pairs": len(outcomes), "win_score": win_score(outcomes), "ci95": [low, high],
+              "wins": outcomes.count(1), "ties": outcomes.count(0), "losses": outcomes.count(-1),
+              "pairs_with_several_labels": len(multi), "raw_agreement": float(np.mean(agree)) if agree else None,
+              "fleiss_kappa": kappa}
+    if args.out:
+        write_results(args.out, result)
+    console.print(summary_table(f"study '{args.study}': model A against model B", {
+        "win score (A)": f"{result['win_score']:.1f} (95% interval {low:.1f} to {high:.1f})",
+        "wins / ties / losses": f"{result['wins']} / {result['ties']} / {result['losses']}",
+        "pairs labelled": len(outcomes),
+        "agreement": (f"{result['raw_agreement']:.2f} raw, Fleiss' kappa {kappa:.2f} over {len(multi)} pairs"
+                      if agree and kappa is not None else "needs pairs with 2+ labels (--labels-per-pair)")}))
+    return 0

@@ -1,0 +1,153 @@
+"""The annotation app through its JSON API: tokens, assignment, validation, storage, studies."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from frugalign.active.ledger import LabelLedger
+from frugalign.annotate.app import create_app
+from frugalign.cli import main
+from frugalign.data import UnlabelledPair
+
+PAIRS = [UnlabelledPair(f"question {i}?", f"good answer {i}", f"bad answer {i}") for i in range(3)]
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    """A ledger with three pairs queued (as ADPO's human queue leaves them) and two annotators."""
+    path = tmp_path / "labels.sqlite"
+    ledger = LabelLedger(path)
+    for k, pair in enumerate(PAIRS):
+        ledger.ask(pair, "human", "run")
+        ledger.enqueue(pair, priority=-k)  # the first pair is the most useful
+    ledger.close()
+    return path
+
+
+def token(path, name):
+    ledger = LabelLedger(path)
+    try:
+        return ledger.add_annotator(name)
+    finally:
+        ledger.close()
+
+
+def client(path, k=1):
+    return TestClient(create_app(path, labels_per_pair=k))
+
+
+def auth(t):
+    return {"Authorization": f"Bearer {t}"}
+
+
+def answer_good(c, t, pair):
+    """Choose whichever side shows the good answer, as a person would."""
+    choice = "A" if pair["a"].startswith("good") else "B"
+    return c.post("/api/label", headers=auth(t), json={"pair_id": pair["pair_id"], "choice": choice, "comment": "ok"})
+
+
+def test_no_access_without_a_valid_token(ledger_path):
+    c = client(ledger_path)
+    assert c.get("/api/next").status_code == 401
+    assert c.get("/api/next", headers=auth("not-a-token")).status_code == 401
+    assert c.post("/api/label", json={"pair_id": "0" * 64, "choice": "A"}).status_code == 401
+    assert c.get("/api/export").status_code == 401
+
+
+def test_label_flow_most_useful_first_and_stored_in_canonical_order(ledger_path):
+    t = token(ledger_path, "ann")
+    c = client(ledger_path)
+    seen = []
+    while (pair := c.get("/api/next", headers=auth(t)).json()["pair"]) is not None:
+        assert c.get("/api/next", headers=auth(t)).json()["pair"] == pair  # the same pair until answered
+        seen.append(pair["prompt"])
+        assert answer_good(c, t, pair).json()["stored"] is True
+    assert seen == ["question 0?", "question 1?", "question 2?"]
+    ledger = LabelLedger(ledger_path)
+    assert ledger.labels(PAIRS) == [1, 1, 1]  # whatever side each was shown on, the good answer won
+    orders = [json.loads(m)["first_shown_as"] for (m,) in ledger.db.execute("SELECT meta FROM votes")]
+    assert set(orders) <= {"A", "B"}
+    export = c.get("/api/export", headers=auth(t)).json()
+    assert sorted(r["chosen"] for r in export) == ["good answer 0", "good answer 1", "good answer 2"]
+
+
+def test_bad_input_gets_clear_4xx(ledger_path):
+    t = token(ledger_path, "ann")
+    c = client(ledger_path)
+    pair = c.get("/api/next", headers=auth(t)).json()["pair"]
+    assert c.post("/api/label", headers=auth(t), json={"pair_id": pair["pair_id"], "choice": "C"}).status_code == 422
+    assert c.post("/api/label", headers=auth(t), json={"pair_id": "f" * 64, "choice": "A"}).status_code == 404
+    assert c.post("/api/label", headers=auth(t), json={"pair_id": "short", "choice": "A"}).status_code == 422
+    huge = {"pair_id": pair["pair_id"], "choice": "A", "comment": "x" * 100_000}
+    assert c.post("/api/label", headers=auth(t), json=huge).status_code == 413
+    assert answer_good(c, t, pair).status_code == 200
+    again = c.post("/api/label", headers=auth(t), json={"pair_id": pair["pair_id"], "choice": "B"})
+    assert again.status_code == 409  # answered already: the first answer stands
+    assert LabelLedger(ledger_path).label(PAIRS[0]) == 1
+
+
+def test_an_annotator_labels_only_what_is_assigned_to_them(ledger_path):
+    alice, bob = token(ledger_path, "alice"), token(ledger_path, "bob")
+    c = client(ledger_path)
+    mine = c.get("/api/next", headers=auth(alice)).json()["pair"]
+    theirs = c.get("/api/next", headers=auth(bob)).json()["pair"]
+    assert mine["pair_id"] != theirs["pair_id"]  # one label per pair: nobody is given a pair someone holds
+    assert c.post("/api/label", headers=auth(bob), json={"pair_id": mine["pair_id"], "choice": "A"}).status_code == 404
+
+
+def test_k_labels_per_pair_for_agreement(ledger_path):
+    alice, bob = token(ledger_path, "alice"), token(ledger_path, "bob")
+    c = client(ledger_path, k=2)
+    for t in (alice, bob):
+        while (pair := c.get("/api/next", headers=auth(t)).json()["pair"]) is not None:
+            answer_good(c, t, pair)
+    votes = [n for (n,) in LabelLedger(ledger_path).db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
+    assert votes == [2, 2, 2]
+
+
+def test_add_annotator_prints_the_token_last(tmp_path, capsys):
+    db = tmp_path / "l.sqlite"
+    assert main(["annotate", "add-annotator", "ann", "--db", str(db)]) == 0
+    t = capsys.readouterr().out.strip().splitlines()[-1]
+    assert LabelLedger(db).annotator(t) == "ann"
+    assert main(["annotate", "add-annotator", "ann", "--db", str(db)]) == 2  # names are unique
+
+
+def test_page_shows_model_text_as_text_never_html(ledger_path):
+    page = client(ledger_path).get("/").text
+    assert "textContent" in page and "innerHTML" not in page and "insertAdjacentHTML" not in page
+
+
+def test_pairwise_study_win_score_and_agreement(tmp_path, capsys):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    prompts = [f"p{i}" for i in range(4)]
+    a.write_text("".join(json.dumps({"instruction": p, "output": f"A's answer to {p}"}) + "\n" for p in prompts))
+    b.write_text("".join(json.dumps({"instruction": p, "output": f"B's answer to {p}"}) + "\n" for p in prompts))
+    db = tmp_path / "study.sqlite"
+    assert main(["annotate", "import-study", "--db", str(db), "--model-a", str(a), "--model-b", str(b)]) == 0
+    alice, bob = token(db, "alice"), token(db, "bob")
+    c = client(db, k=2)
+    for t in (alice, bob):
+        while (pair := c.get("/api/next", headers=auth(t)).json()["pair"]) is not None:
+            a_side = "A" if pair["a"].startswith("A's") else "B"
+            choice = a_side if pair["prompt"] != "p3" else ("tie" if t == alice else a_side)
+            c.post("/api/label", headers=auth(t), json={"pair_id": pair["pair_id"], "choice": choice})
+    out = tmp_path / "report.json"
+    assert main(["annotate", "report", "--db", str(db), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["pairs"] == 4 and result["wins"] == 4 and result["win_score"] == 150.0
+    assert result["raw_agreement"] == 0.75 and result["pairs_with_several_labels"] == 4
+
+
+def test_old_ledgers_open_and_gain_the_app_tables(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    ledger = LabelLedger(path)
+    ledger.db.execute("DROP TABLE annotators")
+    ledger.db.execute("DROP TABLE assignments")
+    ledger.db.execute("DROP TABLE studies")
+    ledger.close()
+    assert LabelLedger(path).add_annotator("x")
+    assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM annotators").fetchone()[0] == 1
