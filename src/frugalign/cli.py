@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from frugalign.evaluate import harness as eval_harness
     from frugalign.evaluate import reward as eval_reward
     from frugalign.evaluate import winscore as eval_winscore
-    from frugalign.recipes import adpo, dpo, online, reward, sft
+    from frugalign.recipes import adpo, aihf, dpo, online, reward, rlhf, sft
 
     parser = argparse.ArgumentParser(prog="frugalign", description="Data-efficient preference alignment.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
                    online.run)
     _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs", adpo.ADPOConfig,
                    adpo.run)
+    _train_command(sub, "spin", "SPIN: iterations of DPO of demonstrations against the previous iterate's samples",
+                   aihf.AIHFConfig, aihf.run_spin)
+    _train_command(sub, "rlhf", "RLHF's policy stage: RLOO with a per-token KL penalty against a reward model",
+                   rlhf.RLHFConfig, rlhf.run)
+    _train_command(sub, "aihf", "AIHF: demonstrations and preferences together (--variant explicit|dpo|self-play)",
+                   aihf.AIHFConfig, aihf.run)
 
     labels = sub.add_parser("labels", help="the label ledger").add_subparsers(dest="labels", required=True,
                                                                              metavar="ACTION")

@@ -77,3 +77,13 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor | None = None) -> 
     if total <= 0:
         return (losses * 0.0).sum()
     return (weights * losses).sum() / total
+
+
+def rloo_loss(logps: torch.Tensor, rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """REINFORCE with a leave-one-out baseline (RLOO), per sample. `logps` [N*k]: the policy's summed
+    log-probs of k samples per prompt, prompt-major; `rewards` [N*k]: their rewards (KL penalty included),
+    detached. A sample's advantage is its reward minus the mean reward of the prompt's other samples,
+    which needs no value model and keeps the gradient unbiased."""
+    r = rewards.detach().reshape(-1, k)
+    baseline = (r.sum(1, keepdim=True) - r) / (k - 1)
+    return -(r - baseline).reshape(-1) * logps

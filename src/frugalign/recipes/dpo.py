@@ -164,6 +164,24 @@ class Reference:
             row["ref_chosen_logp"], row["ref_rejected_logp"] = values[i]
 
 
+@torch.no_grad()
+def attach_reference_logps(model, rows: list[dict], pad_id: int, batch_size: int = 32) -> list[dict]:
+    """Set `ref_chosen_logp`/`ref_rejected_logp` on tokenized pair rows, scored by `model` (frozen here);
+    `train_dpo` with `reference="precomputed"` then uses them as they are."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        t = to_device(pair_batch([r["prompt_ids"] for r in batch], [r["chosen_ids"] for r in batch],
+                                 [r["rejected_ids"] for r in batch], pad_id), device)
+        chosen, rejected = pair_logps(model, t)
+        for row, c, r in zip(batch, chosen.sum.tolist(), rejected.sum.tolist()):
+            row["ref_chosen_logp"], row["ref_rejected_logp"] = c, r
+    model.train(was_training)
+    return rows
+
+
 def load_preference_rows(config: DPOConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Read, validate and tokenize the training (and evaluation) pairs: all before any compute."""
     if not config.dataset:
@@ -193,9 +211,10 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
     policy = policy.to(engine.device)
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
     reference = Reference(config, engine, policy, scorer)
-    all_rows = train_rows + list(eval_rows or [])
-    if reference.precomputed:
-        reference.precompute(policy, all_rows, config.batch_size, scorer, str(config.model),
+    # rows may carry their own reference log-probs (recipes whose reference is not the initial policy)
+    missing = [r for r in train_rows + list(eval_rows or []) if "ref_chosen_logp" not in r]
+    if reference.precomputed and missing:
+        reference.precompute(policy, missing, config.batch_size, scorer, str(config.model),
                              Path(config.output_dir) / "reference_logps.pt")
 
     def step(model, rows: list[dict]):

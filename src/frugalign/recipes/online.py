@@ -36,6 +36,7 @@ from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine, console
 from frugalign.errors import UserError
 from frugalign.generation import generate, progress_bar
+from frugalign.recipes.common import RecipeConfig
 from frugalign.recipes.dpo import DPOConfig, train_dpo
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
@@ -278,7 +279,7 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
     return policy
 
 
-def load_prompts(config: OnlineConfig, tokenizer) -> list[str]:
+def load_prompts(config: RecipeConfig, tokenizer) -> list[str]:
     """Prompts from `prompt` rows (strings, or messages rendered with the chat template)."""
     from frugalign.data import load_rows
     from frugalign.errors import DataError

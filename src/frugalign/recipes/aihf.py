@@ -1,0 +1,221 @@
+"""AIHF: reward and policy learned together from demonstrations and preferences (ALGORITHMS.md
+section 5), in three forms, and SPIN (section 1), the demonstrations-only case of the self-play form.
+
+Each iteration k starts from the current policy pi_k and samples one response y ~ pi_k for every
+demonstration prompt (a demonstration y_E "beats" the policy's own attempt). Then, by variant:
+  explicit:  the reward model takes a weighted Bradley-Terry step on (y_E > y) pairs (weight w_D) and on
+             the preference pairs (w_P); the policy takes KL-regularised policy-gradient steps (RLOO,
+             `recipes/rlhf.py`) against that reward, the reference being the initial (SFT) policy;
+  dpo:       lambda * DPO(preferences) + DPO({(y_E, y)}), both with the initial policy as reference;
+  self-play: lambda * DPO(preferences) [reference: the initial policy] + SPIN({(y_E, y)}) [reference: pi_k].
+SPIN is self-play without preferences. Each iteration's policy is saved; `--resume` continues at the
+first iteration not finished. Costs are counted: responses generated, preference pairs used, time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from frugalign import models
+from frugalign.config import option
+from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
+from frugalign.engine import Engine, console, summary_table
+from frugalign.errors import UserError
+from frugalign.generation import generate
+from frugalign.recipes.dpo import DPOConfig, attach_reference_logps, train_dpo
+from frugalign.recipes.reward import RewardConfig, score, train_reward
+from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
+
+
+@dataclass
+class AIHFConfig(DPOConfig):
+    """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
+
+    variant: Literal["explicit", "dpo", "self-play"] = option(
+        "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
+               "self-play: lambda*DPO(P) + SPIN(demonstrations)")
+    demonstrations: str | None = option(None, "demonstrations (TRL SFT format: prompt/completion or messages)")
+    preference_weight: float = option(1.0, "lambda (dpo, self-play) or w_P (explicit): weight of preference pairs")
+    demonstration_weight: float = option(1.0, "w_D: weight of the (demonstration > sample) pairs")
+    iterations: int = option(3, "sample-then-train iterations")
+    max_new_tokens: int = option(64, "tokens sampled per response")
+    temperature: float = option(1.0, "sampling temperature")
+    top_p: float = option(1.0, "nucleus sampling")
+    generation_batch_size: int = option(64, "prompts per generate call")
+    reward_model: str | None = option(None, "explicit: the reward model to start from (default: the embedded MiniLM)")
+    reward_learning_rate: float = option(5e-5, "explicit: reward model learning rate")
+    kl_coef: float = option(0.05, "explicit: KL penalty of the policy step (per-token log-ratio to the reference)")
+    samples_per_prompt: int = option(4, "explicit: RLOO samples per prompt in the policy step")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.iterations < 1:
+            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
+        if self.preference_weight < 0 or self.demonstration_weight < 0:
+            raise UserError("options preference_weight and demonstration_weight must be non-negative")
+
+
+Step = Callable[[int, object, list[PreferenceExample]], object]
+
+
+def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHFConfig, k: int) -> list[PreferenceExample]:
+    """(prompt, demonstration, the policy's own response) for each demonstration; identical ones are dropped
+    (nothing to learn from them)."""
+    gens = generate(policy, tokenizer, [d.prompt for d in demos], 1, config.max_new_tokens, config.temperature,
+                    config.top_p, config.generation_batch_size, seed=config.seed + k, description=f"iteration {k}: sampling")
+    return [PreferenceExample(d.prompt, d.completion, texts[0], weight=config.demonstration_weight)
+            for d, texts in zip(demos, gens.texts) if texts[0].strip() != d.completion.strip()]
+
+
+def iterate(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], step: Step,
+            on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
+    """The outer loop: sample opponents with pi_k, `step(k, policy, opponents) -> policy`, save, record."""
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, records, start = out / "aihf_state.json", [], 0
+    if config.resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        start, records = state["iteration"], state["records"]
+        if state["policy"]:
+            policy = type(policy).from_pretrained(state["policy"])
+        console.print(f"resuming at iteration {start}")
+    for k in range(start, config.iterations):
+        began = time.perf_counter()
+        opponents = sample_opponents(policy, tokenizer, demos, config, k) if demos else []
+        sampled = time.perf_counter()
+        policy = step(k, policy, opponents)
+        record = {"iteration": k, "generated": len(demos), "opponent_pairs": len(opponents),
+                  "time_s": {"generation": sampled - began, "training": time.perf_counter() - sampled}}
+        if on_iteration is not None:
+            record.update(on_iteration(k, policy))
+        records.append(record)
+        path = out / f"policy-iter{k}"
+        policy.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"iteration": k + 1, "records": records, "policy": str(path)}))
+        tmp.replace(state_path)
+    return policy, records
+
+
+def dpo_rows(config: AIHFConfig, tokenizer, examples: list[PreferenceExample], source: str) -> list[dict]:
+    rows, _ = tokenize_preferences(examples, tokenizer, config.max_prompt_length, config.max_response_length, source,
+                                   config.overlong)
+    return rows
+
+
+def dpo_step(config: AIHFConfig, tokenizer, initial, preferences: list[PreferenceExample]) -> Step:
+    """dpo and self-play (and SPIN): one DPO pass over preference pairs (weight lambda, reference: the
+    initial policy) and opponent pairs (reference: the initial policy, or pi_k for self-play)."""
+    pref_rows = attach_reference_logps(initial, dpo_rows(config, tokenizer, [
+        PreferenceExample(p.prompt, p.chosen, p.rejected, weight=p.weight * config.preference_weight) for p in preferences
+    ], "preferences"), tokenizer.pad_token_id, config.batch_size) if preferences else []
+
+    def step(k: int, policy, opponents: list[PreferenceExample]):
+        opp_rows = dpo_rows(config, tokenizer, opponents, f"iteration {k} opponents") if opponents else []
+        if opp_rows:
+            attach_reference_logps(policy if config.variant == "self-play" else initial, opp_rows,
+                                   tokenizer.pad_token_id, config.batch_size)
+        rows = pref_rows + opp_rows
+        if not rows:
+            console.print(f"iteration {k}: no pair differs, nothing to train on")
+            return policy
+        dpo = DPOConfig(**{f: getattr(config, f) for f in DPOConfig.__dataclass_fields__})
+        dpo.output_dir, dpo.resume, dpo.reference = str(Path(config.output_dir) / f"train-iter{k}"), False, "precomputed"
+        policy, _ = train_dpo(dpo, policy, tokenizer, [dict(r) for r in rows], engine=Engine(dpo))
+        return policy
+    return step
+
+
+def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[PreferenceExample], reward_model,
+                  reward_tokenizer, prompts: list[str]) -> Step:
+    """explicit: a reward step on both kinds of pairs, then RLOO policy steps against the learned reward."""
+    pref = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": 0.0,
+             "weight": p.weight * config.preference_weight} for p in preferences]
+
+    def step(k: int, policy, opponents: list[PreferenceExample]):
+        nonlocal reward_model
+        rows = pref + [{"prompt": o.prompt, "chosen": o.chosen, "rejected": o.rejected, "margin": 0.0, "weight": o.weight}
+                       for o in opponents]
+        rc = RewardConfig(**{f: getattr(config, f) for f in RewardConfig.__dataclass_fields__ if hasattr(config, f)})
+        rc.output_dir, rc.resume = str(Path(config.output_dir) / f"reward-iter{k}"), False
+        rc.learning_rate = config.reward_learning_rate
+        reward_model, _ = train_reward(rc, reward_model, reward_tokenizer, rows, engine=Engine(rc))
+        pc = RLHFConfig(**{f: getattr(config, f) for f in RLHFConfig.__dataclass_fields__ if hasattr(config, f)})
+        pc.output_dir, pc.resume = str(Path(config.output_dir) / f"policy-step-iter{k}"), False
+        policy, _ = train_rlhf(pc, policy, tokenizer, prompts, lambda p, r: score(reward_model, reward_tokenizer, p, r),
+                               reference=initial, engine=Engine(pc))
+        return policy
+    return step
+
+
+def train_aihf(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], preferences: list[PreferenceExample],
+               reward_model=None, reward_tokenizer=None, on_iteration=None) -> tuple[object, list[dict]]:
+    """The Python API behind `frugalign aihf` and `frugalign spin` (no preferences, variant self-play)."""
+    initial = copy.deepcopy(policy).eval().requires_grad_(False)
+    if config.variant == "explicit":
+        if reward_model is None:
+            reward_model, reward_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(
+                config.reward_model or models.MINILM)
+        prompts = sorted({d.prompt for d in demos} | {p.prompt for p in preferences})
+        step = explicit_step(config, tokenizer, initial, preferences, reward_model, reward_tokenizer, prompts)
+    else:
+        step = dpo_step(config, tokenizer, initial, preferences)
+    return iterate(config, policy, tokenizer, demos, step, on_iteration)
+
+
+def load_data(config: AIHFConfig, need_preferences: bool):
+    """The tokenizer and both datasets, read and validated before any model is loaded."""
+    if not config.demonstrations:
+        raise UserError("no demonstrations: pass --demonstrations (prompt/completion or messages rows)")
+    if need_preferences and not config.dataset:
+        raise UserError("no preferences: pass --dataset (prompt/chosen/rejected rows)")
+    tokenizer = models.load_tokenizer(config.model)
+    demos = demonstrations(load_rows(config.demonstrations, config.dataset_split), config.demonstrations, tokenizer)
+    preferences = []
+    if need_preferences:
+        preferences = preference_examples(load_rows(config.dataset, config.dataset_split), config.dataset, tokenizer)
+    return tokenizer, demos, preferences
+
+
+def report(config: AIHFConfig, name: str, records: list[dict], n_pref: int, model_path: Path) -> None:
+    generated = sum(r["generated"] for r in records)
+    seconds = {p: sum(r["time_s"][p] for r in records) for p in ("generation", "training")}
+    console.print(summary_table(f"frugalign {name}", {
+        "iterations": len(records), "responses generated": generated, "preference pairs used": n_pref,
+        "seconds (generation / training)": f"{seconds['generation']:.1f} / {seconds['training']:.1f}",
+        "model": str(model_path)}))
+
+
+def run(config: AIHFConfig) -> list[dict]:
+    """`frugalign aihf`: validate both datasets, iterate, save, summarise."""
+    tokenizer, demos, preferences = load_data(config, need_preferences=True)
+    policy = models.load_causal_lm(config.model)
+    policy, records = train_aihf(config, policy, tokenizer, demos, preferences)
+    path = Path(config.output_dir) / "model"
+    policy.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    report(config, f"aihf ({config.variant})", records, len(preferences), path)
+    return records
+
+
+def run_spin(config: AIHFConfig) -> list[dict]:
+    """`frugalign spin`: SPIN iterations on demonstrations alone (the opponent is the previous iterate)."""
+    config.variant = "self-play"
+    tokenizer, demos, _ = load_data(config, need_preferences=False)
+    policy = models.load_causal_lm(config.model)
+    policy, records = train_aihf(config, policy, tokenizer, demos, [])
+    path = Path(config.output_dir) / "model"
+    policy.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    report(config, "spin", records, 0, path)
+    return records
+

@@ -1,0 +1,103 @@
+"""Classic RLHF's policy stage: KL-regularised policy gradient (RLOO) against a reward.
+
+Per step, for a batch of prompts:
+  1. sample k responses per prompt from the current policy;
+  2. score them with the reward (a reward model, a gold oracle, any `f(prompts, responses)`);
+  3. penalise each by beta * its summed per-token log-ratio to the frozen reference (a Monte-Carlo KL);
+  4. RLOO: each sample's advantage is its penalised reward minus the mean of its prompt's other samples;
+     loss = -advantage * log pi(response), averaged.
+Metrics: reward, KL to the reference, entropy estimate (mean negative token log-prob of the samples).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from frugalign import losses, models
+from frugalign.config import option
+from frugalign.engine import Engine, TrainResult, summary_table
+from frugalign.errors import UserError
+from frugalign.generation import generate
+from frugalign.logprobs import pad_sequences, sequence_logps
+from frugalign.recipes.common import RecipeConfig, load_policy, to_device
+
+Scorer = Callable[[list[str], list[str]], np.ndarray]
+
+
+@dataclass
+class RLHFConfig(RecipeConfig):
+    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+
+    reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
+    kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")
+    samples_per_prompt: int = option(4, "k: samples per prompt (RLOO's baseline is the mean of the other k-1)")
+    max_new_tokens: int = option(64, "tokens sampled per response")
+    temperature: float = option(1.0, "sampling temperature")
+    top_p: float = option(1.0, "nucleus sampling (1: the policy's own distribution, as the gradient assumes)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.samples_per_prompt < 2:
+            raise UserError("option samples_per_prompt must be at least 2 (RLOO's baseline needs another sample)")
+        if self.kl_coef < 0:
+            raise UserError(f"option kl_coef must be non-negative, got {self.kl_coef}")
+
+
+def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer: Scorer, reference=None,
+               engine: Engine | None = None, eval_fn=None) -> tuple[object, TrainResult]:
+    """Train `policy` on `prompts` (the Python API of `frugalign rlhf`; AIHF's policy step). The
+    reference is a frozen copy of the policy as given, unless `reference` is passed."""
+    engine = engine or Engine(config)
+    policy = policy.to(engine.device)
+    reference = (reference if reference is not None else copy.deepcopy(policy)).to(engine.device).eval().requires_grad_(False)
+    k, pad = config.samples_per_prompt, tokenizer.pad_token_id
+    counts = {"generations": 0}
+
+    def step(model, rows: list[dict]):
+        batch = [r["prompt"] for r in rows]
+        gens = generate(engine.unwrap(model), tokenizer, batch, k, config.max_new_tokens, config.temperature,
+                        config.top_p, len(batch) * k, progress=False)
+        counts["generations"] += len(batch) * k
+        flat_prompts = [p for p in batch for _ in range(k)]
+        t = to_device(pad_sequences([tokenizer(p)["input_ids"] for p in flat_prompts],
+                                    [ids for group in gens.token_ids for ids in group], pad), engine.device)
+        policy_lp = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"])
+        with torch.no_grad():
+            ref_lp = sequence_logps(reference, t["input_ids"], t["attention_mask"], t["loss_mask"])
+        rewards = torch.as_tensor(np.asarray(scorer(flat_prompts, [x for g in gens.texts for x in g]), dtype=float),
+                                  dtype=torch.float32, device=engine.device)
+        if not torch.isfinite(rewards).all():
+            raise UserError("the reward returned a non-finite value: refusing to train on it")
+        kl = (policy_lp.sum - ref_lp.sum).detach()
+        loss = losses.rloo_loss(policy_lp.sum, rewards - config.kl_coef * kl, k).mean()
+        entropy = (-policy_lp.sum / policy_lp.count.clamp(min=1)).mean()
+        return loss, {"loss": loss.item(), "reward": rewards.mean().item(), "kl": kl.mean().item(),
+                      "entropy": entropy.item(), "generations": float(counts["generations"])}
+
+    return engine.fit(policy, [{"prompt": p} for p in prompts], step, eval_fn, description="rlhf (rloo)")
+
+
+def run(config: RLHFConfig) -> TrainResult:
+    """`frugalign rlhf`: prompts, a reward model as the reward, RLOO, the final policy."""
+    from frugalign.recipes.online import load_prompts
+    from frugalign.recipes.reward import score
+
+    if not config.reward_model:
+        raise UserError("frugalign rlhf needs --reward-model (a checkpoint from `frugalign reward`)")
+    tokenizer = models.load_tokenizer(config.model)
+    prompts = load_prompts(config, tokenizer)
+    rm, rm_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(config.reward_model)
+    engine = Engine(config)
+    policy = load_policy(config, engine)
+    model, result = train_rlhf(config, policy, tokenizer, prompts, lambda p, r: score(rm, rm_tokenizer, p, r),
+                               engine=engine)
+    path = engine.save_model(model, tokenizer)
+    engine.end()
+    engine.print(summary_table("frugalign rlhf", {"prompts": len(prompts), "steps": result.steps,
+                                                  "seconds": result.seconds, **result.last_metrics, "model": str(path)}))
+    return result
