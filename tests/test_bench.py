@@ -89,3 +89,21 @@ def test_bench_generation_quick_reports_tokens_per_second_per_batch_size(tmp_pat
     assert all(r["tokens"] > 0 and r["tokens_per_second"] > 0 for r in result["runs"])
     assert set(result["summary"]["tiny-llama"]) == {"1", "4"}
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypatch):
+    from frugalign.bench import aihf as aihf_bench
+
+    monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    aihf_bench.add_arguments(parser)
+    out = tmp_path / "aihf.json"
+    assert aihf_bench.run(parser.parse_args(["--quick", "--task", "arith", "--out", str(out)])) == 0
+    result = json.loads(out.read_text())
+    trained = [r for r in result["runs"] if r["method"] != "base"]
+    assert [r["method"] for r in trained] == list(aihf_bench.METHODS)
+    assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(32, 32)}
+    by = {r["method"]: r for r in trained}
+    assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 32 and by["spin"]["generations"] == 32
+    assert by["aihf-explicit"]["generations"] > by["aihf-dpo"]["generations"] > 0
+    assert result["summary"]["balanced"]["best"] in aihf_bench.METHODS and out.with_suffix(".png").exists()

@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from frugalign import demo, serve
     from frugalign.annotate import commands as annotate_commands
     from frugalign.bench import adpo as adpo_bench
+    from frugalign.bench import aihf as aihf_bench
     from frugalign.bench import annotate as annotate_bench
     from frugalign.bench import appo as appo_bench
     from frugalign.bench import dpo as dpo_bench
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("appo", appo_bench, "APPO in a linear contextual dueling bandit: queries and regret against T, d, gap"),
         ("generation", generation_bench, "generation tokens per second against batch size"),
         ("annotate", annotate_bench, "load test of the annotation app: labels/s, latency, lost labels"),
+        ("aihf", aihf_bench, "SFT, DPO, IPO, SPIN, RLHF and AIHF on the same data, balanced and scarce regimes"),
     ):
         p = bench.add_parser(name, help=help)
         module.add_arguments(p)

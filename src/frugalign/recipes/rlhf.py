@@ -54,7 +54,8 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
     reference is a frozen copy of the policy as given, unless `reference` is passed."""
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
-    reference = (reference if reference is not None else copy.deepcopy(policy)).to(engine.device).eval().requires_grad_(False)
+    # a reference passed in is shared (e.g. a task's base policy): used under no_grad, never modified
+    reference = (reference if reference is not None else copy.deepcopy(policy).requires_grad_(False)).to(engine.device)
     k, pad = config.samples_per_prompt, tokenizer.pad_token_id
     counts = {"generations": 0}
 
@@ -68,7 +69,7 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
                                     [ids for group in gens.token_ids for ids in group], pad), engine.device)
         policy_lp = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"])
         with torch.no_grad():
-            ref_lp = sequence_logps(reference, t["input_ids"], t["attention_mask"], t["loss_mask"])
+            ref_lp = sequence_logps(reference.eval(), t["input_ids"], t["attention_mask"], t["loss_mask"])
         rewards = torch.as_tensor(np.asarray(scorer(flat_prompts, [x for g in gens.texts for x in g]), dtype=float),
                                   dtype=torch.float32, device=engine.device)
         if not torch.isfinite(rewards).all():

@@ -1,0 +1,199 @@
+"""`frugalign bench aihf`: demonstrations and preferences, alone and together, on a gold-oracle task.
+
+The same base policy, the same demonstrations (the task's correct answers) and the same preference
+pairs (the task's pool, labelled by the simulated annotator) feed SFT, DPO, IPO, SPIN, RLHF (a reward
+model trained on the preferences, then RLOO) and AIHF's three forms, in three regimes:
+  balanced:               N demonstrations, N preference pairs;
+  scarce-preferences:     N demonstrations, N/8 pairs;
+  scarce-demonstrations:  N/8 demonstrations, N pairs.
+Each run ends with the gold reward and the KL to the base policy on held-out prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from frugalign.bench.dpo import DEFAULTS
+from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
+from frugalign.engine import console, summary_table
+from frugalign.evaluate.gold import gold_eval
+from frugalign.recipes.aihf import AIHFConfig, train_aihf
+from frugalign.recipes.dpo import DPOConfig, train_dpo
+from frugalign.recipes.reward import RewardConfig, score, train_reward
+from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
+from frugalign.recipes.sft import SFTConfig, train_sft
+from frugalign.tasks import load_task
+
+METHODS = ("sft", "dpo", "ipo", "spin", "rlhf", "aihf-explicit", "aihf-dpo", "aihf-self-play")
+REGIMES = {"balanced": (1, 1), "scarce-preferences": (1, 8), "scarce-demonstrations": (8, 1)}  # divisors of N
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=sorted(DEFAULTS), default="sentiment", help="gold-oracle task")
+    parser.add_argument("--quick", action="store_true", help="one seed, one regime, small sizes: a smoke test")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None, help="default: all three")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all eight")
+    parser.add_argument("--n", type=int, default=256, help="N: demonstrations and pairs in the balanced regime")
+    parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
+    parser.add_argument("--iterations", type=int, default=2, help="SPIN / AIHF iterations")
+    parser.add_argument("--out", default="bench-aihf.json", help="result JSON (PNGs are written beside it)")
+
+
+def reward_model_from(policy):
+    """A reward model that starts from the policy's own network (the usual RLHF initialisation)."""
+    from transformers import AutoModelForSequenceClassification
+
+    config = copy.deepcopy(policy.config)
+    config.num_labels = 1
+    model = AutoModelForSequenceClassification.from_config(config)
+    model.load_state_dict(policy.state_dict(), strict=False)  # the backbone; the scalar head starts fresh
+    return model
+
+
+def run_method(method: str, task, demos: list[Demonstration], prefs: list[PreferenceExample], settings: dict,
+               seed: int, workdir: Path, iterations: int) -> tuple[object, dict]:
+    """Train a fresh copy of the base policy with `method`; return it and its costs."""
+    policy, tok = copy.deepcopy(task.model), task.tokenizer
+    common = dict(seed=seed, learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],
+                  warmup_ratio=0.1, logging_steps=1000, output_dir=str(workdir / method))
+    epochs, beta = settings["num_epochs"], settings["beta"]
+    costs = {"generations": 0, "preference_pairs": 0, "demonstrations": 0}
+    if method == "sft":
+        rows, _ = tokenize_demonstrations(demos, tok, 64, 64, "demonstrations")
+        policy, _ = train_sft(SFTConfig(num_epochs=epochs, **common), policy, tok, rows)
+        costs["demonstrations"] = len(demos)
+    elif method in ("dpo", "ipo"):
+        rows, _ = tokenize_preferences(prefs, tok, 64, 64, "preferences")
+        policy, _ = train_dpo(DPOConfig(loss=method, beta=beta, num_epochs=epochs, **common), policy, tok, rows)
+        costs["preference_pairs"] = len(prefs)
+    elif method == "rlhf":
+        rm = reward_model_from(task.model)
+        rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": 0.0, "weight": 1.0}
+                for p in prefs]
+        rm, _ = train_reward(RewardConfig(num_epochs=epochs, **{**common, "output_dir": str(workdir / "rm")}), rm, tok, rows)
+        prompts = sorted({p.prompt for p in prefs})
+        config = RLHFConfig(num_epochs=epochs, samples_per_prompt=4, max_new_tokens=task.max_new_tokens, kl_coef=0.05,
+                            **common)
+        policy, _ = train_rlhf(config, policy, tok, prompts, lambda p, r: score(rm, tok, p, r), reference=task.model)
+        costs["preference_pairs"], costs["generations"] = len(prefs), epochs * len(prompts) * 4
+    else:
+        variant = {"spin": "self-play", "aihf-explicit": "explicit", "aihf-dpo": "dpo", "aihf-self-play": "self-play"}[method]
+        config = AIHFConfig(variant=variant, iterations=iterations, beta=beta, num_epochs=max(1, epochs // 2),
+                            max_new_tokens=task.max_new_tokens, samples_per_prompt=4, max_prompt_length=64,
+                            max_response_length=64, reward_learning_rate=settings["learning_rate"], **common)
+        used = [] if method == "spin" else prefs
+        rm = reward_model_from(task.model) if variant == "explicit" else None
+        policy, records = train_aihf(config, policy, tok, demos, used, reward_model=rm, reward_tokenizer=tok)
+        costs["preference_pairs"], costs["demonstrations"] = len(used), len(demos)
+        costs["generations"] = sum(r["generated"] for r in records)
+        if variant == "explicit":
+            costs["generations"] += iterations * config.num_epochs * len({d.prompt for d in demos} | {p.prompt for p in used}) * 4
+    return policy, costs
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    regimes = args.regimes or (["balanced"] if args.quick else list(REGIMES))
+    methods = args.methods or list(METHODS)
+    n = 32 if args.quick else args.n
+    settings = dict(DEFAULTS[args.task], num_epochs=1 if args.quick else DEFAULTS[args.task]["num_epochs"])
+    iterations = 1 if args.quick else args.iterations
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="frugalign-bench-aihf-") as tmp:
+        for seed in seeds:
+            task = load_task(args.task, seed=seed, quick=args.quick)
+            base = gold_eval(task, task.model, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+            runs.append({"method": "base", "seed": seed, "params": {}, "gold_reward": base.mean,
+                         "gold_reward_ci95": base.ci95, "kl": base.kl, "queries": 0, "generations": 0,
+                         "time_s": {"total": 0.0}})
+            rng = random.Random(seed)
+            all_demos = [Demonstration(d["prompt"], d["completion"]) for d in task.demonstrations]
+            pool, _ = task.labelled_pool(args.tau, seed)
+            all_prefs = [PreferenceExample(r["prompt"], r["chosen"], r["rejected"]) for r in pool]
+            for regime in regimes:
+                d_div, p_div = REGIMES[regime]
+                demos = rng.sample(all_demos, min(len(all_demos), n // d_div))
+                prefs = rng.sample(all_prefs, min(len(all_prefs), n // p_div))
+                for method in methods:
+                    began = time.perf_counter()
+                    policy, costs = run_method(method, task, demos, prefs, settings, seed, Path(tmp) / f"{seed}-{regime}",
+                                               iterations)
+                    ev = gold_eval(task, policy, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+                    runs.append({"method": method, "seed": seed, "params": {"regime": regime, "demonstrations": len(demos),
+                                                                            "preferences": len(prefs), "tau": args.tau},
+                                 "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl,
+                                 "queries": costs["preference_pairs"], "generations": costs["generations"],
+                                 "time_s": {"total": time.perf_counter() - began}})
+                    console.print(f"seed {seed} · {regime} · {method}: gold {ev.mean:.3f}, KL {ev.kl:.2f}")
+    result = {"bench": "aihf", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
+              "config": {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes, **settings},
+              "machine": machine_info(), "runs": runs, "summary": summarise(runs, regimes, methods)}
+    out = write_results(args.out, result)
+    plot(result, out.with_suffix(".png"))
+    table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
+    table.update({f"{regime} · {m}": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"
+                  for regime in regimes for m, v in result["summary"][regime]["methods"].items()})
+    console.print(summary_table(f"bench aihf · {args.task} · seeds {seeds}", {**table, "results": str(out)}))
+    return 0
+
+
+def summarise(runs: list[dict], regimes: list[str], methods: list[str]) -> dict:
+    base = [r["gold_reward"] for r in runs if r["method"] == "base"]
+    summary: dict = {"base": {"gold_reward": float(np.mean(base)), "gold_reward_ci95": ci95(base)}}
+    for regime in regimes:
+        by = {}
+        for method in methods:
+            mine = [r for r in runs if r["method"] == method and r["params"].get("regime") == regime]
+            values = [r["gold_reward"] for r in mine]
+            by[method] = {"gold_reward": float(np.mean(values)),
+                          "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
+                          "kl": float(np.mean([r["kl"] for r in mine]))}
+        best = max(by, key=lambda m: by[m]["gold_reward"])
+        others_upper = max((v["gold_reward"] + v["gold_reward_ci95"] for m, v in by.items() if m != best), default=None)
+        summary[regime] = {"methods": by, "best": best,
+                           "best_above_others_intervals": others_upper is not None
+                           and by[best]["gold_reward"] - by[best]["gold_reward_ci95"] > others_upper}
+    return summary
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    regimes = result["config"]["regimes"]
+    fig, axes = plt.subplots(1, len(regimes) + 1, figsize=(5 * (len(regimes) + 1), 4.2))
+    for ax, regime in zip(axes, regimes):
+        by = result["summary"][regime]["methods"]
+        ax.bar(list(by), [v["gold_reward"] for v in by.values()], yerr=[v["gold_reward_ci95"] for v in by.values()],
+               capsize=4, color=["#1f77b4" if m.startswith("aihf") else "#999999" for m in by])
+        ax.axhline(result["summary"]["base"]["gold_reward"], color="k", linestyle="--", linewidth=1, label="base")
+        ax.set_title(regime)
+        ax.set_ylabel("gold reward")
+        ax.tick_params(axis="x", rotation=60)
+        ax.legend()
+    ax = axes[-1]  # reward against KL, as in the DPO paper's sentiment figure
+    for run in result["runs"]:
+        if run["method"] != "base":
+            ax.scatter(run["kl"], run["gold_reward"], s=14, label=run["method"],
+                       marker="o" if run["method"].startswith("aihf") else "x")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    ax.set_xlabel("KL to the base policy")
+    ax.set_ylabel("gold reward")
+    ax.set_title("reward against KL (every run)")
+    fig.suptitle(f"bench aihf · {result['task']} · {len(result['seeds'])} seed(s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
