@@ -16,6 +16,15 @@ def _train_command(sub, name: str, help: str, config_cls, run) -> None:
     parser.set_defaults(handler=lambda args: run(load_config(config_cls, args)))
 
 
+def _command_group(sub, name: str, help: str, commands) -> None:
+    """`frugalign NAME COMMAND`: each command's module gives `add_arguments(parser)` and `run(args)`."""
+    group = sub.add_parser(name, help=help).add_subparsers(dest=name, required=True, metavar=name.upper())
+    for command, module, command_help in commands:
+        p = group.add_parser(command, help=command_help)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from frugalign import demo, serve
     from frugalign.annotate import commands as annotate_commands
@@ -64,19 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     annotate_commands.add_arguments(annotate)
 
-    evaluation = sub.add_parser("eval", help="answers, win score, reward-model accuracy, gold reward").add_subparsers(
-        dest="eval", required=True, metavar="EVAL"
-    )
-    for name, module, help in (
+    _command_group(sub, "eval", "answers, win score, reward-model accuracy, gold reward, lm-eval", (
         ("generate", eval_generate, "a checkpoint's answers to a prompt set (AlpacaEval / MT-Bench files)"),
         ("winscore", eval_winscore, "win score of one answers file against another, judged in both orders"),
         ("reward", eval_reward, "a reward model's accuracy on held-out preference pairs"),
         ("gold", eval_gold, "gold reward and KL to the base policy on a task's held-out prompts"),
         ("lm-eval", eval_harness, "EleutherAI's lm-evaluation-harness on a checkpoint (the papers' benchmarks)"),
-    ):
-        p = evaluation.add_parser(name, help=help)
-        module.add_arguments(p)
-        p.set_defaults(handler=module.run)
+    ))
 
     p = sub.add_parser("serve", help="a local model behind an OpenAI-compatible chat endpoint (a local judge)")
     serve.add_arguments(p)
@@ -86,10 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(p)
     p.set_defaults(handler=demo.run)
 
-    bench = sub.add_parser("bench", help="benchmarks on gold-oracle tasks").add_subparsers(
-        dest="bench", required=True, metavar="BENCH"
-    )
-    for name, module, help in (
+    _command_group(sub, "bench", "benchmarks on gold-oracle tasks", (
         ("dpo", dpo_bench, "base policy vs DPO on the whole labelled pool"),
         ("throughput", throughput_bench, "seconds per DPO step: frugalign vs TRL vs the floor"),
         ("adpo", adpo_bench, "queries needed: DPO vs ADPO vs ADPO without pseudo-labels vs random subset"),
@@ -98,10 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("generation", generation_bench, "generation tokens per second against batch size"),
         ("annotate", annotate_bench, "load test of the annotation app: labels/s, latency, lost labels"),
         ("aihf", aihf_bench, "SFT, DPO, IPO, SPIN, RLHF and AIHF on the same data, balanced and scarce regimes"),
-    ):
-        p = bench.add_parser(name, help=help)
-        module.add_arguments(p)
-        p.set_defaults(handler=module.run)
+    ))
     return parser
 
 

@@ -4,46 +4,20 @@ browser, and an ADPO run fed through the HTTP API."""
 import json
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from frugalign.active.ledger import LabelLedger
+from frugalign.bench.annotate import free_port, request, start_app
 from frugalign.cli import main
 from frugalign.data import UnlabelledPair
 from tests.conftest import preference_rows
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def call(base, path, token, body=None):
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode() if body else None,
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as r:
-        return json.loads(r.read())
-
-
-def start_server(db, port):
-    proc = subprocess.Popen([sys.executable, "-m", "frugalign", "annotate", "serve", "--db", str(db), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=1)
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the app did not start")
+    return request(base + path, token, body)
 
 
 def queue_pairs(db, n):
@@ -62,7 +36,7 @@ def test_kill_9_of_the_server_loses_no_acknowledged_label(tmp_path):
     db, port = tmp_path / "labels.sqlite", free_port()
     pairs, tokens = queue_pairs(db, 300)
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(db, port)
+    proc = start_app(db, port)
     acknowledged, stop = [], threading.Event()
 
     def annotate(token):
@@ -87,7 +61,7 @@ def test_kill_9_of_the_server_loses_no_acknowledged_label(tmp_path):
     for t in threads:
         t.join()
     assert 40 <= len(acknowledged) < len(pairs), "the kill must land while people are submitting"
-    proc = start_server(db, port)  # a restart on the same ledger
+    proc = start_app(db, port)  # a restart on the same ledger
     try:
         stored = {pid for (pid,) in LabelLedger(db).db.execute("SELECT pair_id FROM votes")}
         assert set(acknowledged) <= stored
@@ -120,7 +94,7 @@ def test_a_person_in_a_real_browser_labels_three_pairs_with_the_keyboard(tmp_pat
         ledger.enqueue(pair, 0.0)
     token = ledger.add_annotator("person")
     ledger.close()
-    proc = start_server(db, port)
+    proc = start_app(db, port)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
