@@ -17,7 +17,7 @@ import numpy as np
 
 from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint
-from frugalign.bench.dpo import DEFAULTS
+from frugalign.bench.dpo import DEFAULTS, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.data import UnlabelledPair
 from frugalign.engine import console, summary_table
@@ -124,13 +124,7 @@ def plot(result: dict, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    settings = dict(DEFAULTS[args.task])
-    if args.learning_rate is not None:
-        settings["learning_rate"] = args.learning_rate
-    if args.num_epochs is not None:
-        settings["num_epochs"] = args.num_epochs
-    if args.quick:
-        settings["num_epochs"] = min(settings["num_epochs"], 2)
+    settings = task_settings(args, quick_epochs=2)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:

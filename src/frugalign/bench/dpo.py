@@ -131,15 +131,21 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def run(args: argparse.Namespace) -> int:
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+def task_settings(args: argparse.Namespace, quick_epochs: int) -> dict:
+    """The task's DPO settings with the command line's overrides; a quick run caps the epochs."""
     settings = dict(DEFAULTS[args.task])
     if args.learning_rate is not None:
         settings["learning_rate"] = args.learning_rate
     if args.num_epochs is not None:
         settings["num_epochs"] = args.num_epochs
     if args.quick:
-        settings["num_epochs"] = min(settings["num_epochs"], 1)
+        settings["num_epochs"] = min(settings["num_epochs"], quick_epochs)
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    settings = task_settings(args, quick_epochs=1)
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
