@@ -65,7 +65,8 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     parser = argparse.ArgumentParser()
     optune_bench.add_arguments(parser)
     out = tmp_path / "optune.json"
-    assert optune_bench.run(parser.parse_args(["--quick", "--iterations", "2", "--out", str(out)])) == 0
+    args = ["--quick", "--iterations", "2", "--samples-per-prompt", "3", "--generation-batch-size", "8", "--out", str(out)]
+    assert optune_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
     by = {optune_bench.key(r["params"]): r for r in result["runs"]}
     assert set(by) == {"optune/rho=0.5/wdpo", "random/rho=0.5/wdpo", "all/rho=1.0/wdpo"}
@@ -73,6 +74,7 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     # iteration 0 regenerates everything for every method; then half the prompts
     assert half["curve"][0]["generations"] == full["curve"][0]["generations"]
     assert half["generations"] == full["curve"][0]["generations"] * 1.5
+    assert result["config"]["samples_per_prompt"] == 3 and full["curve"][0]["generations"] % 3 == 0
     assert set(half["time_s"]) >= {"total", "generation", "scoring", "training"}
     assert out.with_suffix(".png").exists()
 

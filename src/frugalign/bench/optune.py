@@ -26,19 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
     parser.add_argument("--rhos", type=float, nargs="+", default=None, help="default: 0.3 0.5 0.7 1.0 (quick: 0.5 1.0)")
     parser.add_argument("--iterations", type=int, default=3, help="online iterations")
+    parser.add_argument("--losses", nargs="+", choices=["dpo", "wdpo"], default=None, help="default: dpo wdpo (quick: wdpo)")
+    parser.add_argument("--samples-per-prompt", type=int, default=2, help="responses per regenerated prompt (best vs worst)")
+    parser.add_argument("--generation-batch-size", type=int, default=64, help="prompts per generate call")
     parser.add_argument("--out", type=str, default="bench-optune.json", help="result JSON (a PNG is written beside it)")
 
 
-def settings_grid(rhos: list[float], quick: bool) -> list[dict]:
+def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
     grid = []
-    for loss in (["wdpo"] if quick else ["dpo", "wdpo"]):
+    for loss in losses:
         for rho in rhos:
             for selection in (["all"] if rho >= 1.0 else ["optune", "random"]):
                 grid.append({"rho": rho, "selection": selection, "loss": loss})
     return grid
 
 
-def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iterations: int, workdir: Path) -> dict:
+def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iterations: int, workdir: Path,
+                samples_per_prompt: int = 2, generation_batch_size: int = 64) -> dict:
     task = load_task(task_name, seed=seed, quick=quick)
     policy = load_task(task_name, seed=seed, quick=quick).model
     base = dict(DEFAULTS[task_name])
@@ -46,6 +50,7 @@ def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iteration
                           seed=seed, iterations=iterations, rho=setting["rho"], selection=setting["selection"],
                           loss=setting["loss"], learning_rate=base["learning_rate"], beta=base["beta"],
                           batch_size=base["batch_size"], max_new_tokens=task.max_new_tokens, temperature=1.0, top_p=0.9,
+                          samples_per_prompt=samples_per_prompt, generation_batch_size=generation_batch_size,
                           logging_steps=50)
     began = time.perf_counter()
     curve: list[dict] = []
@@ -124,17 +129,19 @@ def plot(result: dict, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     rhos = args.rhos or ([0.5, 1.0] if args.quick else [0.3, 0.5, 0.7, 1.0])
-    grid = settings_grid(rhos, args.quick)
+    grid = settings_grid(rhos, args.losses or (["wdpo"] if args.quick else ["dpo", "wdpo"]))
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
             for setting in grid:
-                run = run_setting(args.task, seed, args.quick, setting, args.iterations, Path(tmp))
+                run = run_setting(args.task, seed, args.quick, setting, args.iterations, Path(tmp), args.samples_per_prompt,
+                                  args.generation_batch_size)
                 runs.append(run)
                 console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
                               f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
     result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"rhos": rhos, "iterations": args.iterations, **DEFAULTS[args.task]},
+              "config": {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
+                         "generation_batch_size": args.generation_batch_size, **DEFAULTS[args.task]},
               "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
