@@ -34,6 +34,22 @@ def test_generate_names_the_bad_row_before_loading_a_model(tmp_path, capsys):
     assert "q.jsonl" in err and "row 2" in err and "no prompt column" in err and "Traceback" not in err
 
 
+def test_prompts_from_a_saved_hub_dataset_with_alpacaeval_columns(tmp_path):
+    # the hub code path (datasets' loader) on a local save_to_disk copy: AlpacaEval's `instruction` column, a split
+    import datasets
+
+    from frugalign.errors import DataError
+    from frugalign.evaluate.generate import load_prompts
+
+    rows = {"instruction": ["Name a colour.", "Count to three.", "Say hi."], "dataset": ["x", "y", "z"]}
+    datasets.DatasetDict({"eval": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "alpaca"))
+    assert load_prompts(str(tmp_path / "alpaca"), split="eval", limit=2) == ["Name a colour.", "Count to three."]
+    rows["instruction"][1] = " "
+    datasets.DatasetDict({"eval": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "blank"))
+    with pytest.raises(DataError, match="row 2.*instruction|instruction.*row 2"):
+        load_prompts(str(tmp_path / "blank"), split="eval")
+
+
 def test_reward_accuracy_on_held_out_pairs(tmp_path, tiny_model_dir, tokenizer, preference_file):
     import torch
     from transformers import LlamaForSequenceClassification
