@@ -45,14 +45,16 @@ class ChatServer(ThreadingHTTPServer):
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:  # a model without a chat template sees the contents one after the other
             text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+        prompt_ids = tok(text)["input_ids"]
         with self.lock:
             self.requests += 1
+            number = self.requests
             gens = generate(self.model, tok, [text], 1, min(max_tokens, self.max_tokens), temperature, 1.0, 1,
-                            seed=self.requests, progress=False)
-        prompt_tokens = len(tok(text)["input_ids"])
+                            seed=number, progress=False, prompt_ids=[prompt_ids])
+        prompt_tokens = len(prompt_ids)
         completion_tokens = len(gens.token_ids[0][0])
         finished = bool(gens.token_ids[0][0]) and gens.token_ids[0][0][-1] == tok.eos_token_id
-        return {"id": f"chatcmpl-{self.requests}", "object": "chat.completion", "created": int(time.time()),
+        return {"id": f"chatcmpl-{number}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": gens.texts[0][0]},
                              "finish_reason": "stop" if finished else "length"}],

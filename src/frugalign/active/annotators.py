@@ -217,7 +217,6 @@ class LLMJudge:
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.max_retries, self.backoff, self.price = max_retries, backoff, price_per_1k_tokens
         self.template, self.system, self.parse, self.max_tokens = template, system, parse, max_tokens
-        self.concurrency = concurrency
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency)
         self.futures: dict[str, concurrent.futures.Future] = {}
         self.stats = JudgeStats()

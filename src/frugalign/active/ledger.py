@@ -10,6 +10,7 @@ synchronous=FULL makes a committed answer survive a crash of the process or the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
@@ -101,29 +102,41 @@ class LabelLedger:
     def _set_meta(self, key: str, value: str) -> None:
         self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One writer at a time across processes (BEGIN IMMEDIATE): what is read inside holds until the
+        commit; committed when the block ends, rolled back on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _vote(self, pid: str, canonical: int, annotator: str, now: float, meta: str) -> None:
+        """An answer inside a transaction: the pair's label if it is the first, a vote in any case."""
+        self.db.execute("UPDATE pairs SET label = ?, answered_by = ?, answered_at = ?, meta = ? "
+                        "WHERE id = ? AND label IS NULL", (canonical, annotator, now, meta, pid))
+        self.db.execute("INSERT INTO votes (pair_id, label, annotator, at, meta) VALUES (?, ?, ?, ?, ?)",
+                        (pid, canonical, annotator, now, meta))
+
     def ask(self, pair: UnlabelledPair, annotator: str, run_id: str, budget: int | None = None) -> str:
         """Mark the pair as asked. "asked": this call did, the caller must now send it to the annotator;
         "known": someone asked for it before (its label is or will be in the ledger); "over-budget":
         `run_id` has already asked `budget` pairs. Atomic across processes."""
         first, second, _ = _canonical(pair)
         pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
-        self.db.execute("BEGIN IMMEDIATE")  # one writer at a time: the budget check and the insert are atomic
-        try:
+        with self._transaction():  # the budget check and the insert are atomic
             if self.db.execute("SELECT 1 FROM pairs WHERE id = ?", (pid,)).fetchone():
-                self.db.execute("ROLLBACK")
                 return "known"
             if budget is not None:
                 used = self.db.execute("SELECT COUNT(*) FROM pairs WHERE run_id = ?", (run_id,)).fetchone()[0]
                 if used >= budget:
-                    self.db.execute("ROLLBACK")
                     return "over-budget"
             self.db.execute(
                 "INSERT OR IGNORE INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (pid, pair.prompt, first, second, annotator, run_id, time.time()))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return "asked"
 
     def record(self, pair: UnlabelledPair, label: int, annotator: str, meta: dict | None = None) -> None:
@@ -136,20 +149,12 @@ class LabelLedger:
         canonical = label * orientation
         now = time.time()
         payload = json.dumps(meta or {})
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
                 "VALUES (?, ?, ?, ?, ?, '', ?)", (pid, pair.prompt, first, second, annotator, now))
-            self.db.execute("UPDATE pairs SET label = ?, answered_by = ?, answered_at = ?, meta = ? "
-                            "WHERE id = ? AND label IS NULL", (canonical, annotator, now, payload, pid))
-            self.db.execute("INSERT INTO votes (pair_id, label, annotator, at, meta) VALUES (?, ?, ?, ?, ?)",
-                            (pid, canonical, annotator, now, payload))
+            self._vote(pid, canonical, annotator, now, payload)
             self.db.execute("DELETE FROM queue WHERE pair_id = ?", (pid,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def label(self, pair: UnlabelledPair) -> int | None:
         """The stored label relative to this pair's order, or None if not answered."""
@@ -210,8 +215,7 @@ class LabelLedger:
         held by others (an assignment lapses after `lease_s`). Which response is shown as A is drawn
         at random and recorded. None when nothing is left."""
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             row = self.db.execute(
                 "SELECT a.pair_id, a.first_shown_as FROM assignments a JOIN queue q ON q.pair_id = a.pair_id "
                 "WHERE a.annotator = ? AND a.answered_at IS NULL", (annotator,)).fetchone()
@@ -223,15 +227,10 @@ class LabelLedger:
                     "ORDER BY q.priority DESC, q.enqueued_at LIMIT 1", (annotator, now - lease_s, labels_per_pair)
                 ).fetchone()
                 if candidate is None:
-                    self.db.execute("COMMIT")
                     return None
                 row = (candidate[0], secrets.choice(["A", "B"]))
                 self.db.execute("INSERT OR REPLACE INTO assignments (pair_id, annotator, first_shown_as, assigned_at) "
                                 "VALUES (?, ?, ?, ?)", (row[0], annotator, row[1], now))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         prompt, first, second = self.db.execute("SELECT prompt, first, second FROM pairs WHERE id = ?",
                                                 (row[0],)).fetchone()
         a, b = (first, second) if row[1] == "A" else (second, first)
@@ -241,8 +240,7 @@ class LabelLedger:
         """Store `annotator`'s answer (A, B or tie, as they saw the pair) to a pair assigned to them,
         committed before this returns. KeyError: not assigned to them; ValueError: answered already."""
         now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             row = self.db.execute("SELECT first_shown_as, answered_at FROM assignments WHERE pair_id = ? AND annotator = ?",
                                   (pair_id, annotator)).fetchone()
             if row is None:
@@ -250,21 +248,13 @@ class LabelLedger:
             if row[1] is not None:
                 raise ValueError(f"pair {pair_id} was answered already by {annotator}")
             shown = {"A": 1, "B": -1, "tie": 0}[choice]
-            canonical = shown if row[0] == "A" else -shown
-            meta = json.dumps({"comment": comment, "first_shown_as": row[0]})
-            self.db.execute("UPDATE pairs SET label = ?, answered_by = ?, answered_at = ?, meta = ? "
-                            "WHERE id = ? AND label IS NULL", (canonical, annotator, now, meta, pair_id))
-            self.db.execute("INSERT INTO votes (pair_id, label, annotator, at, meta) VALUES (?, ?, ?, ?, ?)",
-                            (pair_id, canonical, annotator, now, meta))
+            self._vote(pair_id, shown if row[0] == "A" else -shown, annotator, now,
+                       json.dumps({"comment": comment, "first_shown_as": row[0]}))
             self.db.execute("UPDATE assignments SET answered_at = ? WHERE pair_id = ? AND annotator = ?",
                             (now, pair_id, annotator))
             votes = self.db.execute("SELECT COUNT(*) FROM votes WHERE pair_id = ?", (pair_id,)).fetchone()[0]
             if votes >= labels_per_pair:
                 self.db.execute("DELETE FROM queue WHERE pair_id = ?", (pair_id,))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def progress(self, annotator: str) -> dict[str, int]:
         done = self.db.execute("SELECT COUNT(*) FROM votes WHERE annotator = ?", (annotator,)).fetchone()[0]

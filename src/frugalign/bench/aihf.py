@@ -83,8 +83,8 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
         prompts = sorted({p.prompt for p in prefs})
         config = RLHFConfig(num_epochs=epochs, samples_per_prompt=4, max_new_tokens=task.max_new_tokens, kl_coef=0.05,
                             **common)
-        policy, _ = train_rlhf(config, policy, tok, prompts, lambda p, r: score(rm, tok, p, r), reference=task.model)
-        costs["preference_pairs"], costs["generations"] = len(prefs), epochs * len(prompts) * 4
+        policy, result = train_rlhf(config, policy, tok, prompts, lambda p, r: score(rm, tok, p, r), reference=task.model)
+        costs["preference_pairs"], costs["generations"] = len(prefs), int(result.last_metrics["generations"])
     else:
         variant = {"spin": "self-play", "aihf-explicit": "explicit", "aihf-dpo": "dpo", "aihf-self-play": "self-play"}[method]
         config = AIHFConfig(variant=variant, iterations=iterations, beta=beta, num_epochs=max(1, epochs // 2),
@@ -94,9 +94,7 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
         rm = reward_model_from(task.model) if variant == "explicit" else None
         policy, records = train_aihf(config, policy, tok, demos, used, reward_model=rm, reward_tokenizer=tok)
         costs["preference_pairs"], costs["demonstrations"] = len(used), len(demos)
-        costs["generations"] = sum(r["generated"] for r in records)
-        if variant == "explicit":
-            costs["generations"] += iterations * config.num_epochs * len({d.prompt for d in demos} | {p.prompt for p in used}) * 4
+        costs["generations"] = sum(r["generated"] + r["policy_step_generated"] for r in records)  # with RLOO's samples
     return policy, costs
 
 

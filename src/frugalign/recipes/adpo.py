@@ -269,7 +269,7 @@ def train_adpo(
             resubmit = (outcome == "known" and batch[i]["pair_id"] not in state.asked
                         and ledger.unanswered_before(batch[i]["pair"], run_id, session_start))
             state.asked[batch[i]["pair_id"]] = batch[i]["pair"]
-            if abs(confidence[i]) > config.gamma and config.mode == "adpo" and confidence[i] != 0:
+            if abs(confidence[i]) > config.gamma and config.mode == "adpo":  # an audit: remember the policy's guess
                 state.audit_signs[batch[i]["pair_id"]] = 1 if confidence[i] > 0 else -1
             state.waiting[batch[i]["pair_id"]] = batch[i]
             if outcome == "asked" or resubmit:  # resubmit: this run asked before a crash, the answer was lost

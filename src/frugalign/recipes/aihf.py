@@ -61,7 +61,7 @@ class AIHFConfig(DPOConfig):
             raise UserError("options preference_weight and demonstration_weight must be non-negative")
 
 
-Step = Callable[[int, object, list[PreferenceExample]], object]
+Step = Callable[[int, object, list[PreferenceExample]], tuple[object, int]]  # -> (policy, responses it generated)
 
 
 def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHFConfig, k: int) -> list[PreferenceExample]:
@@ -75,7 +75,8 @@ def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHF
 
 def iterate(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], step: Step,
             on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
-    """The outer loop: sample opponents with pi_k, `step(k, policy, opponents) -> policy`, save, record."""
+    """The outer loop: sample opponents with pi_k, `step(k, policy, opponents) -> (policy, generated)`, save,
+    record (responses generated: the opponents, and apart what the step sampled itself)."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path, records, start = out / "aihf_state.json", [], 0
@@ -89,8 +90,9 @@ def iterate(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], s
         began = time.perf_counter()
         opponents = sample_opponents(policy, tokenizer, demos, config, k) if demos else []
         sampled = time.perf_counter()
-        policy = step(k, policy, opponents)
-        record = {"iteration": k, "generated": len(demos), "opponent_pairs": len(opponents),
+        policy, step_generated = step(k, policy, opponents)
+        record = {"iteration": k, "generated": len(demos), "policy_step_generated": step_generated,
+                  "opponent_pairs": len(opponents),
                   "time_s": {"generation": sampled - began, "training": time.perf_counter() - sampled}}
         if on_iteration is not None:
             record.update(on_iteration(k, policy))
@@ -125,11 +127,11 @@ def dpo_step(config: AIHFConfig, tokenizer, initial, preferences: list[Preferenc
         rows = pref_rows + opp_rows
         if not rows:
             console.print(f"iteration {k}: no pair differs, nothing to train on")
-            return policy
+            return policy, 0
         dpo = DPOConfig(**{f: getattr(config, f) for f in DPOConfig.__dataclass_fields__})
         dpo.output_dir, dpo.resume, dpo.reference = str(Path(config.output_dir) / f"train-iter{k}"), False, "precomputed"
         policy, _ = train_dpo(dpo, policy, tokenizer, [dict(r) for r in rows], engine=Engine(dpo))
-        return policy
+        return policy, 0
     return step
 
 
@@ -149,9 +151,10 @@ def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[Pref
         reward_model, _ = train_reward(rc, reward_model, reward_tokenizer, rows, engine=Engine(rc))
         pc = RLHFConfig(**{f: getattr(config, f) for f in RLHFConfig.__dataclass_fields__ if hasattr(config, f)})
         pc.output_dir, pc.resume = str(Path(config.output_dir) / f"policy-step-iter{k}"), False
-        policy, _ = train_rlhf(pc, policy, tokenizer, prompts, lambda p, r: score(reward_model, reward_tokenizer, p, r),
-                               reference=initial, engine=Engine(pc))
-        return policy
+        policy, result = train_rlhf(pc, policy, tokenizer, prompts,
+                                    lambda p, r: score(reward_model, reward_tokenizer, p, r), reference=initial,
+                                    engine=Engine(pc))
+        return policy, int(result.last_metrics["generations"])
     return step
 
 
@@ -185,7 +188,7 @@ def load_data(config: AIHFConfig, need_preferences: bool):
 
 
 def report(config: AIHFConfig, name: str, records: list[dict], n_pref: int, model_path: Path) -> None:
-    generated = sum(r["generated"] for r in records)
+    generated = sum(r["generated"] + r["policy_step_generated"] for r in records)
     seconds = {p: sum(r["time_s"][p] for r in records) for p in ("generation", "training")}
     console.print(summary_table(f"frugalign {name}", {
         "iterations": len(records), "responses generated": generated, "preference pairs used": n_pref,
@@ -193,29 +196,21 @@ def report(config: AIHFConfig, name: str, records: list[dict], n_pref: int, mode
         "model": str(model_path)}))
 
 
-def run(config: AIHFConfig) -> list[dict]:
+def run(config: AIHFConfig, name: str | None = None, need_preferences: bool = True) -> list[dict]:
     """`frugalign aihf`: validate both datasets, iterate, save, summarise."""
-    tokenizer, demos, preferences = load_data(config, need_preferences=True)
+    tokenizer, demos, preferences = load_data(config, need_preferences)
     policy = models.load_causal_lm(config.model)
     policy, records = train_aihf(config, policy, tokenizer, demos, preferences)
     path = Path(config.output_dir) / "model"
     policy.save_pretrained(path)
     tokenizer.save_pretrained(path)
     (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
-    report(config, f"aihf ({config.variant})", records, len(preferences), path)
+    report(config, name or f"aihf ({config.variant})", records, len(preferences), path)
     return records
 
 
 def run_spin(config: AIHFConfig) -> list[dict]:
     """`frugalign spin`: SPIN iterations on demonstrations alone (the opponent is the previous iterate)."""
     config.variant = "self-play"
-    tokenizer, demos, _ = load_data(config, need_preferences=False)
-    policy = models.load_causal_lm(config.model)
-    policy, records = train_aihf(config, policy, tokenizer, demos, [])
-    path = Path(config.output_dir) / "model"
-    policy.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
-    report(config, "spin", records, 0, path)
-    return records
+    return run(config, "spin", need_preferences=False)
 

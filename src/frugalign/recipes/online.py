@@ -217,14 +217,15 @@ def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str]
             gens = generate(policy, tokenizer, [prompts[i] for i in chunk], config.samples_per_prompt,
                             config.max_new_tokens, config.temperature, config.top_p, batch,
                             seed=config.seed + 1_000_003 * t + chunk[0], progress=False)
-            append_journal(journal, [{"index": i, "texts": texts} for i, texts in zip(chunk, gens.texts)])
+            entries = [{"index": i, "texts": texts} for i, texts in zip(chunk, gens.texts)]
+            append_journal(journal, entries)
+            done.update((e["index"], e) for e in entries)
             tokens += gens.num_tokens
             bar.update(task, advance=len(chunk), rate=f"{tokens / (time.perf_counter() - began):,.0f} tok/s")
     record["time_s"]["generation"] = time.perf_counter() - began
     record["tokens_per_second"] = tokens / record["time_s"]["generation"] if tokens else None
     record["generated"] = len(selected) * config.samples_per_prompt  # what the iteration cost, resumed or not
     record["generated_after_resume"] = len(todo) * config.samples_per_prompt
-    done = read_journal(journal)
     todo = [i for i in selected if "scores" not in done[i]]
     began = time.perf_counter()
     for start in range(0, len(todo), batch):
@@ -236,9 +237,12 @@ def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str]
             raise UserError(f"the scorer returned {scores.ravel()[bad] if scores.size else 'nothing'} for prompt "
                             f"{flat_prompts[bad]!r}: refusing to train on it (a NaN is never read as a reward)")
         k = config.samples_per_prompt
-        append_journal(journal, [{"index": i, "scores": scores[n * k:(n + 1) * k].tolist()} for n, i in enumerate(chunk)])
+        entries = [{"index": i, "scores": scores[n * k:(n + 1) * k].tolist()} for n, i in enumerate(chunk)]
+        append_journal(journal, entries)
+        for e in entries:
+            done[e["index"]]["scores"] = e["scores"]
     record["time_s"]["scoring"] = time.perf_counter() - began
-    return read_journal(journal)
+    return done
 
 
 def gain_split(before: list[float], after: list[float]) -> dict:

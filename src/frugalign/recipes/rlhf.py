@@ -61,11 +61,12 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
 
     def step(model, rows: list[dict]):
         batch = [r["prompt"] for r in rows]
+        prompt_ids = [tokenizer(p)["input_ids"] for p in batch]  # once: for sampling and for scoring
         gens = generate(engine.unwrap(model), tokenizer, batch, k, config.max_new_tokens, config.temperature,
-                        config.top_p, len(batch) * k, progress=False)
+                        config.top_p, len(batch) * k, progress=False, prompt_ids=prompt_ids)
         counts["generations"] += len(batch) * k
         flat_prompts = [p for p in batch for _ in range(k)]
-        t = to_device(pad_sequences([tokenizer(p)["input_ids"] for p in flat_prompts],
+        t = to_device(pad_sequences([ids for ids in prompt_ids for _ in range(k)],
                                     [ids for group in gens.token_ids for ids in group], pad), engine.device)
         policy_lp = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"])
         with torch.no_grad():
