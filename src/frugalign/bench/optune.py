@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--losses", nargs="+", choices=["dpo", "wdpo"], default=None, help="default: dpo wdpo (quick: wdpo)")
     parser.add_argument("--samples-per-prompt", type=int, default=2, help="responses per regenerated prompt (best vs worst)")
     parser.add_argument("--generation-batch-size", type=int, default=64, help="prompts per generate call")
+    parser.add_argument("--train-pairs", choices=["all", "regenerated"], default="all",
+                        help="pairs trained on per iteration (frugalign online --train-pairs)")
     parser.add_argument("--out", type=str, default="bench-optune.json", help="result JSON (a PNG is written beside it)")
 
 
@@ -42,7 +44,7 @@ def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
 
 
 def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iterations: int, workdir: Path,
-                samples_per_prompt: int = 2, generation_batch_size: int = 64) -> dict:
+                samples_per_prompt: int = 2, generation_batch_size: int = 64, train_pairs: str = "all") -> dict:
     task = load_task(task_name, seed=seed, quick=quick)
     policy = load_task(task_name, seed=seed, quick=quick).model
     base = dict(DEFAULTS[task_name])
@@ -51,7 +53,7 @@ def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iteration
                           loss=setting["loss"], learning_rate=base["learning_rate"], beta=base["beta"],
                           batch_size=base["batch_size"], max_new_tokens=task.max_new_tokens, temperature=1.0, top_p=0.9,
                           samples_per_prompt=samples_per_prompt, generation_batch_size=generation_batch_size,
-                          logging_steps=50)
+                          train_pairs=train_pairs, generation_backend="hf", logging_steps=50)
     began = time.perf_counter()
     curve: list[dict] = []
     generated = 0
@@ -96,7 +98,24 @@ def summarise(runs: list[dict]) -> dict:
             summary[f"{loss}: speed-up of optune rho=0.5 over rho=1"] = full["time_s"] / half["time_s"]
             summary[f"{loss}: optune rho=0.5 within rho=1 interval"] = (
                 half["gold_reward"] >= full["gold_reward"] - full["gold_reward_ci95"])
+            target = full["gold_reward"] - full["gold_reward_ci95"]
+            mine = [r for r in runs if key(r["params"]) == f"optune/rho=0.5/{loss}"]
+            theirs = [r for r in runs if key(r["params"]) == f"all/rho=1.0/{loss}"]
+            reached, reached_full = time_to_reach(mine, target), time_to_reach(theirs, target)
+            summary[f"{loss}: seconds until optune rho=0.5 reaches rho=1's final interval"] = reached
+            summary[f"{loss}: seconds until rho=1 itself first reaches it"] = reached_full
+            summary[f"{loss}: rho=1's end-to-end seconds over optune rho=0.5's time to reach it"] = (
+                full["time_s"] / reached if reached else None)
     return summary
+
+
+def time_to_reach(runs: list[dict], target: float) -> float | None:
+    """Seconds (mean over seeds, per iteration) until the seed-mean gold reward is at least `target`;
+    None if it never is. Every run of a setting has the same iterations."""
+    gold = np.mean([[point["gold_reward"] for point in r["curve"]] for r in runs], axis=0)
+    seconds = np.mean([[point["time_s"] for point in r["curve"]] for r in runs], axis=0)
+    hits = np.flatnonzero(gold >= target)
+    return float(seconds[hits[0]]) if hits.size else None
 
 
 def plot(result: dict, path: Path) -> None:
@@ -135,13 +154,14 @@ def run(args: argparse.Namespace) -> int:
         for seed in seeds:
             for setting in grid:
                 run = run_setting(args.task, seed, args.quick, setting, args.iterations, Path(tmp), args.samples_per_prompt,
-                                  args.generation_batch_size)
+                                  args.generation_batch_size, args.train_pairs)
                 runs.append(run)
                 console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
                               f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
     result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
-                         "generation_batch_size": args.generation_batch_size, **DEFAULTS[args.task]},
+                         "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
+                         "generation_backend": "hf", **DEFAULTS[args.task]},
               "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))

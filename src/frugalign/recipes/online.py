@@ -35,7 +35,7 @@ from frugalign.config import option
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine, console
 from frugalign.errors import UserError
-from frugalign.generation import generate, progress_bar
+from frugalign.generation import GenerationBackend, open_generator, progress_bar
 from frugalign.recipes.common import RecipeConfig
 from frugalign.recipes.dpo import DPOConfig, train_dpo
 
@@ -55,7 +55,14 @@ class OnlineConfig(DPOConfig):
     max_new_tokens: int = option(64, "tokens sampled per response")
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
     top_p: float = option(0.9, "nucleus sampling")
-    generation_batch_size: int = option(64, "prompts per generate call")
+    generation_batch_size: int = option(64, "prompts per generate call (and per journal entry)")
+    generation_backend: GenerationBackend = option(
+        "auto", "hf: Hugging Face generate on the policy; vllm: vLLM in this process, weights synced after each "
+        "iteration; auto: vllm when it is installed and a GPU is present")
+    vllm_gpu_memory_utilization: float = option(0.3, "vLLM: share of the GPU's memory it may take beside training")
+    train_pairs: Literal["all", "regenerated"] = option(
+        "all", "pairs trained on per iteration: all (every prompt's current pair, OPTune's Algorithm 1) or "
+        "regenerated (only this iteration's new pairs: no retraining on stale pairs, training time falls with rho)")
     reward_model: str | None = option(None, "reward model that scores the samples (a `frugalign reward` output)")
 
     def validate(self) -> None:
@@ -71,6 +78,8 @@ class OnlineConfig(DPOConfig):
             raise UserError(f"option rho must be in (0, 1], got {self.rho}")
         if self.samples_per_prompt < 2:
             raise UserError("option samples_per_prompt must be at least 2 (a pair)")
+        if self.lora_r > 0:
+            raise UserError("frugalign online trains all weights: option lora_r is not supported here")
 
 
 @dataclass
@@ -119,7 +128,7 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
     rng = random.Random(config.seed)
     records: list[dict] = []
     state_path = out / "online_state.json"
-    start, phase = 0, "generate"
+    start, phase, selected = 0, "generate", None
     pool = PromptPool(prompts)
     policy_dir: str | None = None  # the policy the current iteration starts from, once one was saved
     if config.resume and state_path.exists():
@@ -131,42 +140,50 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
         if policy_dir:
             policy = type(policy).from_pretrained(policy_dir)
         console.print(f"resuming at iteration {start}, {phase} phase: nothing already generated is generated again")
-    for t in range(start, config.iterations):
-        record = {"iteration": t, "generated": 0, "time_s": {"generation": 0.0, "scoring": 0.0, "training": 0.0}}
-        if phase == "train":  # resumed after this iteration's responses were generated and scored
-            record = records.pop()
-        else:
-            if phase != "sample":  # a resumed iteration keeps the prompts it had chosen
-                selected = select_prompts(pool, t, config, rng)
-                phase = "sample"
+    check_prompt_lengths(prompts, tokenizer, policy, config.max_new_tokens)
+    generator = open_generator(config.generation_backend, policy, tokenizer, out, config.vllm_gpu_memory_utilization,
+                               config.seed)
+    try:
+        for t in range(start, config.iterations):
+            record = {"iteration": t, "generated": 0, "generation_backend": generator.name,
+                      "time_s": {"generation": 0.0, "scoring": 0.0, "training": 0.0}}
+            if phase == "train":  # resumed after this iteration's responses were generated and scored
+                record = records.pop()
+            else:
+                if phase != "sample":  # a resumed iteration keeps the prompts it had chosen
+                    selected = select_prompts(pool, t, config, rng)
+                    phase = "sample"
+                    pool.save(out / "pool.json")
+                    save_state(state_path, t, phase, records, rng, policy_dir, selected)
+                samples = sample_and_score(config, generator, pool.prompts, selected, t, scorer, record)
+                before = list(pool.chosen_reward)
+                for i in selected:
+                    texts, group = samples[i]["texts"], np.asarray(samples[i]["scores"])
+                    best, worst = int(np.argmax(group)), int(np.argmin(group))
+                    pool.chosen[i], pool.rejected[i] = texts[best], texts[worst]
+                    pool.chosen_reward[i], pool.rejected_reward[i] = float(group[best]), float(group[worst])
+                record.update(gain_split(before, pool.chosen_reward))
                 pool.save(out / "pool.json")
-                save_state(state_path, t, phase, records, rng, policy_dir, selected)
-            samples = sample_and_score(config, policy, tokenizer, pool.prompts, selected, t, scorer, record)
-            before = list(pool.chosen_reward)
-            for i in selected:
-                texts, group = samples[i]["texts"], np.asarray(samples[i]["scores"])
-                best, worst = int(np.argmax(group)), int(np.argmin(group))
-                pool.chosen[i], pool.rejected[i] = texts[best], texts[worst]
-                pool.chosen_reward[i], pool.rejected_reward[i] = float(group[best]), float(group[worst])
-            record.update(gain_split(before, pool.chosen_reward))
-            pool.save(out / "pool.json")
-            phase = "train"
-            save_state(state_path, t, phase, records + [record], rng, policy_dir)
-        began = time.perf_counter()
-        policy = train_iteration(config, policy, tokenizer, pool, t)
-        record["time_s"]["training"] = time.perf_counter() - began
-        record["mean_chosen_reward"] = float(np.nanmean(pool.chosen_reward))
-        if on_iteration is not None:
-            record.update(on_iteration(t, policy))
-        records.append(record)
-        policy_dir = str(out / f"policy-iter{t}")
-        policy.save_pretrained(policy_dir)
-        tokenizer.save_pretrained(policy_dir)
-        phase = "generate"
-        save_state(state_path, t + 1, phase, records, rng, policy_dir)
-        console.print(f"iteration {t}: generated {record['generated']}, chosen reward {record['mean_chosen_reward']:.3f}, "
-                      f"time gen/score/train {record['time_s']['generation']:.1f}/{record['time_s']['scoring']:.1f}/"
-                      f"{record['time_s']['training']:.1f} s")
+                phase = "train"
+                save_state(state_path, t, phase, records + [record], rng, policy_dir, selected)
+            began = time.perf_counter()
+            policy = train_iteration(config, policy, tokenizer, pool, t, selected)
+            generator.sync(policy)
+            record["time_s"]["training"] = time.perf_counter() - began  # the weight sync counts as training
+            record["mean_chosen_reward"] = float(np.nanmean(pool.chosen_reward))
+            if on_iteration is not None:
+                record.update(on_iteration(t, policy))
+            records.append(record)
+            policy_dir = str(out / f"policy-iter{t}")
+            policy.save_pretrained(policy_dir)
+            tokenizer.save_pretrained(policy_dir)
+            phase = "generate"
+            save_state(state_path, t + 1, phase, records, rng, policy_dir)
+            console.print(f"iteration {t}: generated {record['generated']}, chosen reward {record['mean_chosen_reward']:.3f}, "
+                          f"time gen/score/train {record['time_s']['generation']:.1f}/{record['time_s']['scoring']:.1f}/"
+                          f"{record['time_s']['training']:.1f} s")
+    finally:
+        generator.close()
     return policy, records
 
 
@@ -200,7 +217,7 @@ def read_journal(path: Path) -> dict[int, dict]:
     return out
 
 
-def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str], selected: list[int], t: int,
+def sample_and_score(config: OnlineConfig, generator, prompts: list[str], selected: list[int], t: int,
                      scorer: Scorer, record: dict) -> dict[int, dict]:
     """The iteration's samples ({"texts", "scores"} per selected prompt), generated then scored a batch
     of prompts at a time through the journal; `record` gets the counts, tokens/s and phase times."""
@@ -214,9 +231,9 @@ def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str]
                             rate="")
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            gens = generate(policy, tokenizer, [prompts[i] for i in chunk], config.samples_per_prompt,
-                            config.max_new_tokens, config.temperature, config.top_p, batch,
-                            seed=config.seed + 1_000_003 * t + chunk[0], progress=False)
+            gens = generator.generate([prompts[i] for i in chunk], config.samples_per_prompt, config.max_new_tokens,
+                                      config.temperature, config.top_p, batch, seed=config.seed + 1_000_003 * t + chunk[0],
+                                      progress=False)
             entries = [{"index": i, "texts": texts} for i, texts in zip(chunk, gens.texts)]
             append_journal(journal, entries)
             done.update((e["index"], e) for e in entries)
@@ -226,6 +243,11 @@ def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str]
     record["tokens_per_second"] = tokens / record["time_s"]["generation"] if tokens else None
     record["generated"] = len(selected) * config.samples_per_prompt  # what the iteration cost, resumed or not
     record["generated_after_resume"] = len(todo) * config.samples_per_prompt
+    # An empty response (EOS at once) is a response like any other: scored, and trained on as EOS alone.
+    record["empty_responses"] = sum(1 for i in selected for text in done[i]["texts"] if not text.strip())
+    if record["empty_responses"]:
+        console.print(f"iteration {t}: {record['empty_responses']} of {record['generated']} responses are empty "
+                      "(EOS at once); they are scored and trained on like the others")
     todo = [i for i in selected if "scores" not in done[i]]
     began = time.perf_counter()
     for start in range(0, len(todo), batch):
@@ -245,6 +267,17 @@ def sample_and_score(config: OnlineConfig, policy, tokenizer, prompts: list[str]
     return done
 
 
+def check_prompt_lengths(prompts: list[str], tokenizer, policy, max_new_tokens: int) -> None:
+    """Refuses, before anything is generated, a prompt that leaves no room for `max_new_tokens` in the
+    model's context (Hugging Face would run past its trained positions, vLLM would stop the run later)."""
+    context = policy.config.max_position_embeddings
+    for number, prompt in enumerate(prompts, start=1):
+        n = len(tokenizer(prompt)["input_ids"])
+        if n + max_new_tokens > context:
+            raise UserError(f"prompt {number} has {n} tokens: with max_new_tokens={max_new_tokens} it does not fit the "
+                            f"model's context of {context} tokens; shorten it or lower max_new_tokens")
+
+
 def gain_split(before: list[float], after: list[float]) -> dict:
     """OPTune's Fig. 2 diagnostic: the share of the reward gain that comes from the bottom-50% prompts
     (by their previous reward) versus the top-50%."""
@@ -259,12 +292,14 @@ def gain_split(before: list[float], after: list[float]) -> dict:
             "share_bottom_half": float(abs(bottom) / total) if total > 0 else None}
 
 
-def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t: int):
-    """One DPO pass over the pool's pairs with the reference reset to the current policy."""
+def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t: int, regenerated: list[int]):
+    """One DPO pass over the pool's pairs (`--train-pairs regenerated`: only those of the `regenerated`
+    prompts) with the reference reset to the current policy."""
     examples = [PreferenceExample(p, c, r, weight=1.0)
                 for p, c, r in zip(pool.prompts, pool.chosen, pool.rejected)]
     gaps = np.asarray(pool.chosen_reward) - np.asarray(pool.rejected_reward)
-    keep = [i for i, ex in enumerate(examples) if gaps[i] > 0 and ex.chosen != ex.rejected]
+    candidates = regenerated if config.train_pairs == "regenerated" else range(len(examples))
+    keep = [i for i in candidates if gaps[i] > 0 and examples[i].chosen != examples[i].rejected]
     if not keep:
         console.print(f"iteration {t}: every pair is a tie, nothing to train on")
         return policy
