@@ -103,15 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_labels(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from frugalign.active.ledger import LabelLedger
 
-    if not Path(args.ledger).is_file():
-        raise UserError(f"{args.ledger}: no such ledger file")
-    ledger = LabelLedger(args.ledger)
+    ledger = LabelLedger(args.ledger, read_only=True)  # a read command: it never writes to the file
     counts = ledger.export(args.out, args.format)
+    queried = ledger.counts()["queried"]
     ledger.close()
+    if queried == 0:
+        print(f"frugalign: warning: {args.ledger} is a ledger with no pairs in it: nothing was ever asked, or "
+              "this is not the file that holds your labels", file=sys.stderr)
     print(f"{args.out}: {counts['written']} labelled pairs written ({counts['ties_skipped']} ties skipped)")
     return 0
 

@@ -79,3 +79,95 @@ def test_export_in_trl_format_skips_ties(tmp_path):
     import datasets
 
     assert datasets.load_from_disk(str(tmp_path / "hf"))[0]["chosen"] == "5"
+
+
+def test_a_new_ledger_appears_complete_or_not_at_all(tmp_path, monkeypatch):
+    """The file at the ledger's path always has its schema: a creation that fails half-way leaves nothing."""
+    import os
+    import sqlite3
+
+    path = tmp_path / "l.sqlite"
+
+    def fail(*_):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "link", fail)
+    with pytest.raises(OSError):
+        LabelLedger(path)
+    assert list(tmp_path.iterdir()) == []  # neither the ledger nor its temporary file
+    monkeypatch.undo()
+    LabelLedger(path).close()
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("1",)
+    assert db.execute("SELECT COUNT(*) FROM pairs").fetchone() == (0,)
+
+
+def _create_and_ask(path, start, i):
+    start.wait()
+    ledger = LabelLedger(path)
+    return ledger.ask(UnlabelledPair("q", "a", "b"), "p", f"run{i}")
+
+
+def test_processes_creating_one_ledger_at_once_share_it(tmp_path):
+    path = tmp_path / "l.sqlite"
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager:
+        start = manager.Barrier(3)
+        with ctx.Pool(3) as pool:
+            answers = pool.starmap(_create_and_ask, [(path, start, i) for i in range(3)])
+    assert sorted(answers) == ["asked", "known", "known"]
+
+
+def _other_databases(tmp_path):
+    import sqlite3
+
+    def make(name, script):
+        path = tmp_path / name
+        db = sqlite3.connect(path)
+        db.executescript(script)
+        db.close()
+        return path
+
+    return {
+        "an application's": make("app.db", "CREATE TABLE users (id INTEGER, name TEXT); INSERT INTO users VALUES (1, 'x');"),
+        "own pairs table": make("pairs.db", "CREATE TABLE pairs (a INTEGER); CREATE TABLE meta (key TEXT, value TEXT);"
+                                            "INSERT INTO meta VALUES ('schema_version', '1');"),
+        "non-numeric version": make("version.db", "CREATE TABLE meta (key TEXT, value TEXT);"
+                                                  "INSERT INTO meta VALUES ('schema_version', 'abc');"),
+    }
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_sqlite_files_that_are_not_ledgers_are_refused_and_left_untouched(tmp_path, read_only):
+    for kind, path in _other_databases(tmp_path).items():
+        before = path.read_bytes()
+        with pytest.raises(UserError, match="not a (usable|frugalign) label ledger"):
+            LabelLedger(path, read_only=read_only)
+        assert path.read_bytes() == before, kind  # not a byte written: no table added, no switch to WAL
+        assert not path.with_name(path.name + "-wal").exists(), kind
+
+
+def test_an_empty_file_is_no_ledger_and_reading_never_creates_one(tmp_path):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    for read_only in (False, True):
+        with pytest.raises(UserError, match="empty file"):
+            LabelLedger(empty, read_only=read_only)
+    assert empty.stat().st_size == 0
+    with pytest.raises(UserError, match="no such ledger"):
+        LabelLedger(tmp_path / "missing.sqlite", read_only=True)
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_reading_a_ledger_writes_nothing(tmp_path):
+    path = tmp_path / "l.sqlite"
+    ledger = LabelLedger(path)
+    ledger.record(P, 1, "test")
+    ledger.close()
+    before = path.read_bytes()
+    reader = LabelLedger(path, read_only=True)
+    assert reader.label(P) == 1 and reader.preference_rows() == [{"prompt": "2+2=", "chosen": "4", "rejected": "5"}]
+    with pytest.raises(Exception, match="readonly"):
+        reader.record(P_SWAPPED, 1, "test")
+    reader.close()
+    assert path.read_bytes() == before

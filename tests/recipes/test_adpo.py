@@ -23,7 +23,12 @@ def votes_per_pair(ledger):
 
 
 def queried(ledger):
-    return sqlite3.connect(ledger).execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    # read-only: a poller must never create the file or write to it
+    db = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
+    finally:
+        db.close()
 
 
 def test_dpo_mode_asks_each_pair_once_over_epochs_and_runs_share_the_ledger(tmp_path, tiny_model_dir, preference_file):

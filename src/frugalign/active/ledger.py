@@ -3,7 +3,8 @@
 Labels cost money; none may be lost or bought twice. A pair is identified by the content of its prompt
 and its two responses, unordered, so (a, b) and (b, a) are one comparison. `ask` marks a pair as asked
 in one transaction, so across epochs, restarts, processes and runs sharing the file a pair is sent to
-an annotator at most once. Answers are stored relative to the canonical order (responses sorted) and
+an annotator at most once. A new ledger is built complete under a temporary name and linked into place,
+so no reader ever sees a file without its schema; a file that is not a ledger is refused, never changed. Answers are stored relative to the canonical order (responses sorted) and
 returned relative to the caller's. WAL mode lets several processes read while one writes;
 synchronous=FULL makes a committed answer survive a crash of the process or the machine.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -67,26 +69,59 @@ def fingerprint(pairs: Iterable[UnlabelledPair]) -> str:
     return hashlib.sha256("".join(ids).encode()).hexdigest()
 
 
+def _create(path: Path) -> None:
+    """A new, complete ledger at `path`: built under a temporary name in one transaction, then hard-linked
+    into place, which fails if another process made one first (theirs is kept)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.creating")
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}'); "
+                         "COMMIT;")
+    finally:
+        db.close()  # the last connection: the WAL is checkpointed into the file and removed
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 class LabelLedger:
-    def __init__(self, path: str | Path, dataset_fingerprint: str | None = None, allow_other_datasets: bool = False):
+    """The ledger at `path`, created if missing (unless `read_only`). `read_only` opens it without ever
+    writing to it (export, reports): a missing file, an empty file or another application's database is
+    an error there, and a ledger with no pairs is reported."""
+
+    def __init__(self, path: str | Path, dataset_fingerprint: str | None = None, allow_other_datasets: bool = False,
+                 read_only: bool = False):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only and not self.path.exists():
+            _create(self.path)
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such ledger file")
+        if self.path.stat().st_size == 0:
+            raise UserError(f"{self.path}: an empty file (0 bytes), not a label ledger: if it should hold labels, they "
+                            "are gone. Nothing was written to it; remove it to start a new ledger there")
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            if read_only:
+                self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60,
+                                          isolation_level=None)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             check = self.db.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
-            self.db.executescript(_SCHEMA)
+            self._check_is_ledger()
+            if not read_only:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # tables added since the file was made
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: not a usable label ledger ({e}); it is left untouched — move it aside "
                             "or point --ledger at another file") from None
-        version = self._meta("schema_version")
-        if version is None:
-            self._set_meta("schema_version", str(SCHEMA_VERSION))
-        elif int(version) != SCHEMA_VERSION:
-            raise UserError(f"{self.path}: ledger schema {version}, this frugalign reads {SCHEMA_VERSION}")
         if dataset_fingerprint is not None:
             stored = self._meta("dataset")
             if stored is None:
@@ -94,6 +129,27 @@ class LabelLedger:
             elif stored != dataset_fingerprint and not allow_other_datasets:
                 raise UserError(f"{self.path}: this ledger holds the labels of another dataset; reusing it could mix "
                                 "them up. Use a new ledger file, or --ledger-shared to share one ledger on purpose")
+
+    def _check_is_ledger(self) -> None:
+        """Refuse another application's SQLite database before anything reads or writes its tables."""
+        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = None
+        if "meta" in tables:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                version = self._meta("schema_version")
+        if version is None:
+            raise UserError(f"{self.path}: an SQLite database but not a frugalign label ledger (no schema_version); "
+                            "it is left untouched")
+        if not version.isdigit():
+            raise UserError(f"{self.path}: not a usable label ledger (schema_version {version[:40]!r} is not a number); "
+                            "it is left untouched")
+        if int(version) != SCHEMA_VERSION:
+            raise UserError(f"{self.path}: ledger schema {version}, this frugalign reads {SCHEMA_VERSION}")
+        columns = {c for (_, c, *_) in self.db.execute("PRAGMA table_info(pairs)")} if "pairs" in tables else set()
+        missing = {"id", "prompt", "first", "second", "run_id", "label"} - columns
+        if missing:
+            raise UserError(f"{self.path}: not a usable label ledger (table pairs lacks {', '.join(sorted(missing))}); "
+                            "it is left untouched")
 
     def _meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

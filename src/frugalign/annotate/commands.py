@@ -41,10 +41,10 @@ def add_arguments(sub) -> None:
     p.set_defaults(handler=report)
 
 
-def open_ledger(path: str, create: bool = False) -> LabelLedger:
+def open_ledger(path: str, create: bool = False, read_only: bool = False) -> LabelLedger:
     if not create and not Path(path).is_file():
         raise UserError(f"{path}: no such ledger file")
-    return LabelLedger(path)
+    return LabelLedger(path, read_only=read_only)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -119,7 +119,7 @@ def fleiss_kappa(votes: list[list[int]]) -> float | None:
 def report(args: argparse.Namespace) -> int:
     from frugalign.evaluate.winscore import bootstrap_interval, win_score
 
-    ledger = open_ledger(args.db)
+    ledger = open_ledger(args.db, read_only=True)
     by_pair = ledger.study_votes(args.study)
     ledger.close()
     if not by_pair:
