@@ -4,7 +4,8 @@ Labels cost money; none may be lost or bought twice. A pair is identified by the
 and its two responses, unordered, so (a, b) and (b, a) are one comparison. `ask` marks a pair as asked
 in one transaction, so across epochs, restarts, processes and runs sharing the file a pair is sent to
 an annotator at most once. A new ledger is built complete under a temporary name and linked into place,
-so no reader ever sees a file without its schema; a file that is not a ledger is refused, never changed. Answers are stored relative to the canonical order (responses sorted) and
+so no reader ever sees a file without its schema; a file that is not a ledger is refused, never changed.
+Answers are stored relative to the canonical order (responses sorted) and
 returned relative to the caller's. WAL mode lets several processes read while one writes;
 synchronous=FULL makes a committed answer survive a crash of the process or the machine.
 """
