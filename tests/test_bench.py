@@ -25,9 +25,9 @@ def test_throughput_timers_measure_each_step(tokenizer):
 def test_bench_dpo_quick_writes_the_schema(tmp_path, monkeypatch):
     monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "dpo.json"
-    args = argparse.Namespace(task="arith", quick=True, seeds=[0], tau=0.0, loss="dpo", learning_rate=None,
-                              num_epochs=None, curve_points=2, out=str(out))
-    assert dpo_bench.run(args) == 0
+    parser = argparse.ArgumentParser()
+    dpo_bench.add_arguments(parser)
+    assert dpo_bench.run(parser.parse_args(["--task", "arith", "--quick", "--curve-points", "2", "--out", str(out)])) == 0
     result = json.loads(out.read_text())
     assert result["bench"] == "dpo" and result["mode"] == "quick"
     assert result["machine"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -17,21 +17,18 @@ import numpy as np
 
 from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint
-from frugalign.bench.dpo import DEFAULTS, task_settings
+from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.data import UnlabelledPair
 from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
 from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
-from frugalign.tasks import load_task
 
 MODES = ("dpo", "adpo", "adpo-nopl", "random")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=sorted(DEFAULTS), default="arith", help="gold-oracle task")
-    parser.add_argument("--quick", action="store_true", help="one seed, small sizes: a smoke test, not evidence")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    add_task_arguments(parser, default="arith")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
     parser.add_argument("--audit-rate", type=float, default=0.1, help="ADPO: share of confident pairs asked anyway")
@@ -56,12 +53,13 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
     config.eval_steps = max(1, steps // max(1, args.curve_points))
-    policy = load_task(args.task, seed=seed, quick=args.quick).model
+    policy = bench_task(args, seed).model
     curve: list[dict] = []
     began = time.perf_counter()
 
     def gold_curve(model) -> dict[str, float]:
-        ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+        ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, samples_per_prompt=task.eval_samples,
+                       seed=seed, progress=False)
         curve.append({"queries": ledger.counts()["queried"], "generations": 0, "time_s": time.perf_counter() - began,
                       "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl})
         return {"gold_reward": ev.mean}
@@ -106,7 +104,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, frontier_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
     colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f"}
     for run in result["runs"]:
         xs = [p["queries"] for p in run["curve"]]
@@ -117,18 +115,20 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylabel("gold reward (held-out prompts)")
     ax.set_title(f"{result['task']}, tau={result['config']['tau']}: gold reward against queries")
     ax.legend()
+    plot_frontier(frontier_ax, result["runs"], lambda r: r["method"])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    settings = task_settings(args, quick_epochs=2)
+    seeds = seeds_of(args)
     runs: list[dict] = []
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
-            task = load_task(args.task, seed=seed, quick=args.quick)
+            task = bench_task(args, seed)
+            settings = task_settings(task, args, quick_epochs=2)
             by_mode = {}
             for mode in ("dpo", "adpo", "adpo-nopl"):
                 by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=-1)
@@ -139,8 +139,9 @@ def run(args: argparse.Namespace) -> int:
     result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
                          "audit_rate": args.audit_rate, "audit_window": args.audit_window,
-                         "min_agreement": args.min_agreement, **settings},
-              "machine": machine_info(), "runs": runs,
+                         "min_agreement": args.min_agreement, **settings, "model": args.model, "prompts": args.prompts,
+                         "gold_reward": args.gold_reward},
+              "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs,
               "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.dpo import DEFAULTS
+from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
 from frugalign.engine import console, summary_table
@@ -30,16 +30,13 @@ from frugalign.recipes.dpo import DPOConfig, train_dpo
 from frugalign.recipes.reward import RewardConfig, score, train_reward
 from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
 from frugalign.recipes.sft import SFTConfig, train_sft
-from frugalign.tasks import load_task
 
 METHODS = ("sft", "dpo", "ipo", "spin", "rlhf", "aihf-explicit", "aihf-dpo", "aihf-self-play")
 REGIMES = {"balanced": (1, 1), "scarce-preferences": (1, 8), "scarce-demonstrations": (8, 1)}  # divisors of N
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=sorted(DEFAULTS), default="sentiment", help="gold-oracle task")
-    parser.add_argument("--quick", action="store_true", help="one seed, one regime, small sizes: a smoke test")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    add_task_arguments(parser, default="sentiment")
     parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None, help="default: all three")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all eight")
     parser.add_argument("--n", type=int, default=256, help="N: demonstrations and pairs in the balanced regime")
@@ -99,17 +96,19 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
 
 
 def run(args: argparse.Namespace) -> int:
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    seeds = seeds_of(args)
     regimes = args.regimes or (["balanced"] if args.quick else list(REGIMES))
     methods = args.methods or list(METHODS)
     n = 32 if args.quick else args.n
-    settings = dict(DEFAULTS[args.task], num_epochs=1 if args.quick else DEFAULTS[args.task]["num_epochs"])
     iterations = 1 if args.quick else args.iterations
     runs: list[dict] = []
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-aihf-") as tmp:
         for seed in seeds:
-            task = load_task(args.task, seed=seed, quick=args.quick)
-            base = gold_eval(task, task.model, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+            task = bench_task(args, seed)
+            settings = task_settings(task, args, quick_epochs=1)
+            base = gold_eval(task, task.model, task.eval_prompts, ref_model=task.model, samples_per_prompt=task.eval_samples,
+                             seed=seed, progress=False)
             runs.append({"method": "base", "seed": seed, "params": {}, "gold_reward": base.mean,
                          "gold_reward_ci95": base.ci95, "kl": base.kl, "queries": 0, "generations": 0,
                          "time_s": {"total": 0.0}})
@@ -125,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                     began = time.perf_counter()
                     policy, costs = run_method(method, task, demos, prefs, settings, seed, Path(tmp) / f"{seed}-{regime}",
                                                iterations)
-                    ev = gold_eval(task, policy, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+                    ev = gold_eval(task, policy, task.eval_prompts, ref_model=task.model,
+                                   samples_per_prompt=task.eval_samples, seed=seed, progress=False)
                     runs.append({"method": method, "seed": seed, "params": {"regime": regime, "demonstrations": len(demos),
                                                                             "preferences": len(prefs), "tau": args.tau},
                                  "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl,
@@ -133,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
                                  "time_s": {"total": time.perf_counter() - began}})
                     console.print(f"seed {seed} · {regime} · {method}: gold {ev.mean:.3f}, KL {ev.kl:.2f}")
     result = {"bench": "aihf", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes, **settings},
-              "machine": machine_info(), "runs": runs, "summary": summarise(runs, regimes, methods)}
+              "config": {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes, **settings,
+                         "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward},
+              "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs,
+              "summary": summarise(runs, regimes, methods)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
@@ -184,17 +186,8 @@ def plot(result: dict, path: Path) -> None:
         ax.set_ylabel("gold reward")
         ax.tick_params(axis="x", rotation=60)
         ax.legend()
-    ax = axes[-1]  # reward against KL, as in the DPO paper's sentiment figure
-    for run in result["runs"]:
-        if run["method"] != "base":
-            ax.scatter(run["kl"], run["gold_reward"], s=14, label=run["method"],
-                       marker="o" if run["method"].startswith("aihf") else "x")
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7)
-    ax.set_xlabel("KL to the base policy")
-    ax.set_ylabel("gold reward")
-    ax.set_title("reward against KL (every run)")
+    plot_frontier(axes[-1], [r for r in result["runs"] if r["method"] != "base"],
+                  lambda r: f"{r['method']} ({r['params']['regime']})")
     fig.suptitle(f"bench aihf · {result['task']} · {len(result['seeds'])} seed(s)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -11,25 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
+from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
 from frugalign.recipes.dpo import DPOConfig, train_dpo
-from frugalign.tasks import load_task
-
-# Settings per task that train the tiny policies in seconds; lr is far above the paper's 5e-7
-# because these models are small and trained from scratch.
-DEFAULTS = {
-    "arith": {"learning_rate": 5e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 3},
-    "sentiment": {"learning_rate": 2e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 4},
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=sorted(DEFAULTS), default="arith", help="gold-oracle task")
-    parser.add_argument("--quick", action="store_true", help="one seed, small sizes: a smoke test, not evidence")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    add_task_arguments(parser, default="arith")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--loss", choices=["dpo", "ipo"], default="dpo", help="pairwise loss")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
@@ -44,11 +35,12 @@ def tokenize_pool(task, pool: list[dict]) -> list[dict]:
     return rows
 
 
-def run_seed(args, seed: int, settings: dict, workdir: Path) -> list[dict]:
-    """Base and DPO runs of one seed, in the BENCH.md run schema."""
-    task = load_task(args.task, seed=seed, quick=args.quick)
+def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
+    """Base and DPO runs of one seed, in the BENCH.md run schema, and the settings they used."""
+    task = bench_task(args, seed)
+    settings = task_settings(task, args, quick_epochs=1)
     t0 = time.perf_counter()
-    base = gold_eval(task, task.model, task.eval_prompts, seed=seed)
+    base = gold_eval(task, task.model, task.eval_prompts, samples_per_prompt=task.eval_samples, seed=seed)
     base_run = {
         "method": "base", "seed": seed, "params": {}, "gold_reward": base.mean, "gold_reward_ci95": base.ci95,
         "kl": 0.0, "queries": 0, "generations": 0,
@@ -62,14 +54,15 @@ def run_seed(args, seed: int, settings: dict, workdir: Path) -> list[dict]:
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
     config.eval_steps = max(1, steps // max(1, args.curve_points))
     reference = task.model
-    policy = load_task(args.task, seed=seed, quick=args.quick).model  # a second, trainable copy
+    policy = bench_task(args, seed).model  # a second, trainable copy
     curve: list[dict] = []
     began = time.perf_counter()
 
     def gold_curve(model) -> dict[str, float]:
         # the engine calls this every eval_steps steps and once at the end
         step = min(steps, (len(curve) + 1) * config.eval_steps)
-        ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, seed=seed, progress=False)
+        ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, samples_per_prompt=task.eval_samples,
+                       seed=seed, progress=False)
         # every label is bought before training: the queries are the pool; the x axis is pairs trained on
         curve.append({"queries": len(pool), "pairs_seen": step * config.batch_size, "generations": 0,
                       "time_s": time.perf_counter() - began, "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95,
@@ -85,7 +78,7 @@ def run_seed(args, seed: int, settings: dict, workdir: Path) -> list[dict]:
         "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
         "curve": curve,
     }
-    return [base_run, dpo_run]
+    return [base_run, dpo_run], settings
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -110,7 +103,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right, frontier_ax) = plt.subplots(1, 3, figsize=(15, 4))
     methods = [m for m in result["summary"] if m != "improvement"]
     means = [result["summary"][m]["gold_reward"] for m in methods]
     errors = [result["summary"][m]["gold_reward_ci95"] for m in methods]
@@ -126,33 +119,25 @@ def plot(result: dict, path: Path) -> None:
     right.set_ylabel("gold reward")
     right.set_title("gold reward during training")
     right.legend()
+    plot_frontier(frontier_ax, result["runs"], lambda r: r["method"])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def task_settings(args: argparse.Namespace, quick_epochs: int) -> dict:
-    """The task's DPO settings with the command line's overrides; a quick run caps the epochs."""
-    settings = dict(DEFAULTS[args.task])
-    if args.learning_rate is not None:
-        settings["learning_rate"] = args.learning_rate
-    if args.num_epochs is not None:
-        settings["num_epochs"] = args.num_epochs
-    if args.quick:
-        settings["num_epochs"] = min(settings["num_epochs"], quick_epochs)
-    return settings
-
-
 def run(args: argparse.Namespace) -> int:
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
-    settings = task_settings(args, quick_epochs=1)
+    seeds = seeds_of(args)
     runs: list[dict] = []
+    began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
-            runs += run_seed(args, seed, settings, Path(tmp))
+            seed_runs, settings = run_seed(args, seed, Path(tmp))
+            runs += seed_runs
     result = {
         "bench": "dpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-        "config": {"tau": args.tau, "loss": args.loss, **settings, "curve_points": args.curve_points},
+        "config": {"tau": args.tau, "loss": args.loss, **settings, "curve_points": args.curve_points,
+                   "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward},
+        "bench_seconds": time.perf_counter() - began,
         "machine": machine_info(), "runs": runs, "summary": summarise(runs),
     }
     out = write_results(args.out, result)

@@ -12,18 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.dpo import DEFAULTS
+from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
 from frugalign.recipes.online import OnlineConfig, run_online
-from frugalign.tasks import load_task
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=sorted(DEFAULTS), default="arith", help="gold-oracle task")
-    parser.add_argument("--quick", action="store_true", help="one seed, small sizes, fewer settings: a smoke test")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    add_task_arguments(parser, default="arith")
     parser.add_argument("--rhos", type=float, nargs="+", default=None, help="default: 0.3 0.5 0.7 1.0 (quick: 0.5 1.0)")
     parser.add_argument("--iterations", type=int, default=3, help="online iterations")
     parser.add_argument("--losses", nargs="+", choices=["dpo", "wdpo"], default=None, help="default: dpo wdpo (quick: wdpo)")
@@ -43,23 +40,23 @@ def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
     return grid
 
 
-def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iterations: int, workdir: Path,
-                samples_per_prompt: int = 2, generation_batch_size: int = 64, train_pairs: str = "all") -> dict:
-    task = load_task(task_name, seed=seed, quick=quick)
-    policy = load_task(task_name, seed=seed, quick=quick).model
-    base = dict(DEFAULTS[task_name])
+def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Path) -> dict:
+    task = bench_task(args, seed)
+    policy = bench_task(args, seed).model
+    base = task.settings
     config = OnlineConfig(output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
-                          seed=seed, iterations=iterations, rho=setting["rho"], selection=setting["selection"],
+                          seed=seed, iterations=args.iterations, rho=setting["rho"], selection=setting["selection"],
                           loss=setting["loss"], learning_rate=base["learning_rate"], beta=base["beta"],
                           batch_size=base["batch_size"], max_new_tokens=task.max_new_tokens, temperature=1.0, top_p=0.9,
-                          samples_per_prompt=samples_per_prompt, generation_batch_size=generation_batch_size,
-                          train_pairs=train_pairs, generation_backend="hf", logging_steps=50)
+                          samples_per_prompt=args.samples_per_prompt, generation_batch_size=args.generation_batch_size,
+                          train_pairs=args.train_pairs, generation_backend="hf", logging_steps=50)
     began = time.perf_counter()
     curve: list[dict] = []
     generated = 0
 
     def evaluate(t, model) -> dict:
-        ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, seed=seed, progress=False)
+        ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, samples_per_prompt=task.eval_samples,
+                       seed=seed, progress=False)
         return {"gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl}
 
     _, records = run_online(config, policy, task.tokenizer, task.train_prompts, task.gold_rewards, evaluate)
@@ -68,7 +65,7 @@ def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iteration
         generated += r["generated"]
         elapsed += sum(r["time_s"].values())
         curve.append({"iteration": r["iteration"], "generations": generated, "time_s": elapsed,
-                      "gold_reward": r["gold_reward"], "share_bottom_half": r.get("share_bottom_half")})
+                      "gold_reward": r["gold_reward"], "kl": r.get("kl"), "share_bottom_half": r.get("share_bottom_half")})
     time_split = {k: sum(r["time_s"][k] for r in records) for k in ("generation", "scoring", "training")}
     last = records[-1]
     return {"method": "online", "seed": seed, "params": dict(setting), "gold_reward": last["gold_reward"],
@@ -124,7 +121,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, (left, right, frontier_ax) = plt.subplots(1, 3, figsize=(16, 4.5))
     seed = result["seeds"][0]
     for run in result["runs"]:
         if run["seed"] != seed:
@@ -139,6 +136,7 @@ def plot(result: dict, path: Path) -> None:
     for ax in (left, right):
         ax.set_ylabel("gold reward (held-out prompts)")
     left.legend(fontsize=7)
+    plot_frontier(frontier_ax, result["runs"], lambda r: key(r["params"]))
     fig.suptitle(f"{result['task']}: online DPO, seed {seed}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -146,23 +144,24 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    seeds = seeds_of(args)
+    began = time.perf_counter()
     rhos = args.rhos or ([0.5, 1.0] if args.quick else [0.3, 0.5, 0.7, 1.0])
     grid = settings_grid(rhos, args.losses or (["wdpo"] if args.quick else ["dpo", "wdpo"]))
     runs: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
             for setting in grid:
-                run = run_setting(args.task, seed, args.quick, setting, args.iterations, Path(tmp), args.samples_per_prompt,
-                                  args.generation_batch_size, args.train_pairs)
+                run = run_setting(args, seed, setting, Path(tmp))
                 runs.append(run)
                 console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
                               f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
     result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
                          "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
-                         "generation_backend": "hf", **DEFAULTS[args.task]},
-              "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
+                         "generation_backend": "hf", **bench_task(args, seeds[0]).settings, "model": args.model,
+                         "prompts": args.prompts, "gold_reward": args.gold_reward},
+              "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     rows = {k: (f"gold {v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f}, {v['generations']:.0f} generations, "

@@ -61,7 +61,7 @@ def gold_eval(task, model, prompts: list[str], ref_model=None, samples_per_promp
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="the policy to evaluate (a checkpoint trained on the task)")
-    parser.add_argument("--task", choices=["arith", "sentiment"], required=True, help="gold-oracle task")
+    parser.add_argument("--task", choices=["arith", "sentiment", "review", "smol"], required=True, help="gold-oracle task")
     parser.add_argument("--samples-per-prompt", type=int, default=2, help="samples per held-out prompt")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and the task's seed)")
     parser.add_argument("--out", default=None, help="result JSON (per-sample records included)")

@@ -43,4 +43,6 @@ def spec(seed: int, quick: bool) -> TaskSpec:
     train, held = split_prompts(prompts, n_train, n_eval, seed)
     demos = [{"prompt": p, "completion": str(sum(map(int, p[:-1].split("+"))))} for p in train]
     return TaskSpec("arith", char_tokenizer("0123456789+="), corpus, train, held, demos, gold_reward,
-                  max_new_tokens=5, steps=400 if quick else 1200, hidden_size=96, num_layers=2)
+                    max_new_tokens=5, steps=400 if quick else 1200, hidden_size=96, num_layers=2,
+                    # lr far above the paper's 5e-7: these models are small and trained from scratch
+                    settings={"learning_rate": 5e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 3})

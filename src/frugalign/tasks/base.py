@@ -36,13 +36,29 @@ class Task:
     tokenizer: PreTrainedTokenizerFast
     train_prompts: list[str]
     eval_prompts: list[str]  # held out from alignment (not from pre-training)
-    demonstrations: list[dict]  # {"prompt", "completion"}
-    pair_pool: list[dict]  # {"prompt", "response_a", "response_b"}, sampled from the base policy
+    demos: list[dict] | Callable[[], list[dict]]  # {"prompt", "completion"} rows, or what makes them on first use
+    pool: list[dict] | Callable[[], list[dict]]  # {"prompt", "response_a", "response_b"} sampled from the base policy
     reward_fn: Callable[[str, str], float]
     max_new_tokens: int
+    settings: dict = field(default_factory=dict)  # DPO settings that suit the task: learning_rate, beta, batch_size, num_epochs
+    eval_samples: int = 2  # samples per held-out prompt in a gold evaluation
     temperature: float = 1.0
     top_p: float = 1.0
     info: dict = field(default_factory=dict)
+
+    @property
+    def pair_pool(self) -> list[dict]:
+        """Two responses of the base policy per train prompt (a pretrained model's are sampled on first use)."""
+        if callable(self.pool):
+            self.pool = self.pool()
+        return self.pool
+
+    @property
+    def demonstrations(self) -> list[dict]:
+        """Demonstrations for SFT, SPIN and AIHF; a task on a pretrained model samples them only when asked."""
+        if callable(self.demos):
+            self.demos = self.demos()
+        return self.demos
 
     def gold_reward(self, prompt: str, response: str) -> float:
         return self.reward_fn(prompt, response)
@@ -79,6 +95,7 @@ class TaskSpec:
     reward_fn: Callable[[str, str], float]
     max_new_tokens: int
     steps: int
+    settings: dict
     hidden_size: int = 64
     num_layers: int = 2
     learning_rate: float = 3e-3
@@ -108,7 +125,7 @@ def build_task(spec: TaskSpec, seed: int, quick: bool, cache: Path | None) -> Ta
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     pool = json.loads((path / "pool.json").read_text())
     return Task(spec.name, model, tokenizer, spec.train_prompts, spec.eval_prompts, spec.demonstrations, pool,
-                spec.reward_fn, spec.max_new_tokens, info={"cache": str(path)})
+                spec.reward_fn, spec.max_new_tokens, settings=dict(spec.settings), info={"cache": str(path)})
 
 
 def _pretrain(spec: TaskSpec, seed: int):

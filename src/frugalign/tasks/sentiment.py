@@ -112,4 +112,6 @@ def spec(seed: int, quick: bool) -> TaskSpec:
         rest = " ".join(candidate.split()[len(head):])
         demos.append({"prompt": p, "completion": f"{rest} {sentence(rng, 1)}"})
     return TaskSpec("sentiment", word_tokenizer(WORDS), corpus, train, held, demos, gold_reward,
-                  max_new_tokens=14, steps=400 if quick else 1200, hidden_size=96, num_layers=2)
+                    max_new_tokens=14, steps=400 if quick else 1200, hidden_size=96, num_layers=2,
+                    # lr far above the paper's 5e-7: these models are small and trained from scratch
+                    settings={"learning_rate": 2e-4, "beta": 0.1, "batch_size": 16, "num_epochs": 4})
