@@ -109,3 +109,17 @@ def test_rmsprop_and_clipping_run_and_change_parameters(tmp_path, tokenizer):
                                            lr_scheduler="cosine"), model, tokenizer, rows)
     assert not torch.equal(before, flat_params(trained))
     assert result.last_metrics["grad_norm"] > 0
+
+
+def test_pruning_keeps_this_runs_latest_checkpoint(tmp_path, tokenizer):
+    """A checkpoint left by another run at a later step is not taken for this run's newest: pruning
+    keeps what this run wrote, and --resume continues it."""
+    foreign = tmp_path / "checkpoints" / "step-00000100"
+    foreign.mkdir(parents=True)
+    (foreign / "frugalign_state.json").write_text(json.dumps({"step": 100}))
+    rows = tokenized(tokenizer, 8)
+    train_dpo(dpo_config(tmp_path, max_steps=5, save_steps=2, save_total_limit=1), tiny_causal_lm(len(tokenizer)),
+              tokenizer, rows)
+    engine = Engine(dpo_config(tmp_path, resume=True))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [engine.latest_checkpoint().name]
+    assert engine.latest_checkpoint().name != "step-00000100"

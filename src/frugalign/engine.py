@@ -48,7 +48,9 @@ console = Console(stderr=True)
 class TrainConfig(Config):
     """Options of the training engine, shared by every training command."""
 
-    output_dir: str = option("runs/frugalign", "where checkpoints, metrics.jsonl and the final model go")
+    output_dir: str | None = option(None, "the run's folder: checkpoints, metrics.jsonl, config.yaml and the final "
+                                          "model (default: runs/<command>-<timestamp>)")
+    overwrite: bool = option(False, "clear output_dir first when it holds another run (a label ledger is kept)")
     learning_rate: float = option(1e-6, "peak learning rate")
     optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer (OPTune used RMSprop)")
     weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
@@ -72,7 +74,7 @@ class TrainConfig(Config):
     report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
 
     def validate(self) -> None:
-        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps"):
+        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -90,6 +92,16 @@ class TrainResult:
     seconds: float
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+
+
+def ensure_output_dir(config: TrainConfig) -> Path:
+    """config.output_dir, set to a fresh `runs/<name>-<timestamp>` when the Python API left it unset
+    (the CLI sets it before, with the command's name)."""
+    if config.output_dir is None:
+        from frugalign.rundir import fresh_run_dir
+
+        config.output_dir = str(fresh_run_dir(type(config).__name__.removesuffix("Config").lower()))
+    return Path(config.output_dir)
 
 
 def is_main_process() -> bool:
@@ -126,7 +138,7 @@ class Engine:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.output_dir = Path(config.output_dir)
+        self.output_dir = ensure_output_dir(config)
         trackers = list(config.report_to)
         # accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
         # each Engine is one training run, so a run in the same process (a bench, a notebook) starts afresh.
@@ -337,16 +349,24 @@ class Engine:
         self.accelerator.wait_for_everyone()
         if self.is_main:
             (path / "frugalign_state.json").write_text(json.dumps({"step": step}))
-            complete = sorted(p for p in path.parent.iterdir() if (p / "frugalign_state.json").exists())
-            for old in complete[: -self.config.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            # Keep this checkpoint and the newest earlier ones. One with a later step cannot be this run's
+            # (steps only grow): it would pass for its latest on --resume, so it goes too.
+            earlier = [p for p in self.checkpoints() if checkpoint_step(p) < step]
+            keep = set(earlier[max(0, len(earlier) - self.config.save_total_limit + 1):]) | {path}
+            for old in self.checkpoints():
+                if old not in keep:
+                    shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def latest_checkpoint(self) -> Path | None:
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, by step number."""
         root = self.output_dir / "checkpoints"
         if not root.is_dir():
-            return None
-        complete = sorted(p for p in root.iterdir() if (p / "frugalign_state.json").exists())
+            return []
+        return sorted((p for p in root.iterdir() if (p / "frugalign_state.json").exists()), key=checkpoint_step)
+
+    def latest_checkpoint(self) -> Path | None:
+        complete = self.checkpoints()
         return complete[-1] if complete else None
 
     def _maybe_resume(self) -> int:
@@ -372,6 +392,10 @@ class Engine:
     def end(self) -> None:
         if self.config.report_to:
             self.accelerator.end_training()
+
+
+def checkpoint_step(path: Path) -> int:
+    return json.loads((path / "frugalign_state.json").read_text())["step"]
 
 
 def _short(metrics: dict[str, float]) -> str:
