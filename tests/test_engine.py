@@ -120,6 +120,14 @@ def test_pruning_keeps_this_runs_latest_checkpoint(tmp_path, tokenizer):
     rows = tokenized(tokenizer, 8)
     train_dpo(dpo_config(tmp_path, max_steps=5, save_steps=2, save_total_limit=1), tiny_causal_lm(len(tokenizer)),
               tokenizer, rows)
-    engine = Engine(dpo_config(tmp_path, resume=True))
-    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [engine.latest_checkpoint().name]
-    assert engine.latest_checkpoint().name != "step-00000100"
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000004"]
+    assert Engine(dpo_config(tmp_path, resume=True)).latest_checkpoint().name == "step-00000004"
+
+
+def test_final_resumable_checkpoint_is_opt_in(tmp_path, tokenizer):
+    rows = tokenized(tokenizer, 8)
+    train_dpo(dpo_config(tmp_path / "plain", max_steps=2), tiny_causal_lm(len(tokenizer)), tokenizer, rows)
+    assert not (tmp_path / "plain" / "checkpoints").exists()
+    train_dpo(dpo_config(tmp_path / "kept", max_steps=2, save_final_checkpoint=True), tiny_causal_lm(len(tokenizer)),
+              tokenizer, rows)
+    assert (tmp_path / "kept" / "checkpoints" / "step-00000002" / "frugalign_state.json").exists()

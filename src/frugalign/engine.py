@@ -65,7 +65,9 @@ class TrainConfig(Config):
         "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
-    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: only at the end)")
+    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
+    save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
+                                                "included: about 3x the model; the final model is always saved)")
     save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
     eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
     logging_steps: int = option(1, "log metrics every N steps")
@@ -277,7 +279,8 @@ class Engine:
         if eval_fn is not None:
             eval_metrics = self._evaluate(model, eval_fn)
             self._log(metrics_file, total, eval_metrics)
-        self.save_checkpoint(total)
+        if c.save_final_checkpoint:
+            self.save_checkpoint(total)
         seconds = time.perf_counter() - began
         return model, TrainResult(steps=total, seconds=seconds, last_metrics=last, eval_metrics=eval_metrics)
 
