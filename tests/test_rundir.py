@@ -79,3 +79,4 @@ def test_unusable_output_dir_is_one_line(tmp_path, capsys, where):
 def test_resume_without_a_folder_is_refused(capsys):
     assert main(["dpo", "--dataset", "none.jsonl", "--resume"]) == 2
     assert "--resume needs --output-dir" in capsys.readouterr().err
+
