@@ -41,7 +41,7 @@ from frugalign.errors import UserError
 StepFn = Callable[[object, list[dict]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 EvalFn = Callable[[object], dict[str, float]]
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and messages; the end-of-run summary goes to stdout
 
 
 @dataclass
@@ -94,6 +94,19 @@ class TrainResult:
     seconds: float
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+    mean_metrics: dict[str, float]  # each training metric's mean over the steps this run took
+    total_metrics: dict[str, float]  # and its sum (counts such as trained pairs)
+
+    def summary(self, skip: tuple[str, ...] = ()) -> dict[str, object]:
+        """Steps, times and the run's means of the training metrics (not `skip`: running counters whose
+        mean means nothing), then the final evaluation."""
+        out: dict[str, object] = {"steps": self.steps, "time": format_duration(self.seconds)}
+        if "step_seconds" in self.mean_metrics:
+            out["time per step"] = format_duration(self.mean_metrics["step_seconds"])
+        for key, value in self.mean_metrics.items():
+            if key not in ("lr", "step_seconds", *skip):
+                out[f"{key} (mean)"] = value
+        return {**out, **self.eval_metrics}
 
 
 def ensure_output_dir(config: TrainConfig) -> Path:
@@ -252,6 +265,7 @@ class Engine:
         )
         began = time.perf_counter()
         last: dict[str, float] = {}
+        totals: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         with self._progress() as progress:
             task = progress.add_task(description, total=total, completed=start, info="")
@@ -267,6 +281,8 @@ class Engine:
                     raise
                 last["lr"] = scheduler.get_last_lr()[0]
                 last["step_seconds"] = time.perf_counter() - step_began
+                for key, value in last.items():
+                    totals[key] = totals.get(key, 0.0) + value
                 done = step + 1
                 if eval_fn is not None and c.eval_steps > 0 and done % c.eval_steps == 0 and done < total:
                     eval_metrics = self._evaluate(model, eval_fn)
@@ -282,7 +298,9 @@ class Engine:
         if c.save_final_checkpoint:
             self.save_checkpoint(total)
         seconds = time.perf_counter() - began
-        return model, TrainResult(steps=total, seconds=seconds, last_metrics=last, eval_metrics=eval_metrics)
+        means = {k: v / max(1, total - start) for k, v in totals.items()}
+        return model, TrainResult(steps=total, seconds=seconds, last_metrics=last, eval_metrics=eval_metrics,
+                                  mean_metrics=means, total_metrics=totals)
 
     def _optimizer_step(self, model, optimizer, scheduler, rows, step, step_fn) -> dict[str, float]:
         c = self.config
@@ -406,8 +424,26 @@ def _short(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys)
 
 
+def format_duration(seconds: float) -> str:
+    """`0.42 s`, `12.3 s`, `2 min 18 s`, `1 h 05 min`."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def summary_table(title: str, rows: dict[str, object]) -> Table:
     table = Table(title=title, show_header=False)
     for key, value in rows.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
+
+
+def print_summary(title: str, rows: dict[str, object]) -> None:
+    """The end-of-run summary, on stdout (progress and messages go to stderr), by the first process only."""
+    if is_main_process():
+        Console().print(summary_table(title, rows))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,7 +181,7 @@ def tiny_reward_model(path, tokenizer):
     return path
 
 
-def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer):
+def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer, capsys):
     from frugalign.cli import main
 
     rm = tiny_reward_model(tmp_path / "rm", tokenizer)
@@ -195,6 +196,8 @@ def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, token
     # the last iterate is saved once, as model/; no resumable checkpoint is kept by default
     assert (out / "policy-iter0").is_dir() and not (out / "policy-iter1").exists()
     assert not list(out.glob("train-iter*/checkpoints"))
+    summary = capsys.readouterr().out
+    assert "frugalign online" in summary and re.search(r"responses generated\s*│\s*24 ", summary)
 
 
 def test_resume_in_the_scoring_phase_scores_each_batch_once(tmp_path, task, monkeypatch):

@@ -33,7 +33,7 @@ import torch
 from frugalign import losses
 from frugalign.config import option
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import Engine, console
+from frugalign.engine import Engine, console, format_duration, print_summary
 from frugalign.errors import UserError
 from frugalign.generation import GenerationBackend, open_generator, progress_bar
 from frugalign.recipes.common import RecipeConfig
@@ -355,4 +355,12 @@ def run(config: OnlineConfig) -> list[dict]:
     policy, records = run_online(config, policy, tokenizer, prompts,
                                  lambda p, r: score(rm, rm_tokenizer, p, r))
     (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    phases = {p: format_duration(sum(r["time_s"][p] for r in records)) for p in ("generation", "scoring", "training")}
+    print_summary(f"frugalign online ({config.selection}, rho {config.rho}, {config.loss})", {
+        "prompts": len(prompts), "iterations": len(records),
+        "responses generated": sum(r["generated"] for r in records),
+        "mean chosen reward (first / last iteration)": f"{records[0]['mean_chosen_reward']:.4f} / "
+                                                       f"{records[-1]['mean_chosen_reward']:.4f}",
+        "time (generation / scoring / training)": " / ".join(phases.values()),
+        "model": str(Path(config.output_dir) / "model")})
     return records
