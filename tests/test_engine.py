@@ -109,3 +109,38 @@ def test_rmsprop_and_clipping_run_and_change_parameters(tmp_path, tokenizer):
                                            lr_scheduler="cosine"), model, tokenizer, rows)
     assert not torch.equal(before, flat_params(trained))
     assert result.last_metrics["grad_norm"] > 0
+
+
+def test_pruning_keeps_this_runs_latest_checkpoint(tmp_path, tokenizer):
+    """A checkpoint left by another run at a later step is not taken for this run's newest: pruning
+    keeps what this run wrote, and --resume continues it."""
+    foreign = tmp_path / "checkpoints" / "step-00000100"
+    foreign.mkdir(parents=True)
+    (foreign / "frugalign_state.json").write_text(json.dumps({"step": 100}))
+    rows = tokenized(tokenizer, 8)
+    train_dpo(dpo_config(tmp_path, max_steps=5, save_steps=2, save_total_limit=1), tiny_causal_lm(len(tokenizer)),
+              tokenizer, rows)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-00000004"]
+    assert Engine(dpo_config(tmp_path, resume=True)).latest_checkpoint().name == "step-00000004"
+
+
+def test_final_resumable_checkpoint_is_opt_in(tmp_path, tokenizer):
+    rows = tokenized(tokenizer, 8)
+    train_dpo(dpo_config(tmp_path / "plain", max_steps=2), tiny_causal_lm(len(tokenizer)), tokenizer, rows)
+    assert not (tmp_path / "plain" / "checkpoints").exists()
+    train_dpo(dpo_config(tmp_path / "kept", max_steps=2, save_final_checkpoint=True), tiny_causal_lm(len(tokenizer)),
+              tokenizer, rows)
+    assert (tmp_path / "kept" / "checkpoints" / "step-00000002" / "frugalign_state.json").exists()
+
+
+def test_result_summarises_the_whole_run_not_its_last_step(tmp_path, tokenizer):
+    from frugalign.engine import format_duration
+
+    _, result = train_dpo(dpo_config(tmp_path, max_steps=3), tiny_causal_lm(len(tokenizer)), tokenizer,
+                          tokenized(tokenizer, 8))
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert result.mean_metrics["loss"] == pytest.approx(sum(x["loss"] for x in logged) / 3)
+    summary = result.summary()
+    assert summary["steps"] == 3 and summary["loss (mean)"] == result.mean_metrics["loss"]
+    assert "lr (mean)" not in summary and summary["time per step"].endswith(" s")
+    assert [format_duration(s) for s in (0.4213, 12.34, 138, 3900)] == ["0.42 s", "12.3 s", "2 min 18 s", "1 h 05 min"]

@@ -8,12 +8,19 @@ import sys
 
 from frugalign.config import add_config_arguments, load_config
 from frugalign.errors import UserError
+from frugalign.rundir import prepare_run_dir
 
 
 def _train_command(sub, name: str, help: str, config_cls, run) -> None:
     parser = sub.add_parser(name, help=help, description=config_cls.__doc__)
     add_config_arguments(parser, config_cls)
-    parser.set_defaults(handler=lambda args: run(load_config(config_cls, args)))
+
+    def handler(args: argparse.Namespace):
+        config = load_config(config_cls, args)
+        prepare_run_dir(config, name, args.argv)  # before anything loads: a refused folder costs nothing
+        return run(config)
+
+    parser.set_defaults(handler=handler)
 
 
 def _command_group(sub, name: str, help: str, commands) -> None:
@@ -117,7 +124,9 @@ def export_labels(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # saved in each run folder's command.txt
     try:
         result = args.handler(args)
     except UserError as e:

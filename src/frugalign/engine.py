@@ -41,14 +41,16 @@ from frugalign.errors import UserError
 StepFn = Callable[[object, list[dict]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 EvalFn = Callable[[object], dict[str, float]]
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and messages; the end-of-run summary goes to stdout
 
 
 @dataclass
 class TrainConfig(Config):
     """Options of the training engine, shared by every training command."""
 
-    output_dir: str = option("runs/frugalign", "where checkpoints, metrics.jsonl and the final model go")
+    output_dir: str | None = option(None, "the run's folder: checkpoints, metrics.jsonl, config.yaml and the final "
+                                          "model (default: runs/<command>-<timestamp>)")
+    overwrite: bool = option(False, "clear output_dir first when it holds another run (a label ledger is kept)")
     learning_rate: float = option(1e-6, "peak learning rate")
     optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer (OPTune used RMSprop)")
     weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
@@ -63,7 +65,9 @@ class TrainConfig(Config):
         "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
-    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: only at the end)")
+    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
+    save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
+                                                "included: about 3x the model; the final model is always saved)")
     save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
     eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
     logging_steps: int = option(1, "log metrics every N steps")
@@ -72,7 +76,7 @@ class TrainConfig(Config):
     report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
 
     def validate(self) -> None:
-        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps"):
+        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -90,6 +94,29 @@ class TrainResult:
     seconds: float
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
+    mean_metrics: dict[str, float]  # each training metric's mean over the steps this run took
+    total_metrics: dict[str, float]  # and its sum (counts such as trained pairs)
+
+    def summary(self, skip: tuple[str, ...] = ()) -> dict[str, object]:
+        """Steps, times and the run's means of the training metrics (not `skip`: running counters whose
+        mean means nothing), then the final evaluation."""
+        out: dict[str, object] = {"steps": self.steps, "time": format_duration(self.seconds)}
+        if "step_seconds" in self.mean_metrics:
+            out["time per step"] = format_duration(self.mean_metrics["step_seconds"])
+        for key, value in self.mean_metrics.items():
+            if key not in ("lr", "step_seconds", *skip):
+                out[f"{key} (mean)"] = value
+        return {**out, **self.eval_metrics}
+
+
+def ensure_output_dir(config: TrainConfig) -> Path:
+    """config.output_dir, set to a fresh `runs/<name>-<timestamp>` when the Python API left it unset
+    (the CLI sets it before, with the command's name)."""
+    if config.output_dir is None:
+        from frugalign.rundir import fresh_run_dir
+
+        config.output_dir = str(fresh_run_dir(type(config).__name__.removesuffix("Config").lower()))
+    return Path(config.output_dir)
 
 
 def is_main_process() -> bool:
@@ -126,7 +153,7 @@ class Engine:
 
     def __init__(self, config: TrainConfig):
         self.config = config
-        self.output_dir = Path(config.output_dir)
+        self.output_dir = ensure_output_dir(config)
         trackers = list(config.report_to)
         # accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
         # each Engine is one training run, so a run in the same process (a bench, a notebook) starts afresh.
@@ -238,6 +265,7 @@ class Engine:
         )
         began = time.perf_counter()
         last: dict[str, float] = {}
+        totals: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         with self._progress() as progress:
             task = progress.add_task(description, total=total, completed=start, info="")
@@ -253,6 +281,8 @@ class Engine:
                     raise
                 last["lr"] = scheduler.get_last_lr()[0]
                 last["step_seconds"] = time.perf_counter() - step_began
+                for key, value in last.items():
+                    totals[key] = totals.get(key, 0.0) + value
                 done = step + 1
                 if eval_fn is not None and c.eval_steps > 0 and done % c.eval_steps == 0 and done < total:
                     eval_metrics = self._evaluate(model, eval_fn)
@@ -265,9 +295,12 @@ class Engine:
         if eval_fn is not None:
             eval_metrics = self._evaluate(model, eval_fn)
             self._log(metrics_file, total, eval_metrics)
-        self.save_checkpoint(total)
+        if c.save_final_checkpoint:
+            self.save_checkpoint(total)
         seconds = time.perf_counter() - began
-        return model, TrainResult(steps=total, seconds=seconds, last_metrics=last, eval_metrics=eval_metrics)
+        means = {k: v / max(1, total - start) for k, v in totals.items()}
+        return model, TrainResult(steps=total, seconds=seconds, last_metrics=last, eval_metrics=eval_metrics,
+                                  mean_metrics=means, total_metrics=totals)
 
     def _optimizer_step(self, model, optimizer, scheduler, rows, step, step_fn) -> dict[str, float]:
         c = self.config
@@ -337,16 +370,24 @@ class Engine:
         self.accelerator.wait_for_everyone()
         if self.is_main:
             (path / "frugalign_state.json").write_text(json.dumps({"step": step}))
-            complete = sorted(p for p in path.parent.iterdir() if (p / "frugalign_state.json").exists())
-            for old in complete[: -self.config.save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+            # Keep this checkpoint and the newest earlier ones. One with a later step cannot be this run's
+            # (steps only grow): it would pass for its latest on --resume, so it goes too.
+            earlier = [p for p in self.checkpoints() if checkpoint_step(p) < step]
+            keep = set(earlier[max(0, len(earlier) - self.config.save_total_limit + 1):]) | {path}
+            for old in self.checkpoints():
+                if old not in keep:
+                    shutil.rmtree(old, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
-    def latest_checkpoint(self) -> Path | None:
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, by step number."""
         root = self.output_dir / "checkpoints"
         if not root.is_dir():
-            return None
-        complete = sorted(p for p in root.iterdir() if (p / "frugalign_state.json").exists())
+            return []
+        return sorted((p for p in root.iterdir() if (p / "frugalign_state.json").exists()), key=checkpoint_step)
+
+    def latest_checkpoint(self) -> Path | None:
+        complete = self.checkpoints()
         return complete[-1] if complete else None
 
     def _maybe_resume(self) -> int:
@@ -374,9 +415,25 @@ class Engine:
             self.accelerator.end_training()
 
 
+def checkpoint_step(path: Path) -> int:
+    return json.loads((path / "frugalign_state.json").read_text())["step"]
+
+
 def _short(metrics: dict[str, float]) -> str:
     keys = [k for k in ("loss", "rewards/accuracy", "eval/loss") if k in metrics]
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys)
+
+
+def format_duration(seconds: float) -> str:
+    """`0.42 s`, `12.3 s`, `2 min 18 s`, `1 h 05 min`."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def summary_table(title: str, rows: dict[str, object]) -> Table:
@@ -384,3 +441,9 @@ def summary_table(title: str, rows: dict[str, object]) -> Table:
     for key, value in rows.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
+
+
+def print_summary(title: str, rows: dict[str, object]) -> None:
+    """The end-of-run summary, on stdout (progress and messages go to stderr), by the first process only."""
+    if is_main_process():
+        Console().print(summary_table(title, rows))

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from frugalign.cli import main
 from frugalign.data import (
     Demonstration,
     PreferenceExample,
@@ -189,3 +190,67 @@ def test_truncation_never_exceeds_the_limits(prompt, response, max_prompt, max_r
                                    max_response, "h")
     assert len(rows[0]["prompt_ids"]) <= max_prompt
     assert len(rows[0]["chosen_ids"]) <= max_response and len(rows[0]["rejected_ids"]) <= max_response
+
+
+ROW = {"prompt": "a", "chosen": "b", "rejected": "c"}
+
+
+@pytest.mark.parametrize("name,content,where", [
+    ("u.jsonl", b'{"prompt": "a"}\n{"prompt": "\xff"}\n', "u.jsonl: row 2: not valid UTF-8: byte 0xff at column 13"),
+    ("u.json", b'[{"prompt": "a"},\n {"prompt": "\xff"}]', "u.json: not valid UTF-8: byte 0xff at line 2, column 14"),
+    ("u.csv", b"prompt,chosen,rejected\na,b\xff,c\n", "u.csv: not valid UTF-8: byte 0xff at line 2, column 4"),
+])
+def test_invalid_utf8_is_named_by_row_or_line(tmp_path, name, content, where):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError) as e:
+        load_rows(str(tmp_path / name))
+    assert str(e.value) == f"{tmp_path / where} (save the file as UTF-8)"
+
+
+@pytest.mark.parametrize("field,value", [("weight", "9" * 5000), ("margin", "9" * 5000), ("weight", "9" * 400),
+                                         ("margin", "-" + "9" * 400)])
+def test_huge_numbers_are_refused_by_field(tmp_path, field, value):
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps(ROW) + "\n" + json.dumps(ROW)[:-1] + f', "{field}": {value}}}\n')
+    with pytest.raises(DataError, match=f"big.jsonl: row 2: field '{field}': .*finite number"):
+        preference_examples(load_rows(str(path)), str(path))
+
+
+@pytest.mark.parametrize("name,text", [("deep.json", "[" * 100_000 + "]" * 100_000),
+                                       ("deep.jsonl", '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + "}\n")])
+def test_deeply_nested_json_is_refused(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_rows(str(tmp_path / name))
+
+
+@pytest.mark.parametrize("cell,message", [("nan", "row 2: field 'weight': must be a finite number >= 0, got nan"),
+                                          ("oops", "row 2: field 'weight': expected a number, got 'oops'")])
+def test_csv_weight_nan_is_refused_and_the_bad_row_is_the_one_named(tmp_path, cell, message):
+    path = tmp_path / "w.csv"
+    path.write_text(f"prompt,chosen,rejected,weight\nNA,b,c,1\nd,e,f,{cell}\ng,h,i,\n")
+    with pytest.raises(DataError) as e:
+        preference_examples(load_rows(str(path)), str(path))
+    assert str(e.value) == f"{path}: {message}"
+    path.write_text("prompt,chosen,rejected,weight\nNA,b,c,0.5\ng,h,i,\n")
+    # an empty cell is a missing weight (1.0); "NA" is a prompt like any other
+    assert [(x.prompt, x.weight) for x in preference_examples(load_rows(str(path)), str(path))] == [("NA", 0.5),
+                                                                                                    ("g", 1.0)]
+
+
+@pytest.mark.parametrize("command", [["sft"], ["adpo"], ["dpo"]])
+def test_invalid_utf8_dataset_is_one_line_in_training_commands(tmp_path, tiny_model_dir, capsys, command):
+    (tmp_path / "u.jsonl").write_bytes(b'{"prompt": "\xff", "completion": "b"}\n')
+    code = main([*command, "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "u.jsonl"), "--output-dir",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "u.jsonl: row 1: not valid UTF-8" in err and "Traceback" not in err
+
+
+def test_invalid_utf8_answers_in_import_study_is_one_line(tmp_path, capsys):
+    (tmp_path / "a.jsonl").write_bytes(b'{"instruction": "p", "output": "\xff"}\n')
+    (tmp_path / "b.jsonl").write_text('{"instruction": "p", "output": "b"}\n')
+    code = main(["annotate", "import-study", "--db", str(tmp_path / "s.sqlite"), "--model-a", str(tmp_path / "a.jsonl"),
+                 "--model-b", str(tmp_path / "b.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and "a.jsonl: row 1: not valid UTF-8" in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,7 +181,7 @@ def tiny_reward_model(path, tokenizer):
     return path
 
 
-def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer):
+def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, tokenizer, capsys):
     from frugalign.cli import main
 
     rm = tiny_reward_model(tmp_path / "rm", tokenizer)
@@ -192,6 +193,11 @@ def test_cli_runs_end_to_end_with_a_reward_model(tmp_path, tiny_model_dir, token
     records = json.loads((out / "iterations.json").read_text())
     assert [r["generated"] for r in records] == [16, 8]
     assert (out / "model" / "model.safetensors").exists()
+    # the last iterate is saved once, as model/; no resumable checkpoint is kept by default
+    assert (out / "policy-iter0").is_dir() and not (out / "policy-iter1").exists()
+    assert not list(out.glob("train-iter*/checkpoints"))
+    summary = capsys.readouterr().out
+    assert "frugalign online" in summary and re.search(r"responses generated\s*│\s*24 ", summary)
 
 
 def test_resume_in_the_scoring_phase_scores_each_batch_once(tmp_path, task, monkeypatch):

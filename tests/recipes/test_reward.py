@@ -57,6 +57,15 @@ def test_margin_and_centering_change_the_loss(tmp_path, tiny_rm_dir):
     assert losses[0] != losses[1] and losses[2] > losses[0]  # a margin to beat makes the same scores cost more
 
 
+def test_summary_is_on_stdout_with_run_means(tmp_path, tiny_rm_dir, capsys):
+    data = write(tmp_path / "d.jsonl", preference_rows(16))
+    assert main(["reward", "--model", str(tiny_rm_dir), "--dataset", data, "--output-dir", str(tmp_path / "o"),
+                 "--max-steps", "2", "--batch-size", "8"]) == 0
+    out, err = capsys.readouterr()
+    assert "frugalign reward" in out and "frugalign reward" not in err
+    assert "loss (mean)" in out and "time per step" in out and "step_seconds" not in out
+
+
 def test_bad_margin_is_named(tmp_path, tiny_rm_dir, capsys):
     data = write(tmp_path / "m.jsonl", [dict(preference_rows(1)[0], margin="big")])
     assert main(["reward", "--model", str(tiny_rm_dir), "--dataset", data, "--output-dir", str(tmp_path / "o")]) == 2

@@ -96,23 +96,33 @@ class _Row:
     def is_conversational(self, *fields: str) -> bool:
         return any(isinstance(self.row.get(f), list) for f in fields)
 
+    def numeric(self, field: str) -> float | None:
+        """The field as a float, None when it is not a number; an integer beyond a float's range is inf."""
+        value = self.row[field]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf
+
     def weight(self) -> float:
         if "weight" not in self.row or self.row["weight"] is None:
             return 1.0
-        w = self.row["weight"]
-        if isinstance(w, bool) or not isinstance(w, (int, float)):
-            raise self.error(f"expected a number, got {w!r}", "weight")
+        w = self.numeric("weight")
+        if w is None:
+            raise self.error(f"expected a number, got {self.row['weight']!r}", "weight")
         if not math.isfinite(w) or w < 0:
             raise self.error(f"must be a finite number >= 0, got {w!r}", "weight")
-        return float(w)
+        return w
 
     def margin(self) -> float:
-        m = self.row.get("margin")
-        if m is None:
+        if self.row.get("margin") is None:
             return 0.0
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m):
-            raise self.error(f"expected a finite number, got {m!r}", "margin")
-        return float(m)
+        m = self.numeric("margin")
+        if m is None or not math.isfinite(m):
+            raise self.error(f"expected a finite number, got {self.row['margin'] if m is None else m!r}", "margin")
+        return m
 
 
 class _Template:

@@ -32,7 +32,7 @@ from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJu
 from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
 from frugalign.config import option
 from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlabelled_pairs
-from frugalign.engine import Engine, TrainResult, summary_table
+from frugalign.engine import Engine, TrainResult, print_summary
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps
 from frugalign.recipes.common import load_policy
@@ -373,14 +373,16 @@ def run(config: ADPOConfig) -> TrainResult:
             app.should_exit = True
     path = engine.save_model(model, tokenizer)
     engine.end()
-    summary = {"pairs": len(rows), "steps": result.steps, "seconds": result.seconds,
-               "queries (this run)": stats.asked, "pseudo-labelled": stats.pseudo,
+    # queries, labels_pending, pseudo_labelled and skipped are running counters: their totals are above
+    summary = {"pairs": len(rows), "queries (this run)": stats.asked, "pseudo-labelled": stats.pseudo,
                "skipped (confident / budget)": f"{stats.skipped_confident} / {stats.skipped_budget}",
-               "ledger": str(ledger.path), **result.last_metrics, "model": str(path)}
+               "trained pairs (total)": int(result.total_metrics.get("trained_pairs", 0)),
+               **result.summary(skip=("queries", "labels_pending", "pseudo_labelled", "skipped", "trained_pairs")),
+               "ledger": str(ledger.path), "model": str(path)}
     if stats.pseudo_checked:
         summary["pseudo-label agreement"] = stats.pseudo_agree / stats.pseudo_checked
     if stats.audited:
         summary["audits (agreeing)"] = f"{stats.audited} ({stats.audit_agree})"
-    engine.print(summary_table(f"frugalign adpo ({config.mode})", summary))
+    print_summary(f"frugalign adpo ({config.mode})", summary)
     ledger.close()
     return result

@@ -25,7 +25,7 @@ from typing import Literal
 from frugalign import models
 from frugalign.config import option
 from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
-from frugalign.engine import Engine, console, summary_table
+from frugalign.engine import Engine, console, format_duration, print_summary
 from frugalign.errors import UserError
 from frugalign.generation import generate
 from frugalign.recipes.dpo import DPOConfig, attach_reference_logps, train_dpo
@@ -190,10 +190,11 @@ def load_data(config: AIHFConfig, need_preferences: bool):
 def report(config: AIHFConfig, name: str, records: list[dict], n_pref: int, model_path: Path) -> None:
     generated = sum(r["generated"] + r["policy_step_generated"] for r in records)
     seconds = {p: sum(r["time_s"][p] for r in records) for p in ("generation", "training")}
-    console.print(summary_table(f"frugalign {name}", {
+    print_summary(f"frugalign {name}", {
         "iterations": len(records), "responses generated": generated, "preference pairs used": n_pref,
-        "seconds (generation / training)": f"{seconds['generation']:.1f} / {seconds['training']:.1f}",
-        "model": str(model_path)}))
+        "time (generation / training)": f"{format_duration(seconds['generation'])} / "
+                                        f"{format_duration(seconds['training'])}",
+        "model": str(model_path)})
 
 
 def run(config: AIHFConfig, name: str | None = None, need_preferences: bool = True) -> list[dict]:

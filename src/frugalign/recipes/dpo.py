@@ -19,7 +19,7 @@ import torch
 from frugalign import losses, models
 from frugalign.config import option
 from frugalign.data import load_rows, preference_examples, tokenize_preferences
-from frugalign.engine import Engine, TrainResult, console, is_main_process, resolve_mixed_precision, summary_table
+from frugalign.engine import Engine, TrainResult, console, is_main_process, print_summary, resolve_mixed_precision
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
@@ -250,9 +250,6 @@ def run(config: DPOConfig) -> TrainResult:
     model, result = train_dpo(config, policy, tokenizer, train_rows, eval_rows, engine)
     path = engine.save_model(model, tokenizer)
     engine.end()
-    engine.print(summary_table(
-        f"frugalign {config.loss}",
-        {"pairs": len(train_rows), "held-out pairs": len(eval_rows), "steps": result.steps,
-         "seconds": result.seconds, **result.last_metrics, **result.eval_metrics, "model": str(path)},
-    ))
+    print_summary(f"frugalign {config.loss}", {"pairs": len(train_rows), "held-out pairs": len(eval_rows),
+                                               **result.summary(), "model": str(path)})
     return result

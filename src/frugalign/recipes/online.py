@@ -33,7 +33,7 @@ import torch
 from frugalign import losses
 from frugalign.config import option
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import Engine, console
+from frugalign.engine import Engine, console, format_duration, print_summary
 from frugalign.errors import UserError
 from frugalign.generation import GenerationBackend, open_generator, progress_bar
 from frugalign.recipes.common import RecipeConfig
@@ -74,6 +74,8 @@ class OnlineConfig(DPOConfig):
                 self.loss = "wdpo"
         else:
             super().validate()
+        if self.iterations < 1:
+            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
         if not 0.0 < self.rho <= 1.0:
             raise UserError(f"option rho must be in (0, 1], got {self.rho}")
         if self.samples_per_prompt < 2:
@@ -174,7 +176,8 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
             if on_iteration is not None:
                 record.update(on_iteration(t, policy))
             records.append(record)
-            policy_dir = str(out / f"policy-iter{t}")
+            # the last iterate is the final model: saved once, as model/
+            policy_dir = str(out / ("model" if t == config.iterations - 1 else f"policy-iter{t}"))
             policy.save_pretrained(policy_dir)
             tokenizer.save_pretrained(policy_dir)
             phase = "generate"
@@ -351,8 +354,13 @@ def run(config: OnlineConfig) -> list[dict]:
     policy = models.load_causal_lm(config.model)
     policy, records = run_online(config, policy, tokenizer, prompts,
                                  lambda p, r: score(rm, rm_tokenizer, p, r))
-    path = Path(config.output_dir) / "model"
-    policy.save_pretrained(path)
-    tokenizer.save_pretrained(path)
     (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    phases = {p: format_duration(sum(r["time_s"][p] for r in records)) for p in ("generation", "scoring", "training")}
+    print_summary(f"frugalign online ({config.selection}, rho {config.rho}, {config.loss})", {
+        "prompts": len(prompts), "iterations": len(records),
+        "responses generated": sum(r["generated"] for r in records),
+        "mean chosen reward (first / last iteration)": f"{records[0]['mean_chosen_reward']:.4f} / "
+                                                       f"{records[-1]['mean_chosen_reward']:.4f}",
+        "time (generation / scoring / training)": " / ".join(phases.values()),
+        "model": str(Path(config.output_dir) / "model")})
     return records

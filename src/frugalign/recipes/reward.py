@@ -12,7 +12,7 @@ import torch
 from frugalign import losses, models
 from frugalign.config import option
 from frugalign.data import load_rows, preference_examples
-from frugalign.engine import Engine, TrainResult, console, is_main_process, summary_table
+from frugalign.engine import Engine, TrainResult, console, is_main_process, print_summary
 from frugalign.errors import UserError
 from frugalign.recipes.common import RecipeConfig, hold_out
 
@@ -112,7 +112,6 @@ def run(config: RewardConfig) -> TrainResult:
     model, result = train_reward(config, model, tokenizer, train_rows, eval_rows, engine)
     path = engine.save_model(model, tokenizer)
     engine.end()
-    engine.print(summary_table("frugalign reward", {
-        "pairs": len(train_rows), "held-out pairs": len(eval_rows), "steps": result.steps, "seconds": result.seconds,
-        **result.last_metrics, **result.eval_metrics, "model": str(path)}))
+    print_summary("frugalign reward", {"pairs": len(train_rows), "held-out pairs": len(eval_rows), **result.summary(),
+                                       "model": str(path)})
     return result

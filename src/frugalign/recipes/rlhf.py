@@ -20,7 +20,7 @@ import torch
 
 from frugalign import losses, models
 from frugalign.config import option
-from frugalign.engine import Engine, TrainResult, summary_table
+from frugalign.engine import Engine, TrainResult, print_summary
 from frugalign.errors import UserError
 from frugalign.generation import generate
 from frugalign.logprobs import pad_sequences, sequence_logps
@@ -100,6 +100,5 @@ def run(config: RLHFConfig) -> TrainResult:
                                engine=engine)
     path = engine.save_model(model, tokenizer)
     engine.end()
-    engine.print(summary_table("frugalign rlhf", {"prompts": len(prompts), "steps": result.steps,
-                                                  "seconds": result.seconds, **result.last_metrics, "model": str(path)}))
+    print_summary("frugalign rlhf", {"prompts": len(prompts), **result.summary(), "model": str(path)})
     return result

@@ -10,7 +10,7 @@ import torch
 
 from frugalign import losses, models
 from frugalign.data import demonstrations, load_rows, tokenize_demonstrations
-from frugalign.engine import Engine, TrainResult, console, is_main_process, summary_table
+from frugalign.engine import Engine, TrainResult, console, is_main_process, print_summary
 from frugalign.errors import UserError
 from frugalign.logprobs import pad_sequences, token_logps
 from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
@@ -81,9 +81,6 @@ def run(config: SFTConfig) -> TrainResult:
     model, result = train_sft(config, policy, tokenizer, train_rows, eval_rows, engine)
     path = engine.save_model(model, tokenizer)
     engine.end()
-    engine.print(summary_table(
-        "frugalign sft",
-        {"demonstrations": len(train_rows), "held-out": len(eval_rows), "steps": result.steps,
-         "seconds": result.seconds, **result.last_metrics, **result.eval_metrics, "model": str(path)},
-    ))
+    print_summary("frugalign sft", {"demonstrations": len(train_rows), "held-out": len(eval_rows),
+                                    **result.summary(), "model": str(path)})
     return result
