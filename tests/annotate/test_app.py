@@ -1,11 +1,12 @@
 """The annotation app through its JSON API: tokens, assignment, validation, storage, studies."""
 
 import json
+import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
 
-from frugalign.active.ledger import LabelLedger
+from frugalign.active.ledger import LEASE_S, LabelLedger
 from frugalign.annotate.app import create_app
 from frugalign.cli import main
 from frugalign.data import UnlabelledPair
@@ -104,6 +105,45 @@ def test_k_labels_per_pair_for_agreement(ledger_path):
             answer_good(c, t, pair)
     votes = [n for (n,) in LabelLedger(ledger_path).db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
     assert votes == [2, 2, 2]
+
+
+def lapse(path, name):
+    """Move `name`'s holds back past the lease, as if they had walked away for longer than it."""
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE assignments SET assigned_at = assigned_at - ? WHERE annotator = ?", (LEASE_S + 1, name))
+    db.close()
+
+
+def test_a_late_answer_to_a_lapsed_hold_is_stored_only_while_the_pair_needs_a_label(ledger_path):
+    alice, bob, carol = token(ledger_path, "alice"), token(ledger_path, "bob"), token(ledger_path, "carol")
+    c = client(ledger_path)
+    first = c.get("/api/next", headers=auth(alice)).json()["pair"]
+    lapse(ledger_path, "alice")
+    assert c.get("/api/next", headers=auth(bob)).json()["pair"] == first  # alice's hold lapsed: bob holds it now
+    late = answer_good(c, alice, first)
+    assert late.status_code == 409 and "lapsed" in late.json()["detail"]
+    second = c.get("/api/next", headers=auth(alice)).json()["pair"]
+    assert second["pair_id"] != first["pair_id"]  # alice moves on rather than seeing bob's pair again
+    assert answer_good(c, bob, first).status_code == 200
+    lapse(ledger_path, "alice")
+    assert answer_good(c, alice, second).status_code == 200  # lapsed, but nobody else took it: still needed
+    third = c.get("/api/next", headers=auth(bob)).json()["pair"]
+    lapse(ledger_path, "bob")
+    assert c.get("/api/next", headers=auth(carol)).json()["pair"] == third
+    assert answer_good(c, carol, third).status_code == 200
+    assert answer_good(c, bob, third).status_code == 409  # carol labelled it meanwhile
+    votes = [n for (n,) in LabelLedger(ledger_path).db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
+    assert votes == [1, 1, 1]  # --labels-per-pair 1: one label per pair, whoever was late
+
+
+def test_labels_per_pair_must_be_at_least_one(ledger_path, capsys):
+    for k in ("0", "-2", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["annotate", "serve", "--db", str(ledger_path), "--labels-per-pair", k])
+        assert exit_.value.code == 2 and "--labels-per-pair" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="labels_per_pair"):
+        create_app(ledger_path, labels_per_pair=0)
 
 
 def test_add_annotator_prints_the_token_last(tmp_path, capsys):

@@ -31,6 +31,8 @@ class Label(BaseModel):
 
 def create_app(ledger_path: str | Path, labels_per_pair: int = 1) -> FastAPI:
     """The app on the ledger file at `ledger_path` (which must exist: a run or `add-annotator` makes it)."""
+    if labels_per_pair < 1:
+        raise ValueError(f"labels_per_pair must be at least 1, got {labels_per_pair}")
     if not Path(ledger_path).is_file():
         raise FileNotFoundError(f"{ledger_path}: no ledger there (add an annotator first, or start a run)")
     app = FastAPI(title="frugalign annotation", version="1",

@@ -22,7 +22,8 @@ def add_arguments(sub) -> None:
     p.add_argument("--db", required=True, help="the label ledger (a run's OUTPUT_DIR/labels.sqlite, or a study's)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
-    p.add_argument("--labels-per-pair", type=int, default=1, help="people asked per pair (more: agreement studies)")
+    p.add_argument("--labels-per-pair", type=positive(int), default=1,
+                   help="people asked per pair (more: agreement studies)")
     p.set_defaults(handler=serve)
     p = sub.add_parser("add-annotator", help="create an annotator; prints their token as the last line")
     p.add_argument("name", help="the annotator's name (unique in this ledger)")
@@ -39,6 +40,20 @@ def add_arguments(sub) -> None:
     p.add_argument("--study", default="study", help="the study's name")
     p.add_argument("--out", default=None, help="result JSON")
     p.set_defaults(handler=report)
+
+
+def positive(cast):
+    """An argparse type: a number > 0 (else argparse's one-line error and exit 2)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+        return value
+    parse.__name__ = cast.__name__  # argparse names the type in its messages
+    return parse
 
 
 def open_ledger(path: str, create: bool = False, read_only: bool = False) -> LabelLedger:
