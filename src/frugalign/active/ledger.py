@@ -40,13 +40,18 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE TABLE IF NOT EXISTS queue (
     pair_id TEXT PRIMARY KEY, priority REAL NOT NULL, enqueued_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0, expires_at REAL, revoked_at REAL
+);
 CREATE TABLE IF NOT EXISTS assignments (
     pair_id TEXT NOT NULL, annotator TEXT NOT NULL, first_shown_as TEXT NOT NULL, assigned_at REAL NOT NULL,
     answered_at REAL, PRIMARY KEY (pair_id, annotator)
 );
 CREATE TABLE IF NOT EXISTS studies (pair_id TEXT PRIMARY KEY, study TEXT NOT NULL, model_a_is_first INTEGER NOT NULL);
 """
+# columns added to tables after ledgers were made with them: added on open where missing
+_ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")]}
 
 
 def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
@@ -120,7 +125,14 @@ class LabelLedger:
             if not read_only:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
-                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # tables added since the file was made
+                with self._transaction():  # tables and columns added since the file was made
+                    for statement in _SCHEMA.split(";"):
+                        self.db.execute(statement)
+                    for table, added in _ADDED_COLUMNS.items():
+                        columns = {c for (_, c, *_) in self.db.execute(f"PRAGMA table_info({table})")}
+                        for column, declaration in added:
+                            if column not in columns:
+                                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: not a usable label ledger ({e}); it is left untouched — move it aside "
                             "or point --ledger at another file") from None
@@ -253,19 +265,36 @@ class LabelLedger:
                                     "WHERE label IS NOT NULL AND answered_at > ? ORDER BY answered_at", (since,)))
 
     # ---- people: the annotation app (frugalign.annotate) ---------------------------------------------
-    def add_annotator(self, name: str) -> str:
-        """A new annotator and their bearer token (only its hash is stored: the token is shown once)."""
+    def add_annotator(self, name: str, admin: bool = False, expires_in_days: float | None = None) -> str:
+        """A new annotator and their bearer token (only its hash is stored: the token is shown once). An
+        admin may also export every label; a token with `expires_in_days` stops working after that."""
         token = secrets.token_urlsafe(24)
+        now = time.time()
+        expires_at = now + expires_in_days * 86400 if expires_in_days is not None else None
         try:
-            self.db.execute("INSERT INTO annotators (name, token_hash, created_at) VALUES (?, ?, ?)",
-                            (name, _hash(token), time.time()))
+            self.db.execute("INSERT INTO annotators (name, token_hash, created_at, admin, expires_at) VALUES (?, ?, ?, ?, ?)",
+                            (name, _hash(token), now, int(admin), expires_at))
         except sqlite3.IntegrityError:
             raise UserError(f"{self.path}: an annotator named '{name}' exists already") from None
         return token
 
+    def revoke(self, name: str) -> None:
+        """`name`'s token stops working now (their labels stay)."""
+        with self._transaction():
+            if not self.db.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"{self.path}: no annotator named '{name}'")
+            self.db.execute("UPDATE annotators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                            (time.time(), name))
+
     def annotator(self, token: str) -> str | None:
-        row = self.db.execute("SELECT name FROM annotators WHERE token_hash = ?", (_hash(token),)).fetchone()
+        """The name of the annotator whose token this is; None for an unknown, revoked or expired one."""
+        row = self.db.execute("SELECT name FROM annotators WHERE token_hash = ? AND revoked_at IS NULL "
+                              "AND (expires_at IS NULL OR expires_at > ?)", (_hash(token), time.time())).fetchone()
         return row[0] if row else None
+
+    def is_admin(self, name: str) -> bool:
+        row = self.db.execute("SELECT admin FROM annotators WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0])
 
     @staticmethod
     def _taken(pair: str) -> str:

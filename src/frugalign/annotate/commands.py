@@ -1,4 +1,4 @@
-"""`frugalign annotate serve | add-annotator | import-study | report`."""
+"""`frugalign annotate serve | add-annotator | revoke | import-study | report`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,14 @@ def add_arguments(sub) -> None:
     p = sub.add_parser("add-annotator", help="create an annotator; prints their token as the last line")
     p.add_argument("name", help="the annotator's name (unique in this ledger)")
     p.add_argument("--db", required=True, help="the label ledger (created if missing)")
+    p.add_argument("--admin", action="store_true", help="may also export every annotator's labels (/api/export)")
+    p.add_argument("--expires-in-days", type=positive(float), default=None, metavar="DAYS",
+                   help="the token stops working after this many days (default: never; `revoke` ends it at once)")
     p.set_defaults(handler=add_annotator)
+    p = sub.add_parser("revoke", help="end an annotator's token at once (their labels stay)")
+    p.add_argument("name", help="the annotator's name")
+    p.add_argument("--db", required=True, help="the label ledger")
+    p.set_defaults(handler=revoke)
     p = sub.add_parser("import-study", help="queue a pairwise study: two models' answers to the same prompts")
     p.add_argument("--db", required=True, help="the ledger that collects the study's labels (created if missing)")
     p.add_argument("--model-a", required=True, help="model A's answers (an `eval generate` file, AlpacaEval format)")
@@ -92,10 +99,20 @@ def serve_in_thread(ledger_path: str | Path, host: str, port: int, labels_per_pa
 
 def add_annotator(args: argparse.Namespace) -> int:
     ledger = open_ledger(args.db, create=True)
-    token = ledger.add_annotator(args.name)
+    token = ledger.add_annotator(args.name, admin=args.admin, expires_in_days=args.expires_in_days)
     ledger.close()
-    print(f"annotator '{args.name}' added to {args.db}; their token (shown once, keep it secret):")
+    role = "admin" if args.admin else "annotator"
+    expiry = f", valid for {args.expires_in_days:g} days" if args.expires_in_days is not None else ""
+    print(f"{role} '{args.name}' added to {args.db}{expiry}; their token (shown once, keep it secret):")
     print(token)
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    ledger = open_ledger(args.db)
+    ledger.revoke(args.name)
+    ledger.close()
+    print(f"annotator '{args.name}' revoked in {args.db}: their token gets 401 from now on")
     return 0
 
 
