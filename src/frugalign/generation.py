@@ -51,10 +51,11 @@ def progress_bar(disable: bool = False) -> Progress:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64, seed: int | None = None,
-             progress: bool = True, description: str = "generating", prompt_ids: list[list[int]] | None = None
-             ) -> Generations:
+             progress: bool = True, description: str = "generating", prompt_ids: list[list[int]] | None = None,
+             stopping_criteria=None) -> Generations:
     """`num_samples` responses per prompt. `temperature == 0` is greedy decoding. Prompts are
-    tokenized with the tokenizer's special tokens, as in training, unless `prompt_ids` are given."""
+    tokenized with the tokenizer's special tokens, as in training, unless `prompt_ids` are given.
+    `stopping_criteria` (a transformers StoppingCriteriaList) can end generation early."""
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training
@@ -73,7 +74,8 @@ def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new
         for start in range(0, len(jobs), batch_size):
             ids, mask = _left_pad(jobs[start:start + batch_size], pad)
             out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                                 eos_token_id=eos, pad_token_id=pad, use_cache=True, top_k=0, **sampling)
+                                 eos_token_id=eos, pad_token_id=pad, use_cache=True, top_k=0,
+                                 stopping_criteria=stopping_criteria, **sampling)
             for row in out[:, ids.shape[1]:].tolist():
                 cut = row.index(eos) + 1 if eos in row else len(row)
                 outputs.append(row[:cut])

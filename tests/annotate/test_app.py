@@ -1,12 +1,19 @@
 """The annotation app through its JSON API: tokens, assignment, validation, storage, studies."""
 
+import base64
+import hashlib
 import json
+import re
+import socket
+import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
 
-from frugalign.active.ledger import LabelLedger
-from frugalign.annotate.app import create_app
+from frugalign.active.ledger import LEASE_S, LabelLedger
+from frugalign.annotate.app import MAX_BODY, create_app
+from frugalign.annotate.commands import serve_in_thread
+from frugalign.bench.annotate import free_port
 from frugalign.cli import main
 from frugalign.data import UnlabelledPair
 
@@ -25,10 +32,10 @@ def ledger_path(tmp_path):
     return path
 
 
-def token(path, name):
+def token(path, name, **options):
     ledger = LabelLedger(path)
     try:
-        return ledger.add_annotator(name)
+        return ledger.add_annotator(name, **options)
     finally:
         ledger.close()
 
@@ -68,7 +75,8 @@ def test_label_flow_most_useful_first_and_stored_in_canonical_order(ledger_path)
     assert ledger.labels(PAIRS) == [1, 1, 1]  # whatever side each was shown on, the good answer won
     orders = [json.loads(m)["first_shown_as"] for (m,) in ledger.db.execute("SELECT meta FROM votes")]
     assert set(orders) <= {"A", "B"}
-    export = c.get("/api/export", headers=auth(t)).json()
+    assert c.get("/api/export", headers=auth(t)).status_code == 403  # an annotator sees only their own work
+    export = c.get("/api/export", headers=auth(token(ledger_path, "boss", admin=True))).json()
     assert sorted(r["chosen"] for r in export) == ["good answer 0", "good answer 1", "good answer 2"]
 
 
@@ -104,6 +112,45 @@ def test_k_labels_per_pair_for_agreement(ledger_path):
             answer_good(c, t, pair)
     votes = [n for (n,) in LabelLedger(ledger_path).db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
     assert votes == [2, 2, 2]
+
+
+def lapse(path, name):
+    """Move `name`'s holds back past the lease, as if they had walked away for longer than it."""
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE assignments SET assigned_at = assigned_at - ? WHERE annotator = ?", (LEASE_S + 1, name))
+    db.close()
+
+
+def test_a_late_answer_to_a_lapsed_hold_is_stored_only_while_the_pair_needs_a_label(ledger_path):
+    alice, bob, carol = token(ledger_path, "alice"), token(ledger_path, "bob"), token(ledger_path, "carol")
+    c = client(ledger_path)
+    first = c.get("/api/next", headers=auth(alice)).json()["pair"]
+    lapse(ledger_path, "alice")
+    assert c.get("/api/next", headers=auth(bob)).json()["pair"]["pair_id"] == first["pair_id"]  # alice lapsed: bob holds it
+    late = answer_good(c, alice, first)
+    assert late.status_code == 409 and "lapsed" in late.json()["detail"]
+    second = c.get("/api/next", headers=auth(alice)).json()["pair"]
+    assert second["pair_id"] != first["pair_id"]  # alice moves on rather than seeing bob's pair again
+    assert answer_good(c, bob, first).status_code == 200
+    lapse(ledger_path, "alice")
+    assert answer_good(c, alice, second).status_code == 200  # lapsed, but nobody else took it: still needed
+    third = c.get("/api/next", headers=auth(bob)).json()["pair"]
+    lapse(ledger_path, "bob")
+    assert c.get("/api/next", headers=auth(carol)).json()["pair"]["pair_id"] == third["pair_id"]
+    assert answer_good(c, carol, third).status_code == 200
+    assert answer_good(c, bob, third).status_code == 409  # carol labelled it meanwhile
+    votes = [n for (n,) in LabelLedger(ledger_path).db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
+    assert votes == [1, 1, 1]  # --labels-per-pair 1: one label per pair, whoever was late
+
+
+def test_labels_per_pair_must_be_at_least_one(ledger_path, capsys):
+    for k in ("0", "-2", "x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["annotate", "serve", "--db", str(ledger_path), "--labels-per-pair", k])
+        assert exit_.value.code == 2 and "--labels-per-pair" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="labels_per_pair"):
+        create_app(ledger_path, labels_per_pair=0)
 
 
 def test_add_annotator_prints_the_token_last(tmp_path, capsys):
@@ -151,3 +198,94 @@ def test_old_ledgers_open_and_gain_the_app_tables(tmp_path):
     ledger.close()
     assert LabelLedger(path).add_annotator("x")
     assert sqlite3.connect(path).execute("SELECT COUNT(*) FROM annotators").fetchone()[0] == 1
+
+
+def test_an_old_ledgers_tokens_keep_working_and_gain_expiry_and_admin(tmp_path):
+    path = tmp_path / "old.sqlite"
+    ledger = LabelLedger(path)
+    ledger.db.execute("DROP TABLE annotators")  # as the first ledgers made it
+    ledger.db.execute("CREATE TABLE annotators (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, "
+                      "created_at REAL NOT NULL)")
+    ledger.db.execute("INSERT INTO annotators VALUES ('old', ?, 0)", (hashlib.sha256(b"old-token").hexdigest(),))
+    ledger.close()
+    ledger = LabelLedger(path)
+    assert ledger.annotator("old-token") == "old" and not ledger.is_admin("old")
+    assert ledger.annotator(ledger.add_annotator("boss", admin=True, expires_in_days=1)) == "boss"
+    assert ledger.is_admin("boss")
+
+
+def test_revoked_and_expired_tokens_get_401(ledger_path, capsys):
+    db = str(ledger_path)
+    assert main(["annotate", "add-annotator", "temp", "--db", db, "--expires-in-days", "0.5"]) == 0
+    temp = capsys.readouterr().out.strip().splitlines()[-1]
+    alice = token(ledger_path, "alice")
+    c = client(ledger_path)
+    assert c.get("/api/next", headers=auth(temp)).status_code == 200
+    assert main(["annotate", "revoke", "alice", "--db", db]) == 0
+    assert c.get("/api/next", headers=auth(alice)).status_code == 401
+    with sqlite3.connect(ledger_path) as raw:
+        raw.execute("UPDATE annotators SET expires_at = expires_at - 86400 WHERE name = 'temp'")  # a day later
+    raw.close()
+    assert c.get("/api/next", headers=auth(temp)).status_code == 401
+    assert main(["annotate", "revoke", "nobody", "--db", db]) == 2 and "no annotator named 'nobody'" in capsys.readouterr().err
+    for days in ("0", "-1", "nan", "inf"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["annotate", "add-annotator", "x", "--db", db, "--expires-in-days", days])
+        assert exit_.value.code == 2 and "--expires-in-days" in capsys.readouterr().err
+
+
+def test_every_response_has_security_headers_and_the_page_may_run_only_its_own_script(ledger_path):
+    c = client(ledger_path)
+    t = token(ledger_path, "ann")
+    responses = [c.get("/"), c.get("/api/next"), c.get("/api/next", headers=auth(t)), c.get("/nowhere"),
+                 c.post("/api/label", headers=auth(t), content=b"x" * (MAX_BODY + 1)), c.get("/docs")]
+    for r in responses:
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"], r.url
+    page, policy = responses[0].text, responses[0].headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "unsafe-inline" not in policy
+    for tag in ("script", "style"):  # the page's one inline script and style are allowed by their hash
+        (inline,) = re.findall(f"<{tag}>(.*?)</{tag}>", page, re.S)
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        assert f"{tag}-src 'sha256-{digest}'" in policy
+
+
+def test_a_rejected_input_is_not_echoed_back_whole(ledger_path):
+    t = token(ledger_path, "ann")
+    c = client(ledger_path)
+    pair = c.get("/api/next", headers=auth(t)).json()["pair"]
+    long = {"pair_id": pair["pair_id"], "choice": "A", "comment": "x" * 60_000}  # under the body limit, over 2000
+    for body in (long, {k: v for k, v in long.items() if k != "choice"}):
+        r = c.post("/api/label", headers=auth(t), json=body)
+        assert r.status_code == 422 and len(r.content) < 2000 and "characters)" in r.text
+
+
+@pytest.fixture
+def live(ledger_path):
+    """The app served by uvicorn on a free loopback port, as `annotate serve` runs it."""
+    port = free_port()
+    server = serve_in_thread(ledger_path, "127.0.0.1", port)
+    yield port
+    server.should_exit = True
+
+
+def chunked(port, headers, chunks):
+    """Send a POST /api/label with a chunked body that never ends, then the server's reply (it must answer
+    before the body is complete: a server that waits for the rest times out here)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /api/label HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: application/json\r\n" + headers + b"\r\n")
+        for chunk in chunks:
+            s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = b""
+        while part := s.recv(65536):  # until the server closes the connection
+            reply += part
+    return reply.decode("latin-1")
+
+
+def test_a_chunked_body_is_bounded_while_it_streams_and_needs_a_token_first(live, ledger_path):
+    reply = chunked(live, b"", [b"x" * 1024])  # no token: refused before the body is read
+    assert reply.startswith("HTTP/1.1 401") and "connection: close" in reply.lower()
+    t = token(ledger_path, "ann").encode()
+    reply = chunked(live, b"Authorization: Bearer " + t + b"\r\n", [b"x" * 16384] * 5)  # 80 KB, and more to come
+    assert reply.startswith("HTTP/1.1 413") and f"over {MAX_BODY} bytes" in reply

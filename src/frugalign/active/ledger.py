@@ -26,6 +26,7 @@ from frugalign.data.formats import UnlabelledPair
 from frugalign.errors import UserError
 
 SCHEMA_VERSION = 1
+LEASE_S = 600.0  # seconds an annotator holds the pair they were given
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pairs (
@@ -39,13 +40,18 @@ CREATE TABLE IF NOT EXISTS votes (
 CREATE TABLE IF NOT EXISTS queue (
     pair_id TEXT PRIMARY KEY, priority REAL NOT NULL, enqueued_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS annotators (name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS annotators (
+    name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0, expires_at REAL, revoked_at REAL
+);
 CREATE TABLE IF NOT EXISTS assignments (
     pair_id TEXT NOT NULL, annotator TEXT NOT NULL, first_shown_as TEXT NOT NULL, assigned_at REAL NOT NULL,
     answered_at REAL, PRIMARY KEY (pair_id, annotator)
 );
 CREATE TABLE IF NOT EXISTS studies (pair_id TEXT PRIMARY KEY, study TEXT NOT NULL, model_a_is_first INTEGER NOT NULL);
 """
+# columns added to tables after ledgers were made with them: added on open where missing
+_ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")]}
 
 
 def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
@@ -119,7 +125,14 @@ class LabelLedger:
             if not read_only:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
-                self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")  # tables added since the file was made
+                with self._transaction():  # tables and columns added since the file was made
+                    for statement in _SCHEMA.split(";"):
+                        self.db.execute(statement)
+                    for table, added in _ADDED_COLUMNS.items():
+                        columns = {c for (_, c, *_) in self.db.execute(f"PRAGMA table_info({table})")}
+                        for column, declaration in added:
+                            if column not in columns:
+                                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: not a usable label ledger ({e}); it is left untouched — move it aside "
                             "or point --ledger at another file") from None
@@ -252,58 +265,97 @@ class LabelLedger:
                                     "WHERE label IS NOT NULL AND answered_at > ? ORDER BY answered_at", (since,)))
 
     # ---- people: the annotation app (frugalign.annotate) ---------------------------------------------
-    def add_annotator(self, name: str) -> str:
-        """A new annotator and their bearer token (only its hash is stored: the token is shown once)."""
+    def add_annotator(self, name: str, admin: bool = False, expires_in_days: float | None = None) -> str:
+        """A new annotator and their bearer token (only its hash is stored: the token is shown once). An
+        admin may also export every label; a token with `expires_in_days` stops working after that."""
         token = secrets.token_urlsafe(24)
+        now = time.time()
+        expires_at = now + expires_in_days * 86400 if expires_in_days is not None else None
         try:
-            self.db.execute("INSERT INTO annotators (name, token_hash, created_at) VALUES (?, ?, ?)",
-                            (name, _hash(token), time.time()))
+            self.db.execute("INSERT INTO annotators (name, token_hash, created_at, admin, expires_at) VALUES (?, ?, ?, ?, ?)",
+                            (name, _hash(token), now, int(admin), expires_at))
         except sqlite3.IntegrityError:
             raise UserError(f"{self.path}: an annotator named '{name}' exists already") from None
         return token
 
+    def revoke(self, name: str) -> None:
+        """`name`'s token stops working now (their labels stay)."""
+        with self._transaction():
+            if not self.db.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone():
+                raise UserError(f"{self.path}: no annotator named '{name}'")
+            self.db.execute("UPDATE annotators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                            (time.time(), name))
+
     def annotator(self, token: str) -> str | None:
-        row = self.db.execute("SELECT name FROM annotators WHERE token_hash = ?", (_hash(token),)).fetchone()
+        """The name of the annotator whose token this is; None for an unknown, revoked or expired one."""
+        row = self.db.execute("SELECT name FROM annotators WHERE token_hash = ? AND revoked_at IS NULL "
+                              "AND (expires_at IS NULL OR expires_at > ?)", (_hash(token), time.time())).fetchone()
         return row[0] if row else None
 
-    def assign(self, annotator: str, labels_per_pair: int = 1, lease_s: float = 600.0) -> dict | None:
-        """The pair `annotator` should label next: their open assignment if any, else the queued pair of
-        highest priority that still needs a label from someone who has not given one and that is not
-        held by others (an assignment lapses after `lease_s`). Which response is shown as A is drawn
-        at random and recorded. None when nothing is left."""
+    def is_admin(self, name: str) -> bool:
+        row = self.db.execute("SELECT admin FROM annotators WHERE name = ?", (name,)).fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def _taken(pair: str) -> str:
+        """SQL: a pair's labels given, plus its holds by people other than the annotator that have not
+        lapsed (parameters: that annotator, the time at or before which a hold has lapsed)."""
+        return (f"((SELECT COUNT(*) FROM votes v WHERE v.pair_id = {pair}) + (SELECT COUNT(*) FROM assignments h "
+                f"WHERE h.pair_id = {pair} AND h.annotator != ? AND h.answered_at IS NULL AND h.assigned_at > ?))")
+
+    def assign(self, annotator: str, labels_per_pair: int = 1, lease_s: float = LEASE_S) -> dict | None:
+        """The pair `annotator` should label next: their open assignment while they hold it (or, lapsed,
+        while the pair still needs a label: the hold is renewed), else the queued pair of highest priority
+        that still needs a label, from someone who has not been given it, counting others' holds (a hold
+        lapses after `lease_s`). Which response is shown as A is drawn at random and recorded. None when
+        nothing is left."""
         now = time.time()
+        lapsed = now - lease_s
         with self._transaction():
             row = self.db.execute(
                 "SELECT a.pair_id, a.first_shown_as FROM assignments a JOIN queue q ON q.pair_id = a.pair_id "
-                "WHERE a.annotator = ? AND a.answered_at IS NULL", (annotator,)).fetchone()
-            if row is None:
+                "WHERE a.annotator = ? AND a.answered_at IS NULL "
+                f"AND (a.assigned_at > ? OR {self._taken('a.pair_id')} < ?) ORDER BY a.assigned_at DESC LIMIT 1",
+                (annotator, lapsed, annotator, lapsed, labels_per_pair)).fetchone()
+            if row is not None:
+                self.db.execute("UPDATE assignments SET assigned_at = ? WHERE pair_id = ? AND annotator = ? "
+                                "AND assigned_at <= ?", (now, row[0], annotator, lapsed))
+            else:
                 candidate = self.db.execute(
                     "SELECT q.pair_id FROM queue q WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE "
-                    "a.pair_id = q.pair_id AND a.annotator = ?) AND (SELECT COUNT(*) FROM assignments a WHERE "
-                    "a.pair_id = q.pair_id AND (a.answered_at IS NOT NULL OR a.assigned_at > ?)) < ? "
-                    "ORDER BY q.priority DESC, q.enqueued_at LIMIT 1", (annotator, now - lease_s, labels_per_pair)
+                    f"a.pair_id = q.pair_id AND a.annotator = ?) AND {self._taken('q.pair_id')} < ? "
+                    "ORDER BY q.priority DESC, q.enqueued_at LIMIT 1", (annotator, annotator, lapsed, labels_per_pair)
                 ).fetchone()
                 if candidate is None:
                     return None
                 row = (candidate[0], secrets.choice(["A", "B"]))
-                self.db.execute("INSERT OR REPLACE INTO assignments (pair_id, annotator, first_shown_as, assigned_at) "
+                self.db.execute("INSERT INTO assignments (pair_id, annotator, first_shown_as, assigned_at) "
                                 "VALUES (?, ?, ?, ?)", (row[0], annotator, row[1], now))
         prompt, first, second = self.db.execute("SELECT prompt, first, second FROM pairs WHERE id = ?",
                                                 (row[0],)).fetchone()
         a, b = (first, second) if row[1] == "A" else (second, first)
         return {"pair_id": row[0], "prompt": prompt, "a": a, "b": b}
 
-    def submit(self, annotator: str, pair_id: str, choice: str, comment: str = "", labels_per_pair: int = 1) -> None:
+    def submit(self, annotator: str, pair_id: str, choice: str, comment: str = "", labels_per_pair: int = 1,
+               lease_s: float = LEASE_S) -> None:
         """Store `annotator`'s answer (A, B or tie, as they saw the pair) to a pair assigned to them,
-        committed before this returns. KeyError: not assigned to them; ValueError: answered already."""
+        committed before this returns. An answer after the hold lapsed is stored only while the pair
+        still needs a label, counting others' holds: a pair never gets more than `labels_per_pair`.
+        KeyError: not assigned to them; ValueError: answered already, or too late."""
         now = time.time()
+        lapsed = now - lease_s
         with self._transaction():
-            row = self.db.execute("SELECT first_shown_as, answered_at FROM assignments WHERE pair_id = ? AND annotator = ?",
-                                  (pair_id, annotator)).fetchone()
+            row = self.db.execute("SELECT first_shown_as, answered_at, assigned_at FROM assignments "
+                                  "WHERE pair_id = ? AND annotator = ?", (pair_id, annotator)).fetchone()
             if row is None:
                 raise KeyError(pair_id)
             if row[1] is not None:
                 raise ValueError(f"pair {pair_id} was answered already by {annotator}")
+            if row[2] <= lapsed:
+                taken = self.db.execute(f"SELECT {self._taken('?')}", (pair_id, pair_id, annotator, lapsed)).fetchone()[0]
+                if taken >= labels_per_pair:
+                    raise ValueError(f"your hold on pair {pair_id} lapsed ({lease_s:.0f} s) and the pair has since been "
+                                     "labelled or given to someone else: this answer is not stored; ask for your next pair")
             shown = {"A": 1, "B": -1, "tie": 0}[choice]
             self._vote(pair_id, shown if row[0] == "A" else -shown, annotator, now,
                        json.dumps({"comment": comment, "first_shown_as": row[0]}))

@@ -1,4 +1,4 @@
-"""`frugalign annotate serve | add-annotator | import-study | report`."""
+"""`frugalign annotate serve | add-annotator | revoke | import-study | report`."""
 
 from __future__ import annotations
 
@@ -22,12 +22,20 @@ def add_arguments(sub) -> None:
     p.add_argument("--db", required=True, help="the label ledger (a run's OUTPUT_DIR/labels.sqlite, or a study's)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
-    p.add_argument("--labels-per-pair", type=int, default=1, help="people asked per pair (more: agreement studies)")
+    p.add_argument("--labels-per-pair", type=positive(int), default=1,
+                   help="people asked per pair (more: agreement studies)")
     p.set_defaults(handler=serve)
     p = sub.add_parser("add-annotator", help="create an annotator; prints their token as the last line")
     p.add_argument("name", help="the annotator's name (unique in this ledger)")
     p.add_argument("--db", required=True, help="the label ledger (created if missing)")
+    p.add_argument("--admin", action="store_true", help="may also export every annotator's labels (/api/export)")
+    p.add_argument("--expires-in-days", type=positive(float), default=None, metavar="DAYS",
+                   help="the token stops working after this many days (default: never; `revoke` ends it at once)")
     p.set_defaults(handler=add_annotator)
+    p = sub.add_parser("revoke", help="end an annotator's token at once (their labels stay)")
+    p.add_argument("name", help="the annotator's name")
+    p.add_argument("--db", required=True, help="the label ledger")
+    p.set_defaults(handler=revoke)
     p = sub.add_parser("import-study", help="queue a pairwise study: two models' answers to the same prompts")
     p.add_argument("--db", required=True, help="the ledger that collects the study's labels (created if missing)")
     p.add_argument("--model-a", required=True, help="model A's answers (an `eval generate` file, AlpacaEval format)")
@@ -39,6 +47,20 @@ def add_arguments(sub) -> None:
     p.add_argument("--study", default="study", help="the study's name")
     p.add_argument("--out", default=None, help="result JSON")
     p.set_defaults(handler=report)
+
+
+def positive(cast):
+    """An argparse type: a number > 0 (else argparse's one-line error and exit 2)."""
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+        return value
+    parse.__name__ = cast.__name__  # argparse names the type in its messages
+    return parse
 
 
 def open_ledger(path: str, create: bool = False, read_only: bool = False) -> LabelLedger:
@@ -77,10 +99,20 @@ def serve_in_thread(ledger_path: str | Path, host: str, port: int, labels_per_pa
 
 def add_annotator(args: argparse.Namespace) -> int:
     ledger = open_ledger(args.db, create=True)
-    token = ledger.add_annotator(args.name)
+    token = ledger.add_annotator(args.name, admin=args.admin, expires_in_days=args.expires_in_days)
     ledger.close()
-    print(f"annotator '{args.name}' added to {args.db}; their token (shown once, keep it secret):")
+    role = "admin" if args.admin else "annotator"
+    expiry = f", valid for {args.expires_in_days:g} days" if args.expires_in_days is not None else ""
+    print(f"{role} '{args.name}' added to {args.db}{expiry}; their token (shown once, keep it secret):")
     print(token)
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    ledger = open_ledger(args.db)
+    ledger.revoke(args.name)
+    ledger.close()
+    print(f"annotator '{args.name}' revoked in {args.db}: their token gets 401 from now on")
     return 0
 
 

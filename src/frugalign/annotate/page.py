@@ -1,13 +1,11 @@
 """The annotator's page: one pair at a time, answered with a click or the keys 1 (A), 2 (B), 3 (tie).
-Model outputs are set with textContent, never parsed as HTML."""
+Model outputs are set with textContent, never parsed as HTML. Its Content-Security-Policy lets run
+only this inline script and style (by their hashes), and lets the page fetch only its own server."""
 
-PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>frugalign · annotate</title>
-<style>
+import base64
+import hashlib
+
+STYLE = """
   body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
   .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
   .text { white-space: pre-wrap; border: 1px solid #ccc; border-radius: 6px; padding: .8rem; min-height: 4rem; }
@@ -15,29 +13,9 @@ PAGE = """<!doctype html>
   button { font-size: 1rem; padding: .5rem 1.2rem; margin-right: .5rem; }
   #status { color: #555; margin: .8rem 0; }
   .hidden { display: none; }
-</style>
-</head>
-<body>
-<h1>Which response is better?</h1>
-<form id="signin">
-  <label>Your token <input id="token" type="password" autocomplete="off" size="40"></label>
-  <button type="submit" id="signin-button">Sign in</button>
-</form>
-<div id="work" class="hidden">
-  <div id="status"></div>
-  <div id="prompt" class="text"></div>
-  <div class="pair">
-    <div><h3>A</h3><div id="a" class="text"></div></div>
-    <div><h3>B</h3><div id="b" class="text"></div></div>
-  </div>
-  <p><label>Comment (optional) <input id="comment" size="60" maxlength="2000"></label></p>
-  <p>
-    <button id="choose-A" data-choice="A">A is better (1)</button>
-    <button id="choose-B" data-choice="B">B is better (2)</button>
-    <button id="choose-tie" data-choice="tie">Tie (3)</button>
-  </p>
-</div>
-<script>
+"""
+
+SCRIPT = """
 "use strict";
 let token = sessionStorage.getItem("frugalign-token") || "";
 let current = null;
@@ -110,7 +88,46 @@ document.addEventListener("keydown", (event) => {
   if (choice) choose(choice);
 });
 if (token) { $("signin").classList.add("hidden"); $("work").classList.remove("hidden"); next(); }
-</script>
+"""
+
+PAGE = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>frugalign · annotate</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>Which response is better?</h1>
+<form id="signin">
+  <label>Your token <input id="token" type="password" autocomplete="off" size="40"></label>
+  <button type="submit" id="signin-button">Sign in</button>
+</form>
+<div id="work" class="hidden">
+  <div id="status"></div>
+  <div id="prompt" class="text"></div>
+  <div class="pair">
+    <div><h3>A</h3><div id="a" class="text"></div></div>
+    <div><h3>B</h3><div id="b" class="text"></div></div>
+  </div>
+  <p><label>Comment (optional) <input id="comment" size="60" maxlength="2000"></label></p>
+  <p>
+    <button id="choose-A" data-choice="A">A is better (1)</button>
+    <button id="choose-B" data-choice="B">B is better (2)</button>
+    <button id="choose-tie" data-choice="tie">Tie (3)</button>
+  </p>
+</div>
+<script>{SCRIPT}</script>
 </body>
 </html>
 """
+
+
+def _source(text: str) -> str:
+    """A CSP source that allows an inline element whose whole text is `text`."""
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+POLICY = (f"default-src 'none'; script-src {_source(SCRIPT)}; style-src {_source(STYLE)}; connect-src 'self'; "
+          "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
