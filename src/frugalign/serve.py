@@ -14,11 +14,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
-
-from frugalign import models
-from frugalign.generation import generate
-
 MAX_BODY = 1 << 20  # bytes: a judge request is a few kilobytes
 
 
@@ -40,6 +35,8 @@ class ChatServer(ThreadingHTTPServer):
         self.requests = 0
 
     def complete(self, messages: list[dict], max_tokens: int, temperature: float) -> dict:
+        from frugalign.generation import generate
+
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -105,6 +102,10 @@ class ChatHandler(BaseHTTPRequestHandler):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not above: `frugalign serve --help` must not load torch (cli.py)
+
+    from frugalign import models
+
     tokenizer = models.load_tokenizer(args.model)
     model = models.load_causal_lm(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
     server = ChatServer((args.host, args.port), model.eval(), tokenizer, args.name or args.model or "smollm2-135m-instruct",

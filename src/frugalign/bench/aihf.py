@@ -22,14 +22,9 @@ import numpy as np
 
 from frugalign.bench.dpo import DEFAULTS
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
-from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.aihf import AIHFConfig, train_aihf
-from frugalign.recipes.dpo import DPOConfig, train_dpo
-from frugalign.recipes.reward import RewardConfig, score, train_reward
-from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
-from frugalign.recipes.sft import SFTConfig, train_sft
 from frugalign.tasks import load_task
 
 METHODS = ("sft", "dpo", "ipo", "spin", "rlhf", "aihf-explicit", "aihf-dpo", "aihf-self-play")
@@ -62,6 +57,12 @@ def reward_model_from(policy):
 def run_method(method: str, task, demos: list[Demonstration], prefs: list[PreferenceExample], settings: dict,
                seed: int, workdir: Path, iterations: int) -> tuple[object, dict]:
     """Train a fresh copy of the base policy with `method`; return it and its costs."""
+    from frugalign.recipes.aihf import AIHFConfig, train_aihf  # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.recipes.dpo import DPOConfig, train_dpo
+    from frugalign.recipes.reward import RewardConfig, score, train_reward
+    from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
+    from frugalign.recipes.sft import SFTConfig, train_sft
+
     policy, tok = copy.deepcopy(task.model), task.tokenizer
     common = dict(seed=seed, learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],
                   warmup_ratio=0.1, logging_steps=1000, output_dir=str(workdir / method))

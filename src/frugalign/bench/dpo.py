@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.console import console, summary_table
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.dpo import DPOConfig, train_dpo
 from frugalign.tasks import load_task
 
 # Settings per task that train the tiny policies in seconds; lr is far above the paper's 5e-7
@@ -46,6 +45,8 @@ def tokenize_pool(task, pool: list[dict]) -> list[dict]:
 
 def run_seed(args, seed: int, settings: dict, workdir: Path) -> list[dict]:
     """Base and DPO runs of one seed, in the BENCH.md run schema."""
+    from frugalign.recipes.dpo import DPOConfig, train_dpo  # here, not above: `--help` must not load torch (cli.py)
+
     task = load_task(args.task, seed=seed, quick=args.quick)
     t0 = time.perf_counter()
     base = gold_eval(task, task.model, task.eval_prompts, seed=seed)

@@ -14,9 +14,8 @@ import numpy as np
 
 from frugalign.bench.dpo import DEFAULTS
 from frugalign.bench.results import ci95, machine_info, write_results
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.online import OnlineConfig, run_online
 from frugalign.tasks import load_task
 
 
@@ -45,6 +44,8 @@ def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
 
 def run_setting(task_name: str, seed: int, quick: bool, setting: dict, iterations: int, workdir: Path,
                 samples_per_prompt: int = 2, generation_batch_size: int = 64, train_pairs: str = "all") -> dict:
+    from frugalign.recipes.online import OnlineConfig, run_online  # here, not above: `--help` must not load torch (cli.py)
+
     task = load_task(task_name, seed=seed, quick=quick)
     policy = load_task(task_name, seed=seed, quick=quick).model
     base = dict(DEFAULTS[task_name])

@@ -24,7 +24,7 @@ import numpy as np
 
 from frugalign.active.annotators import JudgeError, LLMJudge
 from frugalign.bench.results import write_results
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 from frugalign.errors import UserError
 from frugalign.evaluate.generate import read_answers
 

@@ -18,81 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from frugalign import losses, models
 from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJudge, RewardModelJudge, StoredLabels
 from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
-from frugalign.config import option
+from frugalign.console import summary_table
 from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlabelled_pairs
-from frugalign.engine import Engine, TrainResult, summary_table
+from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps
 from frugalign.recipes.common import load_policy
-from frugalign.recipes.dpo import DPOConfig, PairScorer, Reference, pair_losses
-
-
-@dataclass
-class ADPOConfig(DPOConfig):
-    """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
-
-    mode: Literal["adpo", "adpo-nopl", "dpo", "random"] = option(
-        "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
-                "random: ask a random subset of max_queries pairs"
-    )
-    gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
-    max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
-    audit_rate: float = option(
-        0.1, "adpo: share of the confident pairs asked anyway, to check the policy's confidence against the annotator "
-             "(0: no audits; every confident pair is pseudo-labelled, as in the paper)"
-    )
-    audit_window: int = option(30, "adpo: how many of the latest audits decide whether confidence is trusted")
-    min_agreement: float = option(
-        0.9, "adpo: pseudo-label only while the latest audit_window audits agree with the policy at least this often "
-             "(before that many audits, confident pairs are skipped): a policy can be confidently wrong"
-    )
-    query_warmup: int = option(
-        0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
-           "a few steps from its reference can be confidently wrong)"
-    )
-    ledger: str | None = option(None, "label ledger (SQLite) path; default: OUTPUT_DIR/labels.sqlite")
-    ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
-    annotator: Literal["stored", "reward-model", "llm-judge", "human"] = option(
-        "stored", "stored: the dataset's own labels, hidden until asked (needs chosen/rejected rows); "
-                  "reward-model: --reward-model scores; llm-judge: --judge-url/--judge-model; human: the annotation app"
-    )
-    reward_model: str | None = option(None, "reward model for --annotator reward-model (default: embedded MiniLM)")
-    serve: str | None = option(None, "with --annotator human: serve the annotation app at HOST:PORT during the run, on "
-                                     "its ledger (or run `frugalign annotate serve --db LEDGER` yourself)")
-    judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
-    judge_model: str = option("judge", "model name sent to the judge endpoint")
-    judge_concurrency: int = option(4, "judge requests in flight at once")
-    judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
-    judge_timeout: float = option(30.0, "seconds before a judge request times out")
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.audit_rate <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
-            raise UserError("options audit_rate and min_agreement must lie in [0, 1]")
-        if self.audit_window < 1:
-            raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
-        if self.gamma < 0:
-            raise UserError(f"option gamma must be non-negative, got {self.gamma}")
-        if self.mode == "random" and self.max_queries < 0:
-            raise UserError("mode random needs a budget: set max_queries (e.g. the number an adpo run used)")
-        if self.reference == "precomputed":
-            raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
-        if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
-            raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
-        if self.annotator == "llm-judge" and not self.judge_url:
-            raise UserError("--annotator llm-judge needs --judge-url (an OpenAI-compatible endpoint)")
+from frugalign.recipes.configs import ADPOConfig
+from frugalign.recipes.dpo import PairScorer, Reference, pair_losses
 
 
 @dataclass
