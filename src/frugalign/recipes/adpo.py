@@ -53,6 +53,9 @@ class QueryStats:
     skipped_budget: int = 0
     deferred: int = 0
     ties: int = 0
+    sent: int = 0  # questions this process sent to the annotator
+    answers: int = 0  # labels the annotator gave this process
+    unanswered: int = 0  # at the end: pairs this run asked that have no label in the ledger
 
 
 @dataclass
@@ -135,6 +138,7 @@ def train_adpo(
     session_start = time.time()
 
     def store(answers: dict[str, int]) -> None:
+        stats.answers += len(answers)
         for pid, label in answers.items():
             pair = state.asked[pid]
             if ledger.label(pair) is None:  # written before it is used (the app may have written it already)
@@ -219,6 +223,7 @@ def train_adpo(
                 fresh.append(batch[i]["pair"])
                 priorities.append(-abs(confidence[i]))  # the least confident first
         stats.asked += len(fresh)
+        stats.sent += len(fresh)
         if fresh:
             annotator.submit(fresh, priorities)
         collect()  # a synchronous annotator has answered already: train on its labels in this very step
@@ -257,6 +262,8 @@ def train_adpo(
         if state.audits:
             recent = state.audits[-config.audit_window:]
             metrics["audit_agreement"] = sum(recent) / len(recent)
+        if isinstance(annotator, LLMJudge):
+            metrics.update(judge_metrics(annotator))
         return loss, metrics
 
     try:
@@ -264,8 +271,15 @@ def train_adpo(
     finally:
         annotator.close()  # waits for the requests under way
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
-    stats.asked = ledger.counts(run_id)["queried"]
+    counts = ledger.counts(run_id)
+    stats.asked, stats.unanswered = counts["queried"], counts["pending"]
     return model, result, stats
+
+
+def judge_metrics(judge: LLMJudge) -> dict[str, float]:
+    s = judge.stats
+    return {"judge_requests": float(s.requests), "judge_failures": float(s.failures),
+            "judge_no_verdict": float(s.garbage)}
 
 
 def make_annotator(config: ADPOConfig, pairs: list[UnlabelledPair], labels: list[int] | None, ledger: LabelLedger,
@@ -314,16 +328,31 @@ def run(config: ADPOConfig) -> TrainResult:
     finally:
         if app is not None:
             app.should_exit = True
-    path = engine.save_model(model, tokenizer)
+    # a judge that was asked and never answered trained nothing: an error, not a model (issue 19)
+    judge = annotator if isinstance(annotator, LLMJudge) else None
+    silent_judge = judge is not None and stats.sent > 0 and stats.answers == 0
+    path = None if silent_judge else engine.save_model(model, tokenizer)
     engine.end()
     summary = {"pairs": len(rows), "steps": result.steps, "seconds": result.seconds,
-               "queries (this run)": stats.asked, "pseudo-labelled": stats.pseudo,
+               "queries (this run)": stats.asked, "labels received": stats.answers,
+               "unanswered (this run)": stats.unanswered, "pseudo-labelled": stats.pseudo,
                "skipped (confident / budget)": f"{stats.skipped_confident} / {stats.skipped_budget}",
-               "ledger": str(ledger.path), **result.last_metrics, "model": str(path)}
+               "ledger": str(ledger.path), **result.last_metrics, "model": str(path) if path else "not saved"}
+    if judge is not None:
+        s = judge.stats
+        summary.update({"judge requests (retries)": f"{s.requests} ({s.retries})",
+                        "judge questions failed": s.failures, "judge answers without a verdict": s.garbage})
+        if s.errors:
+            summary["judge errors"] = "; ".join(s.errors[-3:])
     if stats.pseudo_checked:
         summary["pseudo-label agreement"] = stats.pseudo_agree / stats.pseudo_checked
     if stats.audited:
         summary["audits (agreeing)"] = f"{stats.audited} ({stats.audit_agree})"
     engine.print(summary_table(f"frugalign adpo ({config.mode})", summary))
     ledger.close()
+    if silent_judge:
+        s = judge.stats
+        raise UserError(f"no label arrived from the judge {judge.url}: {stats.sent} questions sent, {s.requests} "
+                        f"requests, {s.failures} questions failed, {s.garbage} answers without a verdict"
+                        + (f" (last error: {s.errors[-1]})" if s.errors else "") + "; the model was not saved")
     return result

@@ -175,7 +175,8 @@ class ADPOConfig(DPOConfig):
     serve: str | None = option(None, "with --annotator human: serve the annotation app at HOST:PORT during the run, on "
                                      "its ledger (or run `frugalign annotate serve --db LEDGER` yourself)")
     judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
-    judge_model: str = option("judge", "model name sent to the judge endpoint")
+    judge_model: str | None = option(
+        None, "model name sent to the judge endpoint (default: the server's model, when it serves exactly one)")
     judge_concurrency: int = option(4, "judge requests in flight at once")
     judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
     judge_timeout: float = option(30.0, "seconds before a judge request times out")
