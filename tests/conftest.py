@@ -3,6 +3,9 @@
 import json
 import os
 import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -55,3 +58,54 @@ def preference_file(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in preference_rows(48)))
     return path
+
+
+class VLLMLike(BaseHTTPRequestHandler):
+    """What vLLM's OpenAI server does with a judge's requests (checked against vLLM): GET /v1/models lists the
+    served models; a chat request naming any other model gets 404 with vLLM's error body. `answer(prompt)` is
+    the reply's text; `delay` seconds pass before each reply."""
+
+    served: list[str] = ["Qwen/Qwen2.5-0.5B-Instruct"]
+    answer = staticmethod(lambda prompt: "Answer: A")
+    delay = 0.0
+    models_seen: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send(200, {"object": "list", "data": [{"id": m, "object": "model", "owned_by": "vllm"}
+                                                   for m in type(self).served]})
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).models_seen.append(body["model"])
+        if body["model"] not in type(self).served:
+            return self.send(404, {"object": "error", "message": f"The model `{body['model']}` does not exist.",
+                                   "type": "NotFoundError", "param": None, "code": 404})
+        time.sleep(type(self).delay)
+        text = type(self).answer(body["messages"][-1]["content"])
+        self.send(200, {"object": "chat.completion", "model": body["model"],
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                     "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}})
+
+
+@pytest.fixture
+def vllm_like():
+    """A loopback server that answers like vLLM's; set attributes of the yielded class to change it."""
+    handler = type("Served", (VLLMLike,), {"models_seen": []})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    handler.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    yield handler
+    httpd.shutdown()
+    httpd.server_close()

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from frugalign.engine import Engine, TrainConfig, lr_lambda
+from frugalign.config import TrainConfig
+from frugalign.engine import Engine, lr_lambda
 from frugalign.models import tiny_causal_lm
 from frugalign.recipes.dpo import DPOConfig, train_dpo
 from tests.conftest import preference_rows
@@ -134,7 +135,7 @@ def test_final_resumable_checkpoint_is_opt_in(tmp_path, tokenizer):
 
 
 def test_result_summarises_the_whole_run_not_its_last_step(tmp_path, tokenizer):
-    from frugalign.engine import format_duration
+    from frugalign.console import format_duration
 
     _, result = train_dpo(dpo_config(tmp_path, max_steps=3), tiny_causal_lm(len(tokenizer)), tokenizer,
                           tokenized(tokenizer, 8))

@@ -136,3 +136,47 @@ def load_config(cls: type[C], args: argparse.Namespace | None = None, yaml_path:
 
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
+
+
+@dataclasses.dataclass
+class TrainConfig(Config):
+    """Options of the training engine, shared by every training command."""
+
+    output_dir: str | None = option(None, "the run's folder: checkpoints, metrics.jsonl, config.yaml and the final "
+                                          "model (default: runs/<command>-<timestamp>)")
+    overwrite: bool = option(False, "clear output_dir first when it holds another run (a label ledger is kept)")
+    learning_rate: float = option(1e-6, "peak learning rate")
+    optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer (OPTune used RMSprop)")
+    weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = option("linear", "decay after warm-up")
+    warmup_ratio: float = option(0.1, "fraction of the optimizer steps spent warming up linearly from 0")
+    num_epochs: int = option(1, "passes over the training rows (ignored when max_steps > 0)")
+    max_steps: int = option(-1, "optimizer steps to run; -1 means num_epochs passes")
+    batch_size: int = option(8, "rows per micro-batch on each process")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 disables clipping)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option(
+        "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
+    )
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
+    save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
+                                                "included: about 3x the model; the final model is always saved)")
+    save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
+    eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
+    logging_steps: int = option(1, "log metrics every N steps")
+    seed: int = option(0, "seed of the data order, initialisation of new layers and sampling")
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
+    report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
+
+    def validate(self) -> None:
+        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"option warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0:
+            raise UserError(f"option learning_rate must be positive, got {self.learning_rate}")
+        for tracker in self.report_to:
+            if tracker not in ("tensorboard", "wandb"):
+                raise UserError(f"option report_to: unknown tracker '{tracker}' (tensorboard, wandb)")

@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 
 # A handful of real preference pairs for part 2, in TRL's conversational format.
 PAIRS = [

@@ -18,74 +18,25 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from frugalign.config import Config, option
+from frugalign.config import TrainConfig
+from frugalign.console import console, format_duration
 from frugalign.errors import UserError
 
 # step_fn(model, rows) and eval_fn(model) get the prepared model (DDP-wrapped under several processes)
 StepFn = Callable[[object, list[dict]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 EvalFn = Callable[[object], dict[str, float]]
-
-console = Console(stderr=True)  # progress and messages; the end-of-run summary goes to stdout
-
-
-@dataclass
-class TrainConfig(Config):
-    """Options of the training engine, shared by every training command."""
-
-    output_dir: str | None = option(None, "the run's folder: checkpoints, metrics.jsonl, config.yaml and the final "
-                                          "model (default: runs/<command>-<timestamp>)")
-    overwrite: bool = option(False, "clear output_dir first when it holds another run (a label ledger is kept)")
-    learning_rate: float = option(1e-6, "peak learning rate")
-    optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer (OPTune used RMSprop)")
-    weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
-    lr_scheduler: Literal["constant", "linear", "cosine"] = option("linear", "decay after warm-up")
-    warmup_ratio: float = option(0.1, "fraction of the optimizer steps spent warming up linearly from 0")
-    num_epochs: int = option(1, "passes over the training rows (ignored when max_steps > 0)")
-    max_steps: int = option(-1, "optimizer steps to run; -1 means num_epochs passes")
-    batch_size: int = option(8, "rows per micro-batch on each process")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 disables clipping)")
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option(
-        "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
-    )
-    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
-    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
-    save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
-                                                "included: about 3x the model; the final model is always saved)")
-    save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
-    eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
-    logging_steps: int = option(1, "log metrics every N steps")
-    seed: int = option(0, "seed of the data order, initialisation of new layers and sampling")
-    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
-    report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
-
-    def validate(self) -> None:
-        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise UserError(f"option warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.learning_rate <= 0:
-            raise UserError(f"option learning_rate must be positive, got {self.learning_rate}")
-        for tracker in self.report_to:
-            if tracker not in ("tensorboard", "wandb"):
-                raise UserError(f"option report_to: unknown tracker '{tracker}' (tensorboard, wandb)")
 
 
 @dataclass
@@ -117,12 +68,6 @@ def ensure_output_dir(config: TrainConfig) -> Path:
 
         config.output_dir = str(fresh_run_dir(type(config).__name__.removesuffix("Config").lower()))
     return Path(config.output_dir)
-
-
-def is_main_process() -> bool:
-    """Whether this is the first of the launched processes, before an Engine exists (while the data is
-    validated): torchrun and accelerate launch set RANK."""
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -423,27 +368,3 @@ def _short(metrics: dict[str, float]) -> str:
     keys = [k for k in ("loss", "rewards/accuracy", "eval/loss") if k in metrics]
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys)
 
-
-def format_duration(seconds: float) -> str:
-    """`0.42 s`, `12.3 s`, `2 min 18 s`, `1 h 05 min`."""
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
-
-
-def summary_table(title: str, rows: dict[str, object]) -> Table:
-    table = Table(title=title, show_header=False)
-    for key, value in rows.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    return table
-
-
-def print_summary(title: str, rows: dict[str, object]) -> None:
-    """The end-of-run summary, on stdout (progress and messages go to stderr), by the first process only."""
-    if is_main_process():
-        Console().print(summary_table(title, rows))

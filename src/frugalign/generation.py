@@ -11,13 +11,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from frugalign.engine import console
+from frugalign.console import console
 from frugalign.errors import UserError
+from frugalign.recipes.configs import GenerationBackend
 
 
 @dataclass
@@ -169,9 +169,6 @@ class VLLMGenerator:
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-GenerationBackend = Literal["auto", "hf", "vllm"]
 
 
 def open_generator(backend: GenerationBackend, policy, tokenizer, workdir: Path, gpu_memory_utilization: float = 0.3,

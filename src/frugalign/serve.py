@@ -20,12 +20,6 @@ import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-
-from frugalign import models
-from frugalign.generation import generate
-
 MAX_BODY = 1 << 20  # bytes: a judge request is a few kilobytes
 
 
@@ -49,6 +43,10 @@ class ChatServer(ThreadingHTTPServer):
     def complete(self, messages: list[dict], max_tokens: int, temperature: float, client: ClientGone) -> dict | None:
         """The reply to a chat request; None if the client went away meanwhile. BadRequest: a prompt the
         model cannot take."""
+        from transformers import StoppingCriteriaList
+
+        from frugalign.generation import generate
+
         tok = self.tokenizer
         if getattr(tok, "chat_template", None):
             text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -84,7 +82,7 @@ class BadRequest(ValueError):
     """A request the server understood but cannot serve (400, with this message)."""
 
 
-class ClientGone(StoppingCriteria):
+class ClientGone:
     """Stops generation as soon as the client has closed its connection: nobody would read the answer,
     and the requests queued behind it wait for the model."""
 
@@ -99,7 +97,9 @@ class ClientGone(StoppingCriteria):
         except OSError:
             return True  # reset
 
-    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
         return torch.full((input_ids.shape[0],), self.gone(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -182,6 +182,10 @@ class ChatHandler(BaseHTTPRequestHandler):
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not above: `frugalign serve --help` must not load torch (cli.py)
+
+    from frugalign import models
+
     tokenizer = models.load_tokenizer(args.model)
     model = models.load_causal_lm(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
     server = ChatServer((args.host, args.port), model.eval(), tokenizer, args.name or args.model or "smollm2-135m-instruct",

@@ -145,3 +145,30 @@ def test_close_waits_for_requests_under_way_and_cancels_the_rest(server):
     judge.close()  # returns once the first pair's two requests are done; the second pair never starts
     assert judge.collect() == {pid(PAIR): 1}
     assert len(Judge.seen) == 2 and judge.futures == {}
+
+
+def test_judge_without_a_model_asks_the_server_for_its_only_model(vllm_like):
+    """vLLM answers 404 to any name but the one it serves: with no model given, the judge uses that one."""
+    vllm_like.answer = staticmethod(lambda prompt: "Answer: A" if "[Response A]\n7" in prompt else "Answer: B")
+    judge = LLMJudge(vllm_like.url, backoff=0.01)
+    judge.submit([PAIR])
+    assert wait_for(judge) == {pid(PAIR): 1}
+    assert vllm_like.models_seen == [vllm_like.served[0]] * 2 and judge.model == vllm_like.served[0]
+
+
+def test_judge_error_shows_the_servers_message_and_the_attempts_made(vllm_like):
+    """A 404 is not retried: one attempt, said so, with vLLM's own explanation."""
+    judge = LLMJudge(vllm_like.url, "judge", backoff=0.01, max_retries=1)
+    judge.submit([PAIR])
+    with pytest.raises(JudgeError, match=r"failed after 1 attempt: HTTP 404: The model `judge` does not exist\."):
+        wait_for(judge)
+    assert judge.stats.requests == 1 and judge.stats.failures == 1 and len(judge.stats.errors) == 1
+
+
+def test_judge_on_a_server_with_several_models_names_them(vllm_like):
+    vllm_like.served = ["big", "small"]
+    judge = LLMJudge(vllm_like.url, backoff=0.01)
+    judge.submit([PAIR])
+    with pytest.raises(JudgeError, match=r"serves 2 models \(big, small\); choose one with --judge-model"):
+        wait_for(judge)
+    assert vllm_like.models_seen == []  # nothing was asked under a guessed name

@@ -109,3 +109,16 @@ def test_llm_verdicts_are_cached_so_a_rerun_asks_nothing(tmp_path, local_server,
         result = json.loads((tmp_path / "ws" / "winscore.json").read_text())
         assert result["judge_requests"]["requests"] == expected_requests
         assert result["win_score"] == 50.0 and result["ties"] == 3  # position bias cancels out
+
+
+def test_readme_winscore_command_against_a_vllm_like_server(tmp_path, vllm_like, monkeypatch):
+    """The README's command has no --judge-model: the server's one model is asked, not a made-up name."""
+    from frugalign.evaluate import winscore
+
+    monkeypatch.setattr(winscore, "parse_rating", lambda text: 1)  # what the replies say is not the point here
+    model, base = answers(tmp_path, "m", ["a", "b"]), answers(tmp_path, "b", ["x", "y"])
+    assert main(["eval", "winscore", "--model", str(model), "--baseline", str(base), "--judge", "llm",
+                 "--judge-url", vllm_like.url, "--out", str(tmp_path / "ws")]) == 0
+    result = json.loads((tmp_path / "ws" / "winscore.json").read_text())
+    assert result["judged"] == 2 and result["failed"] == 0
+    assert set(vllm_like.models_seen) == {vllm_like.served[0]}

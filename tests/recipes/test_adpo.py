@@ -161,3 +161,23 @@ def test_confidence_is_trusted_only_on_a_full_window_of_agreeing_audits():
     state.audits.append(False)
     assert not state.trusted(config)  # 2 of the latest 4: agreement fell
     assert ActiveState().trusted(ADPOConfig(output_dir="unused", audit_rate=0.0))  # no audits: the paper's ADPO
+
+
+def test_judge_that_never_gives_a_verdict_fails_the_run_and_reports_its_counts(tmp_path, tiny_model_dir,
+                                                                               preference_file, vllm_like, capsys):
+    """The judge answers slower than the one training step, and never with a verdict: the run used to end
+    with exit 0, 0 pairs trained, and nothing said. Now its summary counts the judge's requests and
+    failures, and the run fails."""
+    vllm_like.answer = staticmethod(lambda prompt: "Both responses have merits.")
+    vllm_like.delay = 2.0
+    out = tmp_path / "silent"
+    code = main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
+                 "--annotator", "llm-judge", "--judge-url", vllm_like.url, "--judge-max-retries", "0",
+                 "--max-steps", "1", "--batch-size", "4"])
+    err = capsys.readouterr().err
+    assert code == 2, err[-2000:]
+    assert "no label arrived from the judge" in err and "answers without a verdict" in err and "Traceback" not in err
+    assert "judge requests" in err  # the summary table
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"judge_requests", "judge_failures", "judge_no_verdict"} <= set(last)
+    assert not (out / "model").exists()

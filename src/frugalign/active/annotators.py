@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -184,6 +185,23 @@ class JudgeError(UserError):
     """The judge endpoint kept failing; no label was made up."""
 
 
+def server_message(e: urllib.error.HTTPError) -> str:
+    """`HTTP 404: <the server's own message>`: OpenAI puts it in {"error": {"message"}}, vLLM in {"message"};
+    any other body is quoted (its start)."""
+    try:
+        raw = e.read().decode(errors="replace")
+    except OSError:
+        raw = ""
+    try:
+        body = json.loads(raw)
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else error or body.get("message")
+    except (ValueError, AttributeError):
+        message = None
+    message = str(message or raw.strip()[:300])
+    return f"HTTP {e.code}: {message}" if message else f"HTTP {e.code}"
+
+
 @dataclass
 class JudgeStats:
     requests: int = 0
@@ -202,18 +220,22 @@ class LLMJudge:
     both orders, which cancels position bias: a response wins if it wins once and does not lose the
     other time; a disagreement is a tie. Timeouts, refused connections, 5xx, 429 (Retry-After honoured)
     and unparsable answers are retried with exponential backoff, and counted; when retries run out,
-    `collect` raises JudgeError. Requests run in a thread pool of `concurrency`. `template` (with
-    {prompt}, {a}, {b}), `system` and `parse` (reply text -> +1 / -1 / 0, or None for no verdict) set
-    the question asked: by default a preference question; the win score uses a rating prompt."""
+    `collect` raises JudgeError. With no `model`, the server is asked for its models (GET /v1/models) and
+    its one model is used (vLLM's server answers 404 to any other name). Requests run in a thread pool of
+    `concurrency`. `template` (with {prompt}, {a}, {b}), `system` and `parse` (reply text -> +1 / -1 / 0,
+    or None for no verdict) set the question asked: by default a preference question; the win score uses
+    a rating prompt."""
 
     name = "llm-judge"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 30.0,
+    def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 4, concurrency: int = 4, backoff: float = 1.0, price_per_1k_tokens: float = 0.0,
                  template: str = JUDGE_PROMPT, system: str | None = None,
                  parse: Callable[[str], int | None] = parse_verdict, max_tokens: int = 256):
-        self.url = base_url.rstrip("/") + ("/chat/completions" if base_url.rstrip("/").endswith("/v1")
-                                           else "/v1/chat/completions")
+        base = base_url.rstrip("/")
+        base = base if base.endswith("/v1") else base + "/v1"
+        self.url, self.models_url = base + "/chat/completions", base + "/models"
+        self.model_lock = threading.Lock()
         self.model, self.api_key, self.timeout = model, api_key, timeout
         self.max_retries, self.backoff, self.price = max_retries, backoff, price_per_1k_tokens
         self.template, self.system, self.parse, self.max_tokens = template, system, parse, max_tokens
@@ -221,15 +243,43 @@ class LLMJudge:
         self.futures: dict[str, concurrent.futures.Future] = {}
         self.stats = JudgeStats()
 
+    def _call(self, url: str, body: bytes | None = None) -> dict:
+        """The JSON reply of a GET (no body) or POST."""
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=self.timeout) as r:
+            return json.loads(r.read())
+
+    def model_name(self) -> str:
+        """The model asked: the one given, or the server's only one (asked once, GET /v1/models)."""
+        with self.model_lock:
+            if self.model is None:
+                try:
+                    served = [m["id"] for m in self._call(self.models_url)["data"]]
+                except urllib.error.HTTPError as e:
+                    raise JudgeError(f"judge {self.url} failed: GET {self.models_url} (to find the model to ask): "
+                                     f"{server_message(e)}; name the model with --judge-model") from None
+                except (urllib.error.URLError, OSError, KeyError, TypeError, ValueError) as e:
+                    raise JudgeError(f"judge {self.url} failed: GET {self.models_url} (to find the model to ask): "
+                                     f"{type(e).__name__}: {e}") from None
+                if len(served) != 1:
+                    raise JudgeError(f"judge {self.url}: the server serves {len(served)} models "
+                                     f"({', '.join(served) or 'none'}); choose one with --judge-model")
+                self.model = served[0]
+            return self.model
+
     def verdict(self, prompt: str, a: str, b: str) -> int:
         """+1 if the judge prefers `a` (shown first), -1 for `b`, 0 for a tie: one request, retried."""
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": self.template.format(prompt=prompt, a=a, b=b)})
-        body = json.dumps({"model": self.model, "temperature": 0.0, "max_tokens": self.max_tokens,
+        try:
+            model = self.model_name()
+        except JudgeError as e:
+            self._failed(str(e))
+            raise
+        body = json.dumps({"model": model, "temperature": 0.0, "max_tokens": self.max_tokens,
                            "messages": messages}).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -237,8 +287,7 @@ class LLMJudge:
             self.stats.requests += 1
             wait = self.backoff * 2 ** attempt
             try:
-                with urllib.request.urlopen(urllib.request.Request(self.url, body, headers), timeout=self.timeout) as r:
-                    reply = json.loads(r.read())
+                reply = self._call(self.url, body)
                 usage = reply.get("usage") or {}
                 self.stats.prompt_tokens += int(usage.get("prompt_tokens", 0))
                 self.stats.completion_tokens += int(usage.get("completion_tokens", 0))
@@ -249,7 +298,7 @@ class LLMJudge:
                 self.stats.garbage += 1
                 last = "an answer without a verdict"
             except urllib.error.HTTPError as e:
-                last = f"HTTP {e.code}"
+                last = server_message(e)
                 if e.code == 429:
                     self.stats.rate_limited += 1
                     wait = float(e.headers.get("Retry-After") or wait)
@@ -259,8 +308,15 @@ class LLMJudge:
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.max_retries:
                 time.sleep(wait)
+        attempts = attempt + 1  # fewer than max_retries + 1 when a client error stopped the retries
+        message = f"judge {self.url} failed after {attempts} attempt{'s' * (attempts > 1)}: {last}"
+        self._failed(message)
+        raise JudgeError(message)
+
+    def _failed(self, message: str) -> None:
         self.stats.failures += 1
-        raise JudgeError(f"judge {self.url} failed after {self.max_retries + 1} attempts: {last}")
+        if message not in self.stats.errors:  # the distinct reasons, for the run's summary
+            self.stats.errors.append(message)
 
     def _label(self, pair: UnlabelledPair) -> int:
         forward = self.verdict(pair.prompt, pair.response_a, pair.response_b)

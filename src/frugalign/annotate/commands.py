@@ -12,7 +12,7 @@ import numpy as np
 
 from frugalign.active.ledger import LabelLedger
 from frugalign.bench.results import write_results
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 from frugalign.errors import UserError
 
 

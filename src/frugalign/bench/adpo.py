@@ -19,10 +19,9 @@ from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint
 from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
-from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
 
 MODES = ("dpo", "adpo", "adpo-nopl", "random")
 
@@ -42,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, budget: int) -> dict:
+    # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
+
     pairs = [UnlabelledPair(p["prompt"], p["response_a"], p["response_b"]) for p in task.pair_pool]
     config = ADPOConfig(output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
                         query_warmup=args.query_warmup if "adpo" in mode else 0, audit_rate=args.audit_rate,

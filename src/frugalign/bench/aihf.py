@@ -22,14 +22,9 @@ import numpy as np
 
 from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
-from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.aihf import AIHFConfig, train_aihf
-from frugalign.recipes.dpo import DPOConfig, train_dpo
-from frugalign.recipes.reward import RewardConfig, score, train_reward
-from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
-from frugalign.recipes.sft import SFTConfig, train_sft
 
 METHODS = ("sft", "dpo", "ipo", "spin", "rlhf", "aihf-explicit", "aihf-dpo", "aihf-self-play")
 REGIMES = {"balanced": (1, 1), "scarce-preferences": (1, 8), "scarce-demonstrations": (8, 1)}  # divisors of N
@@ -59,6 +54,12 @@ def reward_model_from(policy):
 def run_method(method: str, task, demos: list[Demonstration], prefs: list[PreferenceExample], settings: dict,
                seed: int, workdir: Path, iterations: int) -> tuple[object, dict]:
     """Train a fresh copy of the base policy with `method`; return it and its costs."""
+    from frugalign.recipes.aihf import AIHFConfig, train_aihf  # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.recipes.dpo import DPOConfig, train_dpo
+    from frugalign.recipes.reward import RewardConfig, score, train_reward
+    from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
+    from frugalign.recipes.sft import SFTConfig, train_sft
+
     policy, tok = copy.deepcopy(task.model), task.tokenizer
     common = dict(seed=seed, learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],
                   warmup_ratio=0.1, logging_steps=1000, output_dir=str(workdir / method))

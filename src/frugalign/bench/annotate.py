@@ -21,8 +21,8 @@ import numpy as np
 
 from frugalign.active.ledger import LabelLedger
 from frugalign.bench.results import machine_info, write_results
+from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
-from frugalign.engine import console, summary_table
 from frugalign.errors import UserError
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from frugalign.bandit import make_bandit, simulate
 from frugalign.bench.results import ci95, machine_info, write_results
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 
 LEARNERS = ("appo", "always", "random")
 

@@ -13,10 +13,9 @@ import numpy as np
 
 from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.console import console, summary_table
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.dpo import DPOConfig, train_dpo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +38,8 @@ def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
     """Base and DPO runs of one seed, in the BENCH.md run schema, and the settings they used."""
     task = bench_task(args, seed)
     settings = task_settings(task, args, quick_epochs=1)
+    from frugalign.recipes.dpo import DPOConfig, train_dpo  # here, not above: `--help` must not load torch (cli.py)
+
     t0 = time.perf_counter()
     base = gold_eval(task, task.model, task.eval_prompts, samples_per_prompt=task.eval_samples, seed=seed)
     base_run = {

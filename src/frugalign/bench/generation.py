@@ -14,13 +14,9 @@ import random
 import tempfile
 from pathlib import Path
 
-import torch
-
-from frugalign import models
 from frugalign.bench.results import machine_info, write_results
 from frugalign.bench.throughput import load_model, make_text
-from frugalign.engine import console, summary_table
-from frugalign.generation import open_generator
+from frugalign.console import console, summary_table
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def measure(generator, prompts: list[str], batch_sizes: list[int], max_new_tokens: int) -> list[dict]:
     """One run per batch size: tokens generated, seconds, tokens per second (sampling, temperature 1)."""
+    import torch  # here, not above: `--help` must not load torch (cli.py)
+
     generator.generate(prompts[: max(batch_sizes)], 1, max_new_tokens, 1.0, 1.0, max(batch_sizes), seed=0,
                        progress=False)  # warm-up: kernels, allocator, caches
     runs = []
@@ -56,6 +54,11 @@ def measure(generator, prompts: list[str], batch_sizes: list[int], max_new_token
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frugalign import models
+    from frugalign.generation import open_generator
+
     names = args.models or (["tiny-llama"] if args.quick else ["tiny-llama", "smollm2"])
     batch_sizes = sorted(args.batch_sizes or ([1, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]))
     n_prompts = args.prompts or (8 if args.quick else 64)

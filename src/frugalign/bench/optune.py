@@ -14,9 +14,8 @@ import numpy as np
 
 from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of
 from frugalign.bench.results import ci95, machine_info, write_results
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-from frugalign.recipes.online import OnlineConfig, run_online
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +40,8 @@ def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
 
 
 def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Path) -> dict:
+    from frugalign.recipes.online import OnlineConfig, run_online  # here, not above: `--help` must not load torch (cli.py)
+
     task = bench_task(args, seed)
     policy = bench_task(args, seed).model
     base = task.settings

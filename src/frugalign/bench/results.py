@@ -8,10 +8,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def machine_info() -> dict:
+    import torch  # here, not above: a command's module loads without torch (see cli.py)
+
     return {
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,

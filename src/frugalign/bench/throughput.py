@@ -23,17 +23,17 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from rich.table import Table
 
-from frugalign import models
 from frugalign.bench.results import machine_info, write_results
+from frugalign.console import console
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import console
 from frugalign.errors import UserError
-from frugalign.logprobs import additive_mask, pad_sequences, pair_batch, pair_logps, sequence_logps, token_logps
-from frugalign.recipes.dpo import DPOConfig, train_dpo
+
+if TYPE_CHECKING:  # torch and the recipes are imported in the functions that use them: `--help` must not load them (cli.py)
+    import torch
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wise owls count silver stars above "
          "quiet rivers and distant mountains under an autumn sky").split()
@@ -87,6 +87,8 @@ def make_pairs(tokenizer, n: int, prompt_tokens: int, response_tokens: int, seed
 
 
 def load_model(name: str, tokenizer):
+    from frugalign import models
+
     if name == "smollm2":
         return models.load_causal_lm(None)
     # about 28M parameters with SmolLM2's 49k vocabulary (tied embeddings)
@@ -96,15 +98,21 @@ def load_model(name: str, tokenizer):
 
 
 def device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def autocast(precision: str):
     """bf16 autocast on the GPU, as accelerate's mixed precision does; nothing in fp32."""
+    import torch
+
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def clock() -> float:
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.synchronize()  # kernels are asynchronous: time what the GPU did, not what was queued
     return time.perf_counter()
@@ -112,6 +120,8 @@ def clock() -> float:
 
 def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float = LR,
                    precision: str = "fp32") -> list[float]:
+    from frugalign.recipes.dpo import DPOConfig, train_dpo
+
     with tempfile.TemporaryDirectory() as tmp:
         config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps, beta=BETA,
                            mixed_precision="no" if precision == "fp32" else "bf16",
@@ -126,6 +136,8 @@ def time_bare(model, score, precomputed: bool, steps: int, warmup: int, lr: floa
     """Seconds of bare DPO steps: `score(model) -> (chosen, rejected)` summed log-probs for the policy
     (with gradients) and for a frozen reference copy (without, or once beforehand if precomputed),
     the sigmoid loss, backward, AdamW."""
+    import torch
+
     policy = copy.deepcopy(model).to(device()).train()
     reference = copy.deepcopy(model).to(device()).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
@@ -151,6 +163,8 @@ def time_bare(model, score, precomputed: bool, steps: int, warmup: int, lr: floa
 
 
 def padded_rows(rows, pad_id: int) -> dict[str, torch.Tensor]:
+    from frugalign.logprobs import pad_sequences
+
     prompts = [r["prompt_ids"] for r in rows]
     return pad_sequences(prompts + prompts, [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows], pad_id)
 
@@ -163,6 +177,8 @@ def time_floor(model, rows, pad_id: int, precomputed: bool, steps: int, warmup: 
 def pack(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A shared-prefix batch as a single row: the rows one after the other, a block-diagonal mask. The
     flat indices (row * width + position) of predictors are unchanged by the concatenation."""
+    import torch
+
     n, width = t["input_ids"].shape
     return {**t, "input_ids": t["input_ids"].reshape(1, n * width), "position_ids": t["position_ids"].reshape(1, n * width),
             "attention_mask": torch.block_diag(*t["attention_mask"][:, 0]).reshape(1, 1, n * width, n * width)}
@@ -175,6 +191,10 @@ def on_device(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def layout_scorer(layout: str, rows, pad_id: int):
     """`model -> (chosen, rejected)` summed response log-probs in one of `LAYOUTS` (all give the same
     values; they differ in what is computed)."""
+    import torch
+
+    from frugalign.logprobs import additive_mask, pair_batch, pair_logps, sequence_logps, token_logps
+
     n = len(rows)
     if layout == "padded":
         t = on_device(padded_rows(rows, pad_id))
@@ -209,6 +229,8 @@ def layout_scorer(layout: str, rows, pad_id: int):
 
 def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: int, lr: float = LR,
              gradient_checkpointing: bool = False, precision: str = "fp32") -> list[float]:
+    import torch
+
     require_trl()
     import datasets
     from transformers import TrainerCallback
@@ -321,6 +343,10 @@ def trl_version() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frugalign import models
+
     if args.precision == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         raise UserError("--precision bf16 needs a GPU that supports bf16; this machine has none (use fp32)")
     if not args.skip_trl:

@@ -7,12 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from frugalign import models
 from frugalign.data import load_rows
 from frugalign.errors import DataError, UserError
-from frugalign.generation import generate
 
 TASKS = ("arith", "sentiment")
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "turns")  # TRL, AlpacaEval, MT-Bench question files
@@ -62,6 +58,8 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None) ->
 def answer(model, tokenizer, prompts: list[str], chat: bool, max_new_tokens: int, temperature: float = 0.0,
            top_p: float = 1.0, batch_size: int = 16, seed: int = 0) -> list[str]:
     """One answer per prompt, batched on the model's device."""
+    from frugalign.generation import generate
+
     texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
              if chat else p for p in prompts]
     gens = generate(model, tokenizer, texts, 1, max_new_tokens, temperature, top_p, batch_size, seed=seed,
@@ -100,6 +98,10 @@ def read_answers(path: str | Path) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch  # here, not above: `--help` and read_answers' users must not load torch (cli.py)
+
+    from frugalign import models
+
     prompts = load_prompts(args.prompts, args.split, args.limit)  # bad input fails before a model loads
     tokenizer = models.load_tokenizer(args.model)
     chat = uses_chat_template(args.chat_template, tokenizer, args.prompts)

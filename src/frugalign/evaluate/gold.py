@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from frugalign.bench.results import ci95
-from frugalign.generation import generate
-from frugalign.logprobs import pad_sequences, sequence_logps
+
+if TYPE_CHECKING:  # imported where used: `frugalign eval gold --help` must not load torch (cli.py)
+    import torch
 
 
 @dataclass
@@ -21,20 +22,26 @@ class GoldEval:
     samples: list[dict]  # {"prompt", "response", "reward"}
 
 
-@torch.no_grad()
 def sample_kl(model, ref_model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
               batch_size: int = 64) -> float:
     """Monte-Carlo KL(pi || ref) from samples of pi: the mean of their log-ratios."""
+    import torch  # here, not above: `frugalign eval gold --help` must not load torch (cli.py)
+
+    from frugalign.logprobs import pad_sequences
+
     ratios = []
-    for start in range(0, len(prompt_ids), batch_size):
-        t = pad_sequences(prompt_ids[start:start + batch_size], response_ids[start:start + batch_size], pad_id)
-        lp, lr = (logps_on_device(m, t) for m in (model, ref_model))  # the two may live on different devices
-        ratios += (lp - lr).tolist()
+    with torch.no_grad():
+        for start in range(0, len(prompt_ids), batch_size):
+            t = pad_sequences(prompt_ids[start:start + batch_size], response_ids[start:start + batch_size], pad_id)
+            lp, lr = (logps_on_device(m, t) for m in (model, ref_model))  # the two may live on different devices
+            ratios += (lp - lr).tolist()
     return float(np.mean(ratios))
 
 
 def logps_on_device(model, t: dict[str, torch.Tensor]) -> torch.Tensor:
     """Summed response log-probs (float32, on the CPU) with the batch moved to where `model` is."""
+    from frugalign.logprobs import sequence_logps
+
     t = {k: v.to(next(model.parameters()).device) for k, v in t.items()}
     return sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum.float().cpu()
 
@@ -42,6 +49,8 @@ def logps_on_device(model, t: dict[str, torch.Tensor]) -> torch.Tensor:
 def gold_eval(task, model, prompts: list[str], ref_model=None, samples_per_prompt: int = 2, seed: int = 0,
               progress: bool = True) -> GoldEval:
     """Sample with the task's settings, score with its gold reward; 95% interval over samples."""
+    from frugalign.generation import generate
+
     was_training = model.training
     gens = generate(model, task.tokenizer, prompts, num_samples=samples_per_prompt, max_new_tokens=task.max_new_tokens,
                     temperature=task.temperature, top_p=task.top_p, seed=seed, progress=progress,
@@ -71,7 +80,7 @@ def run(args) -> int:
     """`frugalign eval gold`: gold reward on the task's held-out prompts and KL to the task's base policy."""
     from frugalign import models
     from frugalign.bench.results import write_results
-    from frugalign.engine import console, summary_table
+    from frugalign.console import console, summary_table
     from frugalign.tasks import load_task
 
     task = load_task(args.task, seed=args.seed)

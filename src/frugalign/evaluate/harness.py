@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from frugalign import models
 from frugalign.bench.results import write_results
-from frugalign.engine import console
+from frugalign.console import console
 from frugalign.errors import UserError
 
 # ARC, HellaSwag, TruthfulQA (mc2), MMLU, GSM8K, Winogrande: the papers' tables
@@ -42,6 +39,8 @@ def evaluate(model, tokenizer, tasks: list[str], include_path: str | None = None
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise UserError(f"unknown lm-eval task(s): {', '.join(unknown)} (see `lm-eval ls tasks`, or --include-path)")
+    import torch  # here, not above: `frugalign eval lm-eval --help` must not load torch (cli.py)
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lm = HFLM(pretrained=model.to(device), tokenizer=tokenizer, device=device, batch_size=batch_size)
     out = simple_evaluate(model=lm, tasks=tasks, task_manager=manager, num_fewshot=num_fewshot, limit=limit,
@@ -52,6 +51,8 @@ def evaluate(model, tokenizer, tasks: list[str], include_path: str | None = None
 
 
 def run(args: argparse.Namespace) -> int:
+    from frugalign import models
+
     tokenizer = models.load_tokenizer(args.model)
     model = models.load_causal_lm(args.model)
     results = evaluate(model, tokenizer, args.tasks, args.include_path, args.num_fewshot, args.limit, args.batch_size,

@@ -8,11 +8,9 @@ import math
 
 import numpy as np
 
-from frugalign import models
 from frugalign.bench.results import write_results
+from frugalign.console import console, summary_table
 from frugalign.data import load_rows, preference_examples
-from frugalign.engine import console, summary_table
-from frugalign.recipes.reward import score
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def accuracy(model, tokenizer, examples, batch_size: int = 32, max_length: int = 512) -> tuple[float, float, np.ndarray]:
     """(accuracy, 95% interval half-width, per-pair reward margins). A tie counts as wrong."""
+    from frugalign.recipes.reward import score
+
     prompts = [e.prompt for e in examples]
     chosen = score(model, tokenizer, prompts, [e.chosen for e in examples], batch_size, max_length)
     rejected = score(model, tokenizer, prompts, [e.rejected for e in examples], batch_size, max_length)
@@ -35,6 +35,8 @@ def accuracy(model, tokenizer, examples, batch_size: int = 32, max_length: int =
 
 
 def run(args: argparse.Namespace) -> int:
+    from frugalign import models  # here, not above: `--help` must not load torch (cli.py)
+
     examples = preference_examples(load_rows(args.dataset, args.split), args.dataset)  # bad rows fail before loading
     model, tokenizer = models.load_reward_model(args.reward_model), models.load_tokenizer(args.reward_model)
     acc, half, margins = accuracy(model, tokenizer, examples, args.batch_size, args.max_length)

@@ -24,7 +24,7 @@ import numpy as np
 
 from frugalign.active.annotators import JudgeError, LLMJudge
 from frugalign.bench.results import write_results
-from frugalign.engine import console, summary_table
+from frugalign.console import console, summary_table
 from frugalign.errors import UserError
 from frugalign.evaluate.generate import read_answers
 
@@ -146,7 +146,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="llm: an OpenAI-compatible endpoint with the rating prompt; reward-model: higher reward "
                              "wins; gold: a task's gold reward")
     parser.add_argument("--judge-url", default=None, help="llm: OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)")
-    parser.add_argument("--judge-model", default="judge", help="llm: model name sent to the endpoint")
+    parser.add_argument("--judge-model", default=None,
+                        help="llm: model name sent to the endpoint (default: the server's model, when it serves one)")
     parser.add_argument("--api-key", default=None, help="llm: bearer token for the endpoint")
     parser.add_argument("--concurrency", type=int, default=4, help="llm: requests in flight")
     parser.add_argument("--timeout", type=float, default=60.0, help="llm: seconds per request")
@@ -164,7 +165,8 @@ def make_judge(args: argparse.Namespace, out: Path) -> tuple[Judge, LLMJudge | N
                        max_retries=args.max_retries, concurrency=args.concurrency, template=RATING_PROMPT,
                        system=RATING_SYSTEM, parse=parse_rating, max_tokens=512)
         cache = VerdictCache(out / "verdicts.sqlite")
-        return cache.wrap(llm.verdict, f"{llm.url}|{args.judge_model}|rating-v1"), llm
+        # the cache is keyed by the model that answers, so the server is asked for it now
+        return cache.wrap(llm.verdict, f"{llm.url}|{llm.model_name()}|rating-v1"), llm
     if args.judge == "gold":
         if not args.task:
             raise UserError("--judge gold needs --task (arith or sentiment)")

@@ -18,81 +18,24 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from frugalign import losses, models
 from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJudge, RewardModelJudge, StoredLabels
 from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
-from frugalign.config import option
+from frugalign.console import print_summary
 from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlabelled_pairs
-from frugalign.engine import Engine, TrainResult, print_summary
+from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps
 from frugalign.recipes.common import load_policy
-from frugalign.recipes.dpo import DPOConfig, PairScorer, Reference, pair_losses
-
-
-@dataclass
-class ADPOConfig(DPOConfig):
-    """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
-
-    mode: Literal["adpo", "adpo-nopl", "dpo", "random"] = option(
-        "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
-                "random: ask a random subset of max_queries pairs"
-    )
-    gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
-    max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
-    audit_rate: float = option(
-        0.1, "adpo: share of the confident pairs asked anyway, to check the policy's confidence against the annotator "
-             "(0: no audits; every confident pair is pseudo-labelled, as in the paper)"
-    )
-    audit_window: int = option(30, "adpo: how many of the latest audits decide whether confidence is trusted")
-    min_agreement: float = option(
-        0.9, "adpo: pseudo-label only while the latest audit_window audits agree with the policy at least this often "
-             "(before that many audits, confident pairs are skipped): a policy can be confidently wrong"
-    )
-    query_warmup: int = option(
-        0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
-           "a few steps from its reference can be confidently wrong)"
-    )
-    ledger: str | None = option(None, "label ledger (SQLite) path; default: OUTPUT_DIR/labels.sqlite")
-    ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
-    annotator: Literal["stored", "reward-model", "llm-judge", "human"] = option(
-        "stored", "stored: the dataset's own labels, hidden until asked (needs chosen/rejected rows); "
-                  "reward-model: --reward-model scores; llm-judge: --judge-url/--judge-model; human: the annotation app"
-    )
-    reward_model: str | None = option(None, "reward model for --annotator reward-model (default: embedded MiniLM)")
-    serve: str | None = option(None, "with --annotator human: serve the annotation app at HOST:PORT during the run, on "
-                                     "its ledger (or run `frugalign annotate serve --db LEDGER` yourself)")
-    judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
-    judge_model: str = option("judge", "model name sent to the judge endpoint")
-    judge_concurrency: int = option(4, "judge requests in flight at once")
-    judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
-    judge_timeout: float = option(30.0, "seconds before a judge request times out")
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.audit_rate <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
-            raise UserError("options audit_rate and min_agreement must lie in [0, 1]")
-        if self.audit_window < 1:
-            raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
-        if self.gamma < 0:
-            raise UserError(f"option gamma must be non-negative, got {self.gamma}")
-        if self.mode == "random" and self.max_queries < 0:
-            raise UserError("mode random needs a budget: set max_queries (e.g. the number an adpo run used)")
-        if self.reference == "precomputed":
-            raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
-        if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
-            raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
-        if self.annotator == "llm-judge" and not self.judge_url:
-            raise UserError("--annotator llm-judge needs --judge-url (an OpenAI-compatible endpoint)")
+from frugalign.recipes.configs import ADPOConfig
+from frugalign.recipes.dpo import PairScorer, Reference, pair_losses
 
 
 @dataclass
@@ -110,6 +53,9 @@ class QueryStats:
     skipped_budget: int = 0
     deferred: int = 0
     ties: int = 0
+    sent: int = 0  # questions this process sent to the annotator
+    answers: int = 0  # labels the annotator gave this process
+    unanswered: int = 0  # at the end: pairs this run asked that have no label in the ledger
 
 
 @dataclass
@@ -192,6 +138,7 @@ def train_adpo(
     session_start = time.time()
 
     def store(answers: dict[str, int]) -> None:
+        stats.answers += len(answers)
         for pid, label in answers.items():
             pair = state.asked[pid]
             if ledger.label(pair) is None:  # written before it is used (the app may have written it already)
@@ -276,6 +223,7 @@ def train_adpo(
                 fresh.append(batch[i]["pair"])
                 priorities.append(-abs(confidence[i]))  # the least confident first
         stats.asked += len(fresh)
+        stats.sent += len(fresh)
         if fresh:
             annotator.submit(fresh, priorities)
         collect()  # a synchronous annotator has answered already: train on its labels in this very step
@@ -314,6 +262,8 @@ def train_adpo(
         if state.audits:
             recent = state.audits[-config.audit_window:]
             metrics["audit_agreement"] = sum(recent) / len(recent)
+        if isinstance(annotator, LLMJudge):
+            metrics.update(judge_metrics(annotator))
         return loss, metrics
 
     try:
@@ -321,8 +271,15 @@ def train_adpo(
     finally:
         annotator.close()  # waits for the requests under way
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
-    stats.asked = ledger.counts(run_id)["queried"]
+    counts = ledger.counts(run_id)
+    stats.asked, stats.unanswered = counts["queried"], counts["pending"]
     return model, result, stats
+
+
+def judge_metrics(judge: LLMJudge) -> dict[str, float]:
+    s = judge.stats
+    return {"judge_requests": float(s.requests), "judge_failures": float(s.failures),
+            "judge_no_verdict": float(s.garbage)}
 
 
 def make_annotator(config: ADPOConfig, pairs: list[UnlabelledPair], labels: list[int] | None, ledger: LabelLedger,
@@ -371,18 +328,33 @@ def run(config: ADPOConfig) -> TrainResult:
     finally:
         if app is not None:
             app.should_exit = True
-    path = engine.save_model(model, tokenizer)
+    # a judge that was asked and never answered trained nothing: an error, not a model (issue 19)
+    judge = annotator if isinstance(annotator, LLMJudge) else None
+    silent_judge = judge is not None and stats.sent > 0 and stats.answers == 0
+    path = None if silent_judge else engine.save_model(model, tokenizer)
     engine.end()
     # queries, labels_pending, pseudo_labelled and skipped are running counters: their totals are above
-    summary = {"pairs": len(rows), "queries (this run)": stats.asked, "pseudo-labelled": stats.pseudo,
+    summary = {"pairs": len(rows), "queries (this run)": stats.asked, "labels received": stats.answers,
+               "unanswered (this run)": stats.unanswered, "pseudo-labelled": stats.pseudo,
                "skipped (confident / budget)": f"{stats.skipped_confident} / {stats.skipped_budget}",
                "trained pairs (total)": int(result.total_metrics.get("trained_pairs", 0)),
                **result.summary(skip=("queries", "labels_pending", "pseudo_labelled", "skipped", "trained_pairs")),
-               "ledger": str(ledger.path), "model": str(path)}
+               "ledger": str(ledger.path), "model": str(path) if path else "not saved"}
+    if judge is not None:
+        s = judge.stats
+        summary.update({"judge requests (retries)": f"{s.requests} ({s.retries})",
+                        "judge questions failed": s.failures, "judge answers without a verdict": s.garbage})
+        if s.errors:
+            summary["judge errors"] = "; ".join(s.errors[-3:])
     if stats.pseudo_checked:
         summary["pseudo-label agreement"] = stats.pseudo_agree / stats.pseudo_checked
     if stats.audited:
         summary["audits (agreeing)"] = f"{stats.audited} ({stats.audit_agree})"
     print_summary(f"frugalign adpo ({config.mode})", summary)
     ledger.close()
+    if silent_judge:
+        s = judge.stats
+        raise UserError(f"no label arrived from the judge {judge.url}: {stats.sent} questions sent, {s.requests} "
+                        f"requests, {s.failures} questions failed, {s.garbage} answers without a verdict"
+                        + (f" (last error: {s.errors[-1]})" if s.errors else "") + "; the model was not saved")
     return result

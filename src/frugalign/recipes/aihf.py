@@ -18,48 +18,18 @@ import copy
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from frugalign import models
-from frugalign.config import option
+from frugalign.console import console, format_duration, print_summary
 from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
-from frugalign.engine import Engine, console, format_duration, print_summary
+from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import generate
+from frugalign.recipes.configs import AIHFConfig
 from frugalign.recipes.dpo import DPOConfig, attach_reference_logps, train_dpo
 from frugalign.recipes.reward import RewardConfig, score, train_reward
 from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
-
-
-@dataclass
-class AIHFConfig(DPOConfig):
-    """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
-
-    variant: Literal["explicit", "dpo", "self-play"] = option(
-        "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
-               "self-play: lambda*DPO(P) + SPIN(demonstrations)")
-    demonstrations: str | None = option(None, "demonstrations (TRL SFT format: prompt/completion or messages)")
-    preference_weight: float = option(1.0, "lambda (dpo, self-play) or w_P (explicit): weight of preference pairs")
-    demonstration_weight: float = option(1.0, "w_D: weight of the (demonstration > sample) pairs")
-    iterations: int = option(3, "sample-then-train iterations")
-    max_new_tokens: int = option(64, "tokens sampled per response")
-    temperature: float = option(1.0, "sampling temperature")
-    top_p: float = option(1.0, "nucleus sampling")
-    generation_batch_size: int = option(64, "prompts per generate call")
-    reward_model: str | None = option(None, "explicit: the reward model to start from (default: the embedded MiniLM)")
-    reward_learning_rate: float = option(5e-5, "explicit: reward model learning rate")
-    kl_coef: float = option(0.05, "explicit: KL penalty of the policy step (per-token log-ratio to the reference)")
-    samples_per_prompt: int = option(4, "explicit: RLOO samples per prompt in the policy step")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.iterations < 1:
-            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
-        if self.preference_weight < 0 or self.demonstration_weight < 0:
-            raise UserError("options preference_weight and demonstration_weight must be non-negative")
-
 
 Step = Callable[[int, object, list[PreferenceExample]], tuple[object, int]]  # -> (policy, responses it generated)
 

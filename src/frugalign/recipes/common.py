@@ -4,40 +4,13 @@ holding out evaluation rows, and putting tokenized rows on the device."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from frugalign import models
-from frugalign.config import option
-from frugalign.engine import Engine, TrainConfig
+from frugalign.engine import Engine
 from frugalign.errors import UserError
-
-
-@dataclass
-class RecipeConfig(TrainConfig):
-    """Model and data options of every training command, on top of the engine's."""
-
-    model: str | None = option(None, "hub id or local checkpoint; default: the embedded SmolLM2-135M-Instruct")
-    dataset: str | None = option(None, "hub dataset name or local JSON/JSONL/Parquet/CSV file")
-    dataset_split: str = option("train", "split of a hub dataset")
-    eval_dataset: str | None = option(None, "held-out rows (same format); default: eval_fraction of dataset")
-    eval_fraction: float = option(0.0, "fraction of the dataset held out for evaluation when eval_dataset is unset")
-    max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
-    max_response_length: int = option(512, "response tokens kept, EOS included (the start is kept)")
-    overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
-    lora_r: int = option(0, "LoRA rank; 0 trains all weights")
-    lora_alpha: int = option(16, "LoRA scaling numerator")
-    lora_dropout: float = option(0.0, "dropout on the LoRA branch")
-    lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise UserError(f"option eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.max_prompt_length < 1 or self.max_response_length < 1:
-            raise UserError("options max_prompt_length and max_response_length must be at least 1")
+from frugalign.recipes.configs import RecipeConfig
 
 
 def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:

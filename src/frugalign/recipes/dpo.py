@@ -10,48 +10,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from frugalign import losses, models
-from frugalign.config import option
+from frugalign.console import console, is_main_process, print_summary
 from frugalign.data import load_rows, preference_examples, tokenize_preferences
-from frugalign.engine import Engine, TrainResult, console, is_main_process, print_summary, resolve_mixed_precision
+from frugalign.engine import Engine, TrainResult, resolve_mixed_precision
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
-from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
-
-
-@dataclass
-class DPOConfig(RecipeConfig):
-    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
-
-    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
-    beta: float = option(0.1, "strength of the KL regularisation to the reference")
-    label_smoothing: float = option(0.0, "conservative DPO: probability that a label is flipped (dpo loss only)")
-    reference: Literal["copy", "precomputed"] = option(
-        "copy",
-        "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
-        "precomputed: reference log-probs computed in one pass before training and cached to disk",
-    )
-    shared_prefix: Literal["auto", "on", "off"] = option(
-        "auto", "on: one row per pair, its prompt computed once (chosen and rejected attend to one copy); off: "
-                "padded rows; auto: on, except under bf16/fp16 on a GPU, where padded rows keep the fused attention "
-                "kernel and are faster. Either way the output layer runs on response tokens only. Models whose "
-                "logits are post-processed (soft-capping) always get padded rows with full logits"
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.beta <= 0:
-            raise UserError(f"option beta must be positive, got {self.beta}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise UserError(f"option label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss == "ipo":
-            raise UserError("label_smoothing applies to the dpo loss only")
+from frugalign.recipes.common import hold_out, load_policy, to_device
+from frugalign.recipes.configs import DPOConfig
 
 
 def pair_losses(

@@ -25,63 +25,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
 from frugalign import losses
-from frugalign.config import option
+from frugalign.console import console, format_duration, print_summary
 from frugalign.data import PreferenceExample, tokenize_preferences
-from frugalign.engine import Engine, console, format_duration, print_summary
+from frugalign.engine import Engine
 from frugalign.errors import UserError
-from frugalign.generation import GenerationBackend, open_generator, progress_bar
+from frugalign.generation import open_generator, progress_bar
 from frugalign.recipes.common import RecipeConfig
+from frugalign.recipes.configs import OnlineConfig
 from frugalign.recipes.dpo import DPOConfig, train_dpo
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
-
-
-@dataclass
-class OnlineConfig(DPOConfig):
-    """`frugalign online` options on top of DPO's (beta is wDPO's beta1)."""
-
-    loss: Literal["dpo", "ipo", "wdpo"] = option("dpo", "pairwise loss; wdpo: DPO weighted by sigma(beta2 * reward gap)")
-    beta2: float = option(1.0, "wDPO: scale of the reward gap in the pair weight")
-    iterations: int = option(3, "generate-score-train iterations")
-    rho: float = option(1.0, "fraction of prompts regenerated per iteration after the first")
-    selection: Literal["optune", "random", "all"] = option("optune", "which prompts are regenerated")
-    samples_per_prompt: int = option(2, "responses sampled per regenerated prompt (best vs worst)")
-    max_new_tokens: int = option(64, "tokens sampled per response")
-    temperature: float = option(1.0, "sampling temperature (0: greedy)")
-    top_p: float = option(0.9, "nucleus sampling")
-    generation_batch_size: int = option(64, "prompts per generate call (and per journal entry)")
-    generation_backend: GenerationBackend = option(
-        "auto", "hf: Hugging Face generate on the policy; vllm: vLLM in this process, weights synced after each "
-        "iteration; auto: vllm when it is installed and a GPU is present")
-    vllm_gpu_memory_utilization: float = option(0.3, "vLLM: share of the GPU's memory it may take beside training")
-    train_pairs: Literal["all", "regenerated"] = option(
-        "all", "pairs trained on per iteration: all (every prompt's current pair, OPTune's Algorithm 1) or "
-        "regenerated (only this iteration's new pairs: no retraining on stale pairs, training time falls with rho)")
-    reward_model: str | None = option(None, "reward model that scores the samples (a `frugalign reward` output)")
-
-    def validate(self) -> None:
-        if self.loss == "wdpo":  # DPO's checks apply to the DPO loss wDPO weights
-            self.loss = "dpo"
-            try:
-                super().validate()
-            finally:
-                self.loss = "wdpo"
-        else:
-            super().validate()
-        if self.iterations < 1:
-            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
-        if not 0.0 < self.rho <= 1.0:
-            raise UserError(f"option rho must be in (0, 1], got {self.rho}")
-        if self.samples_per_prompt < 2:
-            raise UserError("option samples_per_prompt must be at least 2 (a pair)")
-        if self.lora_r > 0:
-            raise UserError("frugalign online trains all weights: option lora_r is not supported here")
 
 
 @dataclass

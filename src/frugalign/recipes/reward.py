@@ -4,28 +4,16 @@ in one forward of a sequence classifier with one output, and minimise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from frugalign import losses, models
-from frugalign.config import option
+from frugalign.console import console, is_main_process, print_summary
 from frugalign.data import load_rows, preference_examples
-from frugalign.engine import Engine, TrainResult, console, is_main_process, print_summary
+from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
-from frugalign.recipes.common import RecipeConfig, hold_out
-
-
-@dataclass
-class RewardConfig(RecipeConfig):
-    """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
-    --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
-
-    max_length: int = option(512, "tokens of prompt + response seen by the reward model (longer: truncated)")
-    centering: float = option(0.0, "coefficient c of the centring penalty c * (r_w + r_l)^2 (about 1e-2 keeps "
-                                   "rewards near zero)")
-    learning_rate: float = option(2e-5, "peak learning rate")
+from frugalign.recipes.common import hold_out
+from frugalign.recipes.configs import RewardConfig
 
 
 def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int, device) -> dict[str, torch.Tensor]:

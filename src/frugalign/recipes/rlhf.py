@@ -13,39 +13,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from frugalign import losses, models
-from frugalign.config import option
-from frugalign.engine import Engine, TrainResult, print_summary
+from frugalign.console import print_summary
+from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.generation import generate
 from frugalign.logprobs import pad_sequences, sequence_logps
-from frugalign.recipes.common import RecipeConfig, load_policy, to_device
+from frugalign.recipes.common import load_policy, to_device
+from frugalign.recipes.configs import RLHFConfig
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
-
-
-@dataclass
-class RLHFConfig(RecipeConfig):
-    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
-
-    reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
-    kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")
-    samples_per_prompt: int = option(4, "k: samples per prompt (RLOO's baseline is the mean of the other k-1)")
-    max_new_tokens: int = option(64, "tokens sampled per response")
-    temperature: float = option(1.0, "sampling temperature")
-    top_p: float = option(1.0, "nucleus sampling (1: the policy's own distribution, as the gradient assumes)")
-
-    def validate(self) -> None:
-        super().validate()
-        if self.samples_per_prompt < 2:
-            raise UserError("option samples_per_prompt must be at least 2 (RLOO's baseline needs another sample)")
-        if self.kl_coef < 0:
-            raise UserError(f"option kl_coef must be non-negative, got {self.kl_coef}")
 
 
 def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer: Scorer, reference=None,

@@ -4,21 +4,17 @@ completion tokens (prompt tokens are context, not targets)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
 from frugalign import losses, models
+from frugalign.console import console, is_main_process, print_summary
 from frugalign.data import demonstrations, load_rows, tokenize_demonstrations
-from frugalign.engine import Engine, TrainResult, console, is_main_process, print_summary
+from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import pad_sequences, token_logps
-from frugalign.recipes.common import RecipeConfig, hold_out, load_policy, to_device
-
-
-@dataclass
-class SFTConfig(RecipeConfig):
-    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
+from frugalign.recipes.common import hold_out, load_policy, to_device
+from frugalign.recipes.configs import SFTConfig
 
 
 def completion_nll(model, rows: list[dict], pad_id: int, device) -> torch.Tensor:

@@ -11,11 +11,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from frugalign.models import cache_dir as frugalign_cache
+if TYPE_CHECKING:  # loaded where a task is built: listing the tasks must not load transformers
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 
 def simulate_preference(reward_a: float, reward_b: float, tau: float, rng: np.random.Generator) -> int:
@@ -103,7 +104,10 @@ class TaskSpec:
 
 def build_task(spec: TaskSpec, seed: int, quick: bool, cache: Path | None) -> Task:
     """Pre-train (or load from the cache) the base policy, sample (or load) the pair pool."""
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
     from frugalign.generation import generate
+    from frugalign.models import cache_dir as frugalign_cache
 
     root = Path(cache) if cache is not None else frugalign_cache() / "tasks"
     path = root / f"{spec.name}-seed{seed}-{'quick' if quick else 'full'}-v1"

@@ -1,0 +1,229 @@
+"""The options of every training command, apart from the code that trains: `frugalign COMMAND --help`
+builds its flags from these dataclasses without loading torch or transformers (see cli.py)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from frugalign.config import TrainConfig, option
+from frugalign.errors import UserError
+
+GenerationBackend = Literal["auto", "hf", "vllm"]
+
+
+@dataclass
+class RecipeConfig(TrainConfig):
+    """Model and data options of every training command, on top of the engine's."""
+
+    model: str | None = option(None, "hub id or local checkpoint; default: the embedded SmolLM2-135M-Instruct")
+    dataset: str | None = option(None, "hub dataset name or local JSON/JSONL/Parquet/CSV file")
+    dataset_split: str = option("train", "split of a hub dataset")
+    eval_dataset: str | None = option(None, "held-out rows (same format); default: eval_fraction of dataset")
+    eval_fraction: float = option(0.0, "fraction of the dataset held out for evaluation when eval_dataset is unset")
+    max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
+    max_response_length: int = option(512, "response tokens kept, EOS included (the start is kept)")
+    overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
+    lora_r: int = option(0, "LoRA rank; 0 trains all weights")
+    lora_alpha: int = option(16, "LoRA scaling numerator")
+    lora_dropout: float = option(0.0, "dropout on the LoRA branch")
+    lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise UserError(f"option eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_prompt_length < 1 or self.max_response_length < 1:
+            raise UserError("options max_prompt_length and max_response_length must be at least 1")
+
+
+@dataclass
+class SFTConfig(RecipeConfig):
+    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
+
+
+@dataclass
+class DPOConfig(RecipeConfig):
+    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
+
+    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
+    beta: float = option(0.1, "strength of the KL regularisation to the reference")
+    label_smoothing: float = option(0.0, "conservative DPO: probability that a label is flipped (dpo loss only)")
+    reference: Literal["copy", "precomputed"] = option(
+        "copy",
+        "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
+        "precomputed: reference log-probs computed in one pass before training and cached to disk",
+    )
+    shared_prefix: Literal["auto", "on", "off"] = option(
+        "auto", "on: one row per pair, its prompt computed once (chosen and rejected attend to one copy); off: "
+                "padded rows; auto: on, except under bf16/fp16 on a GPU, where padded rows keep the fused attention "
+                "kernel and are faster. Either way the output layer runs on response tokens only. Models whose "
+                "logits are post-processed (soft-capping) always get padded rows with full logits"
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta <= 0:
+            raise UserError(f"option beta must be positive, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise UserError(f"option label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss == "ipo":
+            raise UserError("label_smoothing applies to the dpo loss only")
+
+
+@dataclass
+class RewardConfig(RecipeConfig):
+    """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
+    --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
+
+    max_length: int = option(512, "tokens of prompt + response seen by the reward model (longer: truncated)")
+    centering: float = option(0.0, "coefficient c of the centring penalty c * (r_w + r_l)^2 (about 1e-2 keeps "
+                                   "rewards near zero)")
+    learning_rate: float = option(2e-5, "peak learning rate")
+
+
+@dataclass
+class RLHFConfig(RecipeConfig):
+    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+
+    reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
+    kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")
+    samples_per_prompt: int = option(4, "k: samples per prompt (RLOO's baseline is the mean of the other k-1)")
+    max_new_tokens: int = option(64, "tokens sampled per response")
+    temperature: float = option(1.0, "sampling temperature")
+    top_p: float = option(1.0, "nucleus sampling (1: the policy's own distribution, as the gradient assumes)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.samples_per_prompt < 2:
+            raise UserError("option samples_per_prompt must be at least 2 (RLOO's baseline needs another sample)")
+        if self.kl_coef < 0:
+            raise UserError(f"option kl_coef must be non-negative, got {self.kl_coef}")
+
+
+@dataclass
+class OnlineConfig(DPOConfig):
+    """`frugalign online` options on top of DPO's (beta is wDPO's beta1)."""
+
+    loss: Literal["dpo", "ipo", "wdpo"] = option("dpo", "pairwise loss; wdpo: DPO weighted by sigma(beta2 * reward gap)")
+    beta2: float = option(1.0, "wDPO: scale of the reward gap in the pair weight")
+    iterations: int = option(3, "generate-score-train iterations")
+    rho: float = option(1.0, "fraction of prompts regenerated per iteration after the first")
+    selection: Literal["optune", "random", "all"] = option("optune", "which prompts are regenerated")
+    samples_per_prompt: int = option(2, "responses sampled per regenerated prompt (best vs worst)")
+    max_new_tokens: int = option(64, "tokens sampled per response")
+    temperature: float = option(1.0, "sampling temperature (0: greedy)")
+    top_p: float = option(0.9, "nucleus sampling")
+    generation_batch_size: int = option(64, "prompts per generate call (and per journal entry)")
+    generation_backend: GenerationBackend = option(
+        "auto", "hf: Hugging Face generate on the policy; vllm: vLLM in this process, weights synced after each "
+        "iteration; auto: vllm when it is installed and a GPU is present")
+    vllm_gpu_memory_utilization: float = option(0.3, "vLLM: share of the GPU's memory it may take beside training")
+    train_pairs: Literal["all", "regenerated"] = option(
+        "all", "pairs trained on per iteration: all (every prompt's current pair, OPTune's Algorithm 1) or "
+        "regenerated (only this iteration's new pairs: no retraining on stale pairs, training time falls with rho)")
+    reward_model: str | None = option(None, "reward model that scores the samples (a `frugalign reward` output)")
+
+    def validate(self) -> None:
+        if self.loss == "wdpo":  # DPO's checks apply to the DPO loss wDPO weights
+            self.loss = "dpo"
+            try:
+                super().validate()
+            finally:
+                self.loss = "wdpo"
+        else:
+            super().validate()
+        if self.iterations < 1:
+            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
+        if not 0.0 < self.rho <= 1.0:
+            raise UserError(f"option rho must be in (0, 1], got {self.rho}")
+        if self.samples_per_prompt < 2:
+            raise UserError("option samples_per_prompt must be at least 2 (a pair)")
+        if self.lora_r > 0:
+            raise UserError("frugalign online trains all weights: option lora_r is not supported here")
+
+
+@dataclass
+class ADPOConfig(DPOConfig):
+    """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
+
+    mode: Literal["adpo", "adpo-nopl", "dpo", "random"] = option(
+        "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
+                "random: ask a random subset of max_queries pairs"
+    )
+    gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
+    max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
+    audit_rate: float = option(
+        0.1, "adpo: share of the confident pairs asked anyway, to check the policy's confidence against the annotator "
+             "(0: no audits; every confident pair is pseudo-labelled, as in the paper)"
+    )
+    audit_window: int = option(30, "adpo: how many of the latest audits decide whether confidence is trusted")
+    min_agreement: float = option(
+        0.9, "adpo: pseudo-label only while the latest audit_window audits agree with the policy at least this often "
+             "(before that many audits, confident pairs are skipped): a policy can be confidently wrong"
+    )
+    query_warmup: int = option(
+        0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
+           "a few steps from its reference can be confidently wrong)"
+    )
+    ledger: str | None = option(None, "label ledger (SQLite) path; default: OUTPUT_DIR/labels.sqlite")
+    ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
+    annotator: Literal["stored", "reward-model", "llm-judge", "human"] = option(
+        "stored", "stored: the dataset's own labels, hidden until asked (needs chosen/rejected rows); "
+                  "reward-model: --reward-model scores; llm-judge: --judge-url/--judge-model; human: the annotation app"
+    )
+    reward_model: str | None = option(None, "reward model for --annotator reward-model (default: embedded MiniLM)")
+    serve: str | None = option(None, "with --annotator human: serve the annotation app at HOST:PORT during the run, on "
+                                     "its ledger (or run `frugalign annotate serve --db LEDGER` yourself)")
+    judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
+    judge_model: str | None = option(
+        None, "model name sent to the judge endpoint (default: the server's model, when it serves exactly one)")
+    judge_concurrency: int = option(4, "judge requests in flight at once")
+    judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
+    judge_timeout: float = option(30.0, "seconds before a judge request times out")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.audit_rate <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
+            raise UserError("options audit_rate and min_agreement must lie in [0, 1]")
+        if self.audit_window < 1:
+            raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
+        if self.gamma < 0:
+            raise UserError(f"option gamma must be non-negative, got {self.gamma}")
+        if self.mode == "random" and self.max_queries < 0:
+            raise UserError("mode random needs a budget: set max_queries (e.g. the number an adpo run used)")
+        if self.reference == "precomputed":
+            raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
+        if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
+            raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
+        if self.annotator == "llm-judge" and not self.judge_url:
+            raise UserError("--annotator llm-judge needs --judge-url (an OpenAI-compatible endpoint)")
+
+
+@dataclass
+class AIHFConfig(DPOConfig):
+    """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
+
+    variant: Literal["explicit", "dpo", "self-play"] = option(
+        "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
+               "self-play: lambda*DPO(P) + SPIN(demonstrations)")
+    demonstrations: str | None = option(None, "demonstrations (TRL SFT format: prompt/completion or messages)")
+    preference_weight: float = option(1.0, "lambda (dpo, self-play) or w_P (explicit): weight of preference pairs")
+    demonstration_weight: float = option(1.0, "w_D: weight of the (demonstration > sample) pairs")
+    iterations: int = option(3, "sample-then-train iterations")
+    max_new_tokens: int = option(64, "tokens sampled per response")
+    temperature: float = option(1.0, "sampling temperature")
+    top_p: float = option(1.0, "nucleus sampling")
+    generation_batch_size: int = option(64, "prompts per generate call")
+    reward_model: str | None = option(None, "explicit: the reward model to start from (default: the embedded MiniLM)")
+    reward_learning_rate: float = option(5e-5, "explicit: reward model learning rate")
+    kl_coef: float = option(0.05, "explicit: KL penalty of the policy step (per-token log-ratio to the reference)")
+    samples_per_prompt: int = option(4, "explicit: RLOO samples per prompt in the policy step")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.iterations < 1:
+            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
+        if self.preference_weight < 0 or self.demonstration_weight < 0:
+            raise UserError("options preference_weight and demonstration_weight must be non-negative")
