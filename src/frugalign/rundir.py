@@ -15,10 +15,9 @@ import yaml
 from frugalign.config import to_dict
 from frugalign.errors import UserError
 
-# what a run leaves behind: config.yaml from now on; metrics, checkpoints or a model from older versions
-RUN_MARKERS = ("config.yaml", "metrics.jsonl", "checkpoints", "model")
-# written first by every run: a folder holding only these is a run that stopped before it produced anything
-RUN_FILES = ("config.yaml", "command.txt")
+# what a run that trained leaves behind; config.yaml and command.txt alone are a run that stopped before it
+# produced anything (a refused dataset, say), and the same command may be run again there
+RUN_MARKERS = ("metrics.jsonl", "checkpoints", "model")
 # a label ledger may be created before the run (`annotate add-annotator`) and holds paid labels: never cleared
 LEDGER_FILES = ("labels.sqlite", "labels.sqlite-wal", "labels.sqlite-shm")
 
@@ -36,8 +35,7 @@ def fresh_run_dir(command: str) -> Path:
 def holds_a_run(path: Path) -> bool:
     if not path.is_dir():
         return False
-    names = {p.name for p in path.iterdir()}
-    return bool(names & set(RUN_MARKERS)) and not names <= set(RUN_FILES)
+    return any((path / name).exists() for name in RUN_MARKERS)
 
 
 def prepare_run_dir(config, command: str, argv: list[str]) -> None:

@@ -174,10 +174,11 @@ def test_judge_that_never_gives_a_verdict_fails_the_run_and_reports_its_counts(t
     code = main(["adpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
                  "--annotator", "llm-judge", "--judge-url", vllm_like.url, "--judge-max-retries", "0",
                  "--max-steps", "1", "--batch-size", "4"])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 2, err[-2000:]
     assert "no label arrived from the judge" in err and "answers without a verdict" in err and "Traceback" not in err
-    assert "judge requests" in err  # the summary table
+    assert "judge requests" in captured.out  # the summary table, on stdout like every summary
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"judge_requests", "judge_failures", "judge_no_verdict"} <= set(last)
     assert not (out / "model").exists()
