@@ -16,10 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from frugalign.errors import DataError, UserError
-from frugalign.tasks.lm import LMTaskSpec, gold_value
+from frugalign.tasks.lm import SETTINGS, LMTaskSpec, gold_value
 
-# what suits a pretrained model of SmolLM2's size; the bench's --learning-rate and --num-epochs override it
-SETTINGS = {"learning_rate": 1e-5, "beta": 0.1, "batch_size": 16, "num_epochs": 2}
 MAX_NEW_TOKENS = 48
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import numbers
+import random
 import re
 import tempfile
 from collections.abc import Callable
@@ -22,6 +23,9 @@ from frugalign.errors import UserError
 from frugalign.tasks.base import Task
 
 DEMO_CANDIDATES = 4  # best-of-n demonstrations: the pool's two samples and two more
+# full fine-tuning of a 135M model on a few hundred pairs: a learning rate a few times TRL's usual 5e-7 to
+# 5e-6, so that one to two epochs move the policy; a bench's --learning-rate and --num-epochs override it
+SETTINGS = {"learning_rate": 1e-5, "beta": 0.1, "batch_size": 16, "num_epochs": 2}
 
 
 @dataclass
@@ -35,6 +39,15 @@ class LMTaskSpec:
     gold: Callable[[object, str], float]  # gold(prompt as written, response) -> float
     max_new_tokens: int
     settings: dict  # DPO settings that suit the task (learning rate, beta, batch size, epochs)
+
+
+def seeded_split(prompts: list, seed: int, quick: bool) -> tuple[list, list]:
+    """A built-in task's fixed prompt set split by the seed, so each seed has its own train and held-out
+    prompts: 256 and 64 (quick: 32 and 16)."""
+    order = list(prompts)
+    random.Random(seed).shuffle(order)
+    n_train, n_eval = (32, 16) if quick else (256, 64)
+    return order[:n_train], order[n_train:n_train + n_eval]
 
 
 def is_degenerate(text: str) -> bool:

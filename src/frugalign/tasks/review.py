@@ -11,10 +11,9 @@ reward is reported with the policy's KL to the base model beside it.
 from __future__ import annotations
 
 import itertools
-import random
 from functools import cache
 
-from frugalign.tasks.lm import LMTaskSpec, is_degenerate
+from frugalign.tasks.lm import SETTINGS, LMTaskSpec, is_degenerate, seeded_split
 
 FILMS = ["Casablanca", "The Godfather", "Jaws", "Alien", "Titanic", "Inception", "Amelie", "Spirited Away",
          "The Matrix", "Toy Story", "Vertigo", "Psycho", "Rocky", "Up", "Heat", "Fargo", "Gravity", "Frozen",
@@ -53,14 +52,5 @@ def prompts() -> list[str]:
 
 
 def spec(seed: int, quick: bool, model: str | None = None) -> LMTaskSpec:
-    # the prompt set is fixed and the split is seeded: each seed sees its own train and held-out prompts
-    everything = prompts()
-    random.Random(seed).shuffle(everything)
-    n_train, n_eval = (32, 16) if quick else (256, 64)
-    return LMTaskSpec("review", model, everything[:n_train], everything[n_train:n_train + n_eval], gold_reward,
-                      max_new_tokens=40, settings=SETTINGS)
-
-
-# full fine-tuning of a 135M model on a few hundred pairs: a learning rate a few times TRL's usual 5e-7 to 5e-6,
-# so that one to two epochs move the policy
-SETTINGS = {"learning_rate": 1e-5, "beta": 0.1, "batch_size": 16, "num_epochs": 2}
+    train, held = seeded_split(prompts(), seed, quick)
+    return LMTaskSpec("review", model, train, held, gold_reward, max_new_tokens=40, settings=SETTINGS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 
-from frugalign.tasks.lm import LMTaskSpec, is_degenerate
+from frugalign.tasks.lm import SETTINGS, LMTaskSpec, is_degenerate, seeded_split
 
 TOPICS = ["the ocean", "a rainy day", "your favourite food", "a city at night", "learning to cook", "a long train ride",
           "the first day of school", "a garden in spring", "an old library", "winter mornings", "a busy market",
@@ -120,11 +120,5 @@ def prompts(n: int = 2000) -> list[str]:
 
 
 def spec(seed: int, quick: bool, model: str | None = None) -> LMTaskSpec:
-    everything = prompts()
-    random.Random(seed).shuffle(everything)
-    n_train, n_eval = (32, 16) if quick else (256, 64)
-    return LMTaskSpec("smol", model, everything[:n_train], everything[n_train:n_train + n_eval], gold_reward,
-                      max_new_tokens=48, settings=SETTINGS)
-
-
-SETTINGS = {"learning_rate": 1e-5, "beta": 0.1, "batch_size": 16, "num_epochs": 2}
+    train, held = seeded_split(prompts(), seed, quick)
+    return LMTaskSpec("smol", model, train, held, gold_reward, max_new_tokens=48, settings=SETTINGS)
