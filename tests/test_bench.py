@@ -1,4 +1,4 @@
-"""Bench runners on tiny settings: they produce the BENCH.md schema and sensible timings."""
+"""Bench runners on tiny settings: they produce the docs/benchmarks.md schema and sensible timings."""
 
 import argparse
 import json

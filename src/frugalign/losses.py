@@ -2,7 +2,7 @@
 
 Every function takes tensors (log-probabilities, rewards, weights) and returns *unreduced* per-pair
 losses, so that recipes decide how to weight, mask and reduce them. No model, no config, no I/O.
-Notation follows ALGORITHMS.md: u(y) = logp_pi(y|x) - logp_ref(y|x), h = u(y_w) - u(y_l).
+Notation follows docs/algorithms.md: u(y) = logp_pi(y|x) - logp_ref(y|x), h = u(y_w) - u(y_l).
 """
 
 from __future__ import annotations

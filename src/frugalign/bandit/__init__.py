@@ -1,4 +1,4 @@
-"""APPO (ALGORITHMS.md section 3): active queries in a linear contextual dueling bandit, simulated."""
+"""APPO (docs/algorithms.md, section 3): active queries in a linear contextual dueling bandit, simulated."""
 
 from frugalign.bandit.env import DuelingBandit, make_bandit
 from frugalign.bandit.learners import Learner, RunResult, simulate

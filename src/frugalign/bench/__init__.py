@@ -1,1 +1,1 @@
-"""Benchmarks on gold-oracle tasks: runners, the result schema of BENCH.md, plots."""
+"""Benchmarks on gold-oracle tasks: runners, the result schema of docs/benchmarks.md, plots."""

@@ -35,7 +35,7 @@ def tokenize_pool(task, pool: list[dict]) -> list[dict]:
 
 
 def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
-    """Base and DPO runs of one seed, in the BENCH.md run schema, and the settings they used."""
+    """Base and DPO runs of one seed, in the run schema of docs/benchmarks.md, and the settings they used."""
     task = bench_task(args, seed)
     settings = task_settings(task, args, quick_epochs=1)
     from frugalign.recipes.dpo import DPOConfig, train_dpo  # here, not above: `--help` must not load torch (cli.py)

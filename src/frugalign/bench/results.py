@@ -1,4 +1,4 @@
-"""The result file of every bench (BENCH.md schema): machine description, intervals, JSON output."""
+"""The result file of every bench (docs/benchmarks.md schema): machine description, intervals, JSON output."""
 
 from __future__ import annotations
 

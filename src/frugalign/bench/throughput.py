@@ -267,7 +267,7 @@ def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: 
 
 def measure(name: str, model, tokenizer, examples, rows, steps: int, warmup: int, trl: bool, ablation: bool,
             precision: str = "fp32") -> list[dict]:
-    """Runs (BENCH.md schema) of every method on one model: live and precomputed reference, then the
+    """Runs (docs/benchmarks.md schema) of every method on one model: live and precomputed reference, then the
     layout ablation. The load average is kept with each run: other work on the machine shows there."""
     n_params = sum(p.numel() for p in model.parameters())
     timers = {"frugalign": lambda pre: time_frugalign(model, tokenizer, rows, pre, steps, warmup, precision=precision),
@@ -317,7 +317,7 @@ def summarise(runs: list[dict]) -> dict:
 
 def bench(model_names: list[str], tokenizer, pairs: int, prompt_tokens: int, response_tokens: int, steps: int,
           warmup: int, trl: bool, ablation: bool, mode: str, load=load_model, precision: str = "fp32") -> dict:
-    """The whole bench as a result dict (BENCH.md schema); `load(name, tokenizer)` gives each model."""
+    """The whole bench as a result dict (docs/benchmarks.md schema); `load(name, tokenizer)` gives each model."""
     examples = make_pairs(tokenizer, pairs, prompt_tokens, response_tokens)
     rows, _ = tokenize_preferences(examples, tokenizer, 4096, 4096, "bench pairs", "error")
     # distinct tokens of a step (each prompt once); the padded layout computes each prompt twice

@@ -31,6 +31,7 @@ def accuracy(model, tokenizer, examples, batch_size: int = 32, max_length: int =
     rejected = score(model, tokenizer, prompts, [e.rejected for e in examples], batch_size, max_length)
     margins = chosen - rejected
     acc = float((margins > 0).mean())
+    # a binomial proportion over the held-out pairs (hundreds, not a few seeds): the normal quantile fits
     return acc, 1.96 * math.sqrt(acc * (1 - acc) / len(margins)), margins
 
 

@@ -1,4 +1,4 @@
-"""`frugalign eval winscore`: the OPTune paper's win score (its eq. 7; ALGORITHMS.md section 6).
+"""`frugalign eval winscore`: the OPTune paper's win score (its eq. 7; docs/algorithms.md, section 6).
 
 For each prompt a judge compares the model's answer with the baseline's twice, once in each order.
 Win: at least one win and no loss; loss: at least one loss and no win; otherwise a tie.

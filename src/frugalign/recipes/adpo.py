@@ -1,4 +1,4 @@
-"""Active-query DPO (ADPO, ALGORITHMS.md section 2) on a pool of unlabelled pairs.
+"""Active-query DPO (ADPO, docs/algorithms.md, section 2) on a pool of unlabelled pairs.
 
 Per step, for each pair of the micro-batch, in the forward pass that also gives the loss:
   m = beta * (u(a) - u(b)), detached: the policy's confidence that `a` wins;

@@ -1,4 +1,4 @@
-"""AIHF: reward and policy learned together from demonstrations and preferences (ALGORITHMS.md
+"""AIHF: reward and policy learned together from demonstrations and preferences (docs/algorithms.md,
 section 5), in three forms, and SPIN (section 1), the demonstrations-only case of the self-play form.
 
 Each iteration k starts from the current policy pi_k and samples one response y ~ pi_k for every

@@ -1,4 +1,4 @@
-"""Iterative online DPO with OPTune's selective regeneration and weighted DPO (ALGORITHMS.md section 4).
+"""Iterative online DPO with OPTune's selective regeneration and weighted DPO (docs/algorithms.md, section 4).
 
 Every prompt keeps a pair (its best and worst sampled response) and the reward of the best. Per
 iteration t:
