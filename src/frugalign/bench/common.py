@@ -38,9 +38,9 @@ def bench_task(args: argparse.Namespace, seed: int) -> Task:
 def task_settings(task: Task, args: argparse.Namespace, quick_epochs: int) -> dict:
     """The task's DPO settings with the command line's overrides; a quick run caps the epochs."""
     settings = dict(task.settings)
-    if getattr(args, "learning_rate", None) is not None:
+    if "learning_rate" in args and args.learning_rate is not None:  # benches without these options keep the task's
         settings["learning_rate"] = args.learning_rate
-    if getattr(args, "num_epochs", None) is not None:
+    if "num_epochs" in args and args.num_epochs is not None:
         settings["num_epochs"] = args.num_epochs
     if args.quick:
         settings["num_epochs"] = min(settings["num_epochs"], quick_epochs)

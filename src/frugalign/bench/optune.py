@@ -39,7 +39,8 @@ def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
     return grid
 
 
-def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Path) -> dict:
+def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Path) -> tuple[dict, dict]:
+    """One setting's run of one seed, and the task's training settings it used."""
     from frugalign.recipes.online import OnlineConfig, run_online  # here, not above: `--help` must not load torch (cli.py)
 
     task = bench_task(args, seed)
@@ -72,7 +73,7 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
     return {"method": "online", "seed": seed, "params": dict(setting), "gold_reward": last["gold_reward"],
             "gold_reward_ci95": last["gold_reward_ci95"], "kl": last["kl"], "queries": 0, "generations": generated,
             "time_s": {"total": sum(time_split.values()), **time_split, "wall": time.perf_counter() - began},
-            "curve": curve}
+            "curve": curve}, base
 
 
 def key(params: dict) -> str:
@@ -153,14 +154,14 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
             for setting in grid:
-                run = run_setting(args, seed, setting, Path(tmp))
+                run, settings = run_setting(args, seed, setting, Path(tmp))
                 runs.append(run)
                 console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
                               f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
     result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
                          "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
-                         "generation_backend": "hf", **bench_task(args, seeds[0]).settings, "model": args.model,
+                         "generation_backend": "hf", **settings, "model": args.model,
                          "prompts": args.prompts, "gold_reward": args.gold_reward},
               "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
     out = write_results(args.out, result)

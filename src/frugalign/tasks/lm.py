@@ -94,11 +94,9 @@ def build_lm_task(spec: LMTaskSpec, seed: int, cache: Path | None) -> Task:
     model_dir = models.resolve_model(spec.model)
     tokenizer = models.load_tokenizer(spec.model)
     model = models.load_causal_lm(spec.model).eval()
-    as_written: dict[str, object] = {}
-    for prompt in spec.train + spec.eval:
-        as_written[render(tokenizer, prompt)] = prompt
     train = [render(tokenizer, p) for p in spec.train]
     held = [render(tokenizer, p) for p in spec.eval]
+    as_written = dict(zip(train + held, spec.train + spec.eval))
 
     def reward(prompt: str, response: str) -> float:
         return gold_value(spec.gold, as_written.get(prompt, prompt), response)
