@@ -145,3 +145,21 @@ def test_result_summarises_the_whole_run_not_its_last_step(tmp_path, tokenizer):
     assert summary["steps"] == 3 and summary["loss (mean)"] == result.mean_metrics["loss"]
     assert "lr (mean)" not in summary and summary["time per step"].endswith(" s")
     assert [format_duration(s) for s in (0.4213, 12.34, 138, 3900)] == ["0.42 s", "12.3 s", "2 min 18 s", "1 h 05 min"]
+
+
+def test_trainable_layers_trains_only_the_top_blocks(tmp_path, tokenizer):
+    rows = tokenized(tokenizer, 8)
+    model = tiny_causal_lm(len(tokenizer), num_layers=3)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trained, _ = train_dpo(dpo_config(tmp_path, trainable_layers=1, max_steps=2), model, tokenizer, rows)
+    changed = {name for name, p in trained.named_parameters() if not torch.equal(before[name], p.detach())}
+    assert changed and all(name.startswith("model.layers.2.") for name in changed)
+    assert {name for name in before if name.startswith("model.layers.2.")} == changed
+
+
+def test_trainable_layers_beyond_the_model_is_refused(tmp_path, tokenizer):
+    from frugalign.errors import UserError
+
+    with pytest.raises(UserError, match="has 2 transformer blocks"):
+        train_dpo(dpo_config(tmp_path, trainable_layers=3, max_steps=1), tiny_causal_lm(len(tokenizer)), tokenizer,
+                  tokenized(tokenizer, 4))

@@ -159,6 +159,10 @@ class TrainConfig(Config):
         "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
     )
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    trainable_layers: int = option(0, "train only the parameters inside the last N transformer blocks (embeddings, "
+                                      "output layer and lower blocks frozen; with LoRA, only their adapters); the "
+                                      "backward pass stops at the first of them, about 2x faster per step on a CPU "
+                                      "for a quarter of the blocks; 0 trains everything")
     save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
     save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
                                                 "included: about 3x the model; the final model is always saved)")
@@ -170,6 +174,8 @@ class TrainConfig(Config):
     report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
 
     def validate(self) -> None:
+        if self.trainable_layers < 0:
+            raise UserError(f"option trainable_layers must be 0 (all) or a number of blocks, got {self.trainable_layers}")
         for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")

@@ -191,6 +191,8 @@ class Engine:
         if c.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
+        if c.trainable_layers > 0:
+            train_only_top_blocks(model, c.trainable_layers)
         total = self.total_steps(len(rows))
         optimizer = self.make_optimizer(model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -358,6 +360,27 @@ class Engine:
     def end(self) -> None:
         if self.config.report_to:
             self.accelerator.end_training()
+
+
+def transformer_blocks(model) -> torch.nn.ModuleList:
+    """The model's stack of transformer blocks: the module list with one entry per hidden layer."""
+    count = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == count:
+            return module
+    raise UserError(f"{type(model).__name__}: no list of {count} transformer blocks found; use trainable_layers 0")
+
+
+def train_only_top_blocks(model, n: int) -> None:
+    """Freeze every parameter outside the last `n` transformer blocks. It only ever freezes: under LoRA the
+    top blocks' adapters keep training and their base weights stay frozen."""
+    blocks = transformer_blocks(model)
+    if n > len(blocks):
+        raise UserError(f"trainable_layers={n}, but the model has {len(blocks)} transformer blocks")
+    keep = {id(p) for block in list(blocks)[len(blocks) - n:] for p in block.parameters()}
+    for p in model.parameters():
+        if id(p) not in keep:
+            p.requires_grad_(False)
 
 
 def checkpoint_step(path: Path) -> int:

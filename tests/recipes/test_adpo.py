@@ -124,43 +124,74 @@ def test_query_warmup_asks_everything_until_enough_labels(tmp_path, tiny_model_d
 
 
 
-def test_audits_stop_pseudo_labels_when_the_annotator_disagrees(tmp_path, tokenizer):
-    """The annotator contradicts the policy's confident guesses on the audited pairs: with audits, nothing
-    is pseudo-labelled; the same run without audits (the paper's ADPO) pseudo-labels those guesses."""
-    from frugalign.active.annotators import StoredLabels
-    from frugalign.active.ledger import pair_id
+def run_adpo_on(tmp_path, tokenizer, make_annotator, audit_rate: float, name: str):
+    """ADPO (paper's rule when audit_rate is 0) on the learnable pool, with `make_annotator(pairs, labels, ledger)`."""
+    from frugalign.active.ledger import LabelLedger, fingerprint
     from frugalign.data import unlabelled_pairs
     from frugalign.models import tiny_causal_lm
-    from frugalign.recipes.adpo import ADPOConfig, audited, train_adpo, unlabelled_rows
+    from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
 
     pairs, labels = unlabelled_pairs(preference_rows(300), "pool", tokenizer, 0)
-    results = {}
-    for rate in (0.3, 0.0):
-        config = ADPOConfig(output_dir=str(tmp_path / str(rate)), learning_rate=5e-3, batch_size=8, num_epochs=3,
-                            warmup_ratio=0.0, gamma=0.05, audit_rate=rate, audit_window=8, min_agreement=0.9,
-                            logging_steps=1000)
-        audit = ADPOConfig(output_dir=str(tmp_path), audit_rate=0.3)
-        answers = [-y if audited(pair_id(p.prompt, p.response_a, p.response_b), audit) else y for p, y in zip(pairs, labels)]
-        _, _, results[rate] = train_adpo(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer,
-                                         unlabelled_rows(pairs, tokenizer, config, "pool"), StoredLabels(pairs, answers))
-    with_audits, without = results[0.3], results[0.0]
-    assert with_audits.audited >= 8 and with_audits.audit_agree < 0.9 * with_audits.audited
-    assert with_audits.pseudo == 0 and with_audits.skipped_confident > 0
-    assert without.audited == 0 and without.pseudo > 0
+    config = ADPOConfig(output_dir=str(tmp_path / name), learning_rate=5e-3, batch_size=8, num_epochs=3,
+                        warmup_ratio=0.0, gamma=0.05, audit_rate=audit_rate, audit_window=20, logging_steps=1000)
+    ledger = LabelLedger(tmp_path / name / "labels.sqlite", fingerprint(pairs))
+    _, _, stats = train_adpo(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer,
+                             unlabelled_rows(pairs, tokenizer, config, "pool"), make_annotator(pairs, labels, ledger),
+                             ledger=ledger)
+    return stats
 
 
-def test_confidence_is_trusted_only_on_a_full_window_of_agreeing_audits():
-    from frugalign.recipes.adpo import ActiveState, ADPOConfig
+def coin_flips(pairs, labels, ledger):
+    import random
 
-    config = ADPOConfig(output_dir="unused", audit_window=4, min_agreement=0.75)
-    state = ActiveState()
-    state.audits = [True, True, True]
-    assert not state.trusted(config)  # too few audits yet
-    state.audits.append(False)
-    assert state.trusted(config)  # 3 of the latest 4
-    state.audits.append(False)
-    assert not state.trusted(config)  # 2 of the latest 4: agreement fell
-    assert ActiveState().trusted(ADPOConfig(output_dir="unused", audit_rate=0.0))  # no audits: the paper's ADPO
+    from frugalign.active.annotators import StoredLabels
+
+    return StoredLabels(pairs, [random.Random(i).choice([-1, 1]) for i in range(len(pairs))])
+
+
+class AgreesWithAudits:
+    """Answers every audit with the policy's own guess (read back from the ledger), other pairs truthfully."""
+
+    name = "agreeing"
+
+    def __init__(self, pairs, labels, ledger):
+        from frugalign.active.annotators import StoredLabels
+
+        self.ledger, self.truthful, self.answers = ledger, StoredLabels(pairs, labels), {}
+
+    def submit(self, pairs, priorities=None):
+        from frugalign.active.ledger import pair_id
+
+        true = self.truthful.answer(pairs)
+        for pair, label in zip(pairs, true):
+            pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
+            guess = self.ledger.db.execute("SELECT guess FROM audits WHERE pair_id = ?", (pid,)).fetchone()
+            # the ledger keeps the guess in its canonical order (response_a first when it sorts first)
+            orientation = 1 if pair.response_a <= pair.response_b else -1
+            self.answers[pid] = guess[0] * orientation if guess else label
+
+    def collect(self):
+        answers, self.answers = self.answers, {}
+        return answers
+
+    def close(self):
+        pass
+
+
+def test_confidence_earns_trust_when_the_audits_agree(tmp_path, tokenizer):
+    stats = run_adpo_on(tmp_path, tokenizer, AgreesWithAudits, 0.1, "agreeing")
+    assert stats.audited >= 11 and stats.audit_agree == stats.audited
+    assert stats.pseudo > 0
+    assert stats.audited < 20 + 0.2 * stats.pseudo  # early audits stop at trust; then only the share is audited
+
+
+def test_audits_that_disagree_keep_pseudo_labels_off(tmp_path, tokenizer):
+    """An annotator whose answers are coin flips: no confidence can earn trust, so nothing is pseudo-labelled
+    and confident pairs are skipped; the paper's rule (no audits) pseudo-labels them regardless."""
+    audited = run_adpo_on(tmp_path, tokenizer, coin_flips, 0.1, "audited")
+    assert audited.audited >= 10 and audited.pseudo == 0 and audited.skipped_confident > 0
+    paper = run_adpo_on(tmp_path, tokenizer, coin_flips, 0.0, "paper")
+    assert paper.audited == 0 and paper.pseudo > 0
 
 
 def test_judge_that_never_gives_a_verdict_fails_the_run_and_reports_its_counts(tmp_path, tiny_model_dir,

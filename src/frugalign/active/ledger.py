@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS assignments (
     answered_at REAL, PRIMARY KEY (pair_id, annotator)
 );
 CREATE TABLE IF NOT EXISTS studies (pair_id TEXT PRIMARY KEY, study TEXT NOT NULL, model_a_is_first INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audits (
+    pair_id TEXT NOT NULL, run_id TEXT NOT NULL, guess INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (pair_id, run_id)
+);
 """
 # columns added to tables after ledgers were made with them: added on open where missing
 _ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")]}
@@ -59,6 +62,12 @@ def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
     if pair.response_a <= pair.response_b:
         return pair.response_a, pair.response_b, 1
     return pair.response_b, pair.response_a, -1
+
+
+def orientation(pair: UnlabelledPair) -> int:
+    """+1 when the pair is in the ledger's canonical order (response_a sorts first), -1 otherwise: a label
+    relative to the pair, times this, is relative to the canonical order, and back."""
+    return _canonical(pair)[2]
 
 
 def _hash(token: str) -> str:
@@ -243,6 +252,20 @@ class LabelLedger:
         row = self.db.execute("SELECT 1 FROM pairs WHERE id = ? AND run_id = ? AND label IS NULL AND asked_at < ?",
                               (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id, before)).fetchone()
         return row is not None
+
+    def record_audit(self, pair: UnlabelledPair, run_id: str, guess: int) -> None:
+        """Keep the policy's guess (+1: response_a wins) on a pair `run_id` asked as an audit, to be compared
+        with its label when it arrives; kept in the ledger, so the audit history survives a restart."""
+        _, _, orientation = _canonical(pair)
+        self.db.execute("INSERT OR IGNORE INTO audits (pair_id, run_id, guess, at) VALUES (?, ?, ?, ?)",
+                        (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id, guess * orientation, time.time()))
+
+    def audit_outcomes(self, run_id: str) -> tuple[list[bool], int]:
+        """`run_id`'s audits: whether each answered one agreed with the guess, in the order the answers came
+        (ties left out), and how many audits it asked in all."""
+        rows = self.db.execute("SELECT a.guess, p.label FROM audits a JOIN pairs p ON p.id = a.pair_id "
+                               "WHERE a.run_id = ? ORDER BY p.answered_at, a.at", (run_id,)).fetchall()
+        return [guess == label for guess, label in rows if label not in (None, 0)], len(rows)
 
     def pending(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM pairs WHERE label IS NULL ORDER BY asked_at")]

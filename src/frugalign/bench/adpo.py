@@ -30,9 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="arith")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
-    parser.add_argument("--audit-rate", type=float, default=0.1, help="ADPO: share of confident pairs asked anyway")
-    parser.add_argument("--audit-window", type=int, default=30, help="ADPO: latest audits that decide trust")
-    parser.add_argument("--min-agreement", type=float, default=0.9, help="ADPO: audit agreement needed to pseudo-label")
+    parser.add_argument("--audit-rate", type=float, default=0.1,
+                        help="ADPO: share of confident pairs asked once trusted (0: the paper's rule, no audits)")
+    parser.add_argument("--audit-window", type=int, default=30,
+                        help="ADPO: latest audits that decide trust, and the early audits asked before trust")
+    parser.add_argument("--min-agreement", type=float, default=0.75,
+                        help="ADPO: lower 95%% Wilson bound of the audit agreement needed to pseudo-label")
     parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
     parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")

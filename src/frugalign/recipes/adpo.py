@@ -3,12 +3,11 @@
 Per step, for each pair of the micro-batch, in the forward pass that also gives the loss:
   m = beta * (u(a) - u(b)), detached: the policy's confidence that `a` wins;
   a label already in the ledger (paid for earlier) is used as it is;
-  otherwise, if |m| > gamma, the pair is pseudo-labelled sign(m) (`adpo`) or skipped (`adpo-nopl`);
-  in `adpo`, a fixed random share of the confident pairs (`audit_rate`) is asked anyway, and
-  pseudo-labels are used only while the latest of these audits agree with sign(m) often enough
-  (`min_agreement`): until then, and whenever they stop agreeing, confident pairs are skipped;
-  otherwise the annotator is asked, once ever (the ledger records the query before it is sent), and
-  the pair waits, with weight 0, until its label arrives: it is then trained on in a later step.
+  otherwise the query rule (`active/query_rule.py`) decides: ask (|m| <= gamma), pseudo-label sign(m),
+  skip, or audit (ask a confident pair anyway, to learn whether its confidence can be trusted; audits
+  and their outcomes are kept in the ledger, so trust survives a restart);
+  a question is asked once ever (the ledger records it before it is sent), and the pair waits, with
+  weight 0, until its label arrives: it is then trained on in a later step.
 Then the pairwise loss on the pairs oriented by their labels, weighted (ties, skipped and waiting
 pairs have weight 0). `dpo` asks about every pair; `random` asks about a random subset of the pool
 of size `max_queries` and skips the rest.
@@ -27,7 +26,8 @@ import torch
 
 from frugalign import losses, models
 from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJudge, RewardModelJudge, StoredLabels
-from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
+from frugalign.active.ledger import LabelLedger, fingerprint, orientation, pair_id
+from frugalign.active.query_rule import AUDIT, PSEUDO, SKIP, QueryRule, Trust, pseudo_label
 from frugalign.console import print_summary
 from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlabelled_pairs
 from frugalign.engine import Engine, TrainResult
@@ -62,19 +62,13 @@ class QueryStats:
 class ActiveState:
     """Memory between steps: labels known, pairs asked, pairs waiting for their label."""
 
-    known: dict[str, int] = field(default_factory=dict)
+    known: dict[str, int] = field(default_factory=dict)  # in the ledger's canonical order: a pool can hold a pair both ways
     asked: dict[str, UnlabelledPair] = field(default_factory=dict)
     waiting: dict[str, dict] = field(default_factory=dict)
     ready: list[dict] = field(default_factory=list)
     answered: int = 0  # labels this run has (from the ledger at each step: survives a restart)
-    audit_signs: dict[str, int] = field(default_factory=dict)  # the policy's sign when an audited pair was asked
-    audits: list[bool] = field(default_factory=list)  # whether each answered audit agreed, oldest first
-
-    def trusted(self, config: ADPOConfig) -> bool:
-        if config.audit_rate == 0.0:  # no audits: every confident pair is pseudo-labelled, as in the paper
-            return True
-        recent = self.audits[-config.audit_window:]
-        return len(recent) == config.audit_window and sum(recent) >= config.min_agreement * len(recent)
+    trust: Trust | None = None  # the audits' verdict on the policy's confidence (from the ledger at each step)
+    audits_asked: int = 0
 
 
 def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
@@ -85,13 +79,6 @@ def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, 
         row["pair"] = pair
         row["pair_id"] = pair_id(pair.prompt, pair.response_a, pair.response_b)
     return rows
-
-
-def audited(pid: str, config: ADPOConfig) -> bool:
-    """Whether a pair is among the audited share: chosen by its content and the seed, so the same pairs
-    on every visit, in every process and after a restart."""
-    digest = hashlib.sha256(f"{config.seed}:{pid}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") < config.audit_rate * 2**64
 
 
 def orient(signs: torch.Tensor, a: SequenceLogps, b: SequenceLogps) -> tuple[SequenceLogps, SequenceLogps]:
@@ -135,6 +122,7 @@ def train_adpo(
         ids = sorted({r["pair_id"] for r in rows})
         subset = set(random.Random(config.seed).sample(ids, min(config.max_queries, len(ids))))
     budget = config.max_queries if config.max_queries >= 0 else None
+    rule = QueryRule(config.mode, config.gamma, config.audit_rate, config.seed, config.audit_window, config.query_warmup)
     session_start = time.time()
 
     def store(answers: dict[str, int]) -> None:
@@ -143,12 +131,7 @@ def train_adpo(
             pair = state.asked[pid]
             if ledger.label(pair) is None:  # written before it is used (the app may have written it already)
                 ledger.record(pair, label, annotator.name)
-            state.known[pid] = label
-            predicted = state.audit_signs.pop(pid, None)
-            if predicted is not None and label != 0:
-                state.audits.append(predicted == label)
-                stats.audited += 1
-                stats.audit_agree += predicted == label
+            state.known[pid] = label * orientation(pair)
             row = state.waiting.pop(pid, None)
             if row is not None:
                 state.ready.append(row)
@@ -169,24 +152,19 @@ def train_adpo(
             store(e.labels)
 
     def known_label(row: dict) -> int | None:
+        """The pair's label relative to this row's order of its responses, if there is one."""
         pid = row["pair_id"]
         if pid not in state.known:
             stored = ledger.label(row["pair"])  # paid for earlier: by this run, an earlier one, another process
             if stored is not None:
-                state.known[pid] = stored
-        return state.known.get(pid)
-
-    def wants_query(row: dict, confidence: float) -> bool:
-        if config.mode == "dpo" or state.answered < config.query_warmup:
-            return True
-        if config.mode == "random":
-            return row["pair_id"] in subset
-        return abs(confidence) <= config.gamma or (config.mode == "adpo" and audited(row["pair_id"], config))
+                state.known[pid] = stored * orientation(row["pair"])
+        return state.known[pid] * orientation(row["pair"]) if pid in state.known else None
 
     def label_batch(batch: list[dict], confidence: list[float]) -> list[float]:
         """The orientation of each pair: +1 (a wins), -1 (b wins), 0 (not trained on in this step)."""
         signs = [0.0] * len(batch)
-        to_ask = []
+        to_ask: list[int] = []
+        audits: set[int] = set()
         for i, (row, conf) in enumerate(zip(batch, confidence)):
             label = known_label(row)
             if label is not None:
@@ -196,17 +174,22 @@ def train_adpo(
                 signs[i] = float(label)
             elif row["pair_id"] in state.waiting:
                 continue
-            elif not wants_query(row, conf):
-                if config.mode == "adpo" and state.trusted(config):
-                    signs[i] = 1.0 if conf > 0 else -1.0
+            else:
+                decision = rule.decide(row["pair_id"], conf, answered=state.answered, trust=state.trust,
+                                       audits_asked=state.audits_asked, in_random_subset=row["pair_id"] in subset)
+                if decision == PSEUDO:
+                    signs[i] = float(pseudo_label(conf))
                     stats.pseudo += 1
                     if truth is not None:
                         stats.pseudo_checked += 1
                         stats.pseudo_agree += truth(row["pair"]) == signs[i]
-                else:
+                elif decision == SKIP:
                     stats.skipped_confident += 1
-            else:
-                to_ask.append(i)
+                else:
+                    to_ask.append(i)
+                    if decision == AUDIT:
+                        audits.add(i)
+                        state.audits_asked += 1  # an early audit counts at once, so a batch asks no more than needed
         fresh, priorities = [], []
         for i in to_ask:
             outcome = ledger.ask(batch[i]["pair"], annotator.name, run_id, budget)
@@ -215,9 +198,10 @@ def train_adpo(
                 continue
             resubmit = (outcome == "known" and batch[i]["pair_id"] not in state.asked
                         and ledger.unanswered_before(batch[i]["pair"], run_id, session_start))
-            state.asked[batch[i]["pair_id"]] = batch[i]["pair"]
-            if abs(confidence[i]) > config.gamma and config.mode == "adpo":  # an audit: remember the policy's guess
-                state.audit_signs[batch[i]["pair_id"]] = 1 if confidence[i] > 0 else -1
+            if outcome == "asked" or resubmit or batch[i]["pair_id"] not in state.asked:
+                state.asked[batch[i]["pair_id"]] = batch[i]["pair"]  # the pair as the annotator is sent it
+            if i in audits and outcome == "asked":  # the guess, for comparison with the label when it comes
+                ledger.record_audit(batch[i]["pair"], run_id, pseudo_label(confidence[i]))
             state.waiting[batch[i]["pair_id"]] = batch[i]
             if outcome == "asked" or resubmit:  # resubmit: this run asked before a crash, the answer was lost
                 fresh.append(batch[i]["pair"])
@@ -231,9 +215,10 @@ def train_adpo(
             pid = batch[i]["pair_id"]
             if pid in state.known and pid not in state.waiting:
                 state.ready = [r for r in state.ready if r["pair_id"] != pid]
+                label = known_label(batch[i])
                 stats.labelled += 1
-                stats.ties += state.known[pid] == 0
-                signs[i] = float(state.known[pid])
+                stats.ties += label == 0
+                signs[i] = float(label)
             elif pid in state.waiting:
                 stats.deferred += 1
         return signs
@@ -241,6 +226,8 @@ def train_adpo(
     def step(model, batch: list[dict]):
         collect()
         state.answered = ledger.counts(run_id)["answered"]
+        outcomes, state.audits_asked = ledger.audit_outcomes(run_id)
+        state.trust = Trust(outcomes, config.audit_window, config.min_agreement)
         batch, state.ready = batch + state.ready, []  # pairs whose labels arrived since they were seen
         tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                  [r["b_ids"] for r in batch], engine.device)
@@ -259,9 +246,9 @@ def train_adpo(
                    "pseudo_labelled": float(stats.pseudo), "skipped": float(stats.skipped_confident + stats.skipped_budget)}
         if stats.pseudo_checked:
             metrics["pseudo_label_agreement"] = stats.pseudo_agree / stats.pseudo_checked
-        if state.audits:
-            recent = state.audits[-config.audit_window:]
-            metrics["audit_agreement"] = sum(recent) / len(recent)
+        if state.trust.agreement is not None:
+            metrics["audit_agreement"] = state.trust.agreement
+            metrics["audit_agreement_lower_bound"] = state.trust.lower_bound
         if isinstance(annotator, LLMJudge):
             metrics.update(judge_metrics(annotator))
         return loss, metrics
@@ -273,6 +260,8 @@ def train_adpo(
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
     counts = ledger.counts(run_id)
     stats.asked, stats.unanswered = counts["queried"], counts["pending"]
+    outcomes, _ = ledger.audit_outcomes(run_id)
+    stats.audited, stats.audit_agree = len(outcomes), sum(outcomes)
     return model, result, stats
 
 

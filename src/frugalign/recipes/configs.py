@@ -155,13 +155,15 @@ class ADPOConfig(DPOConfig):
     gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
     max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
     audit_rate: float = option(
-        0.1, "adpo: share of the confident pairs asked anyway, to check the policy's confidence against the annotator "
-             "(0: no audits; every confident pair is pseudo-labelled, as in the paper)"
+        0.1, "adpo: once the confidence is trusted, the share of confident pairs still asked, to notice when it stops "
+             "deserving trust (0: no audits; every confident pair is pseudo-labelled, as in the paper)"
     )
-    audit_window: int = option(30, "adpo: how many of the latest audits decide whether confidence is trusted")
+    audit_window: int = option(
+        30, "adpo: the latest answered audits that decide trust; until the confidence is trusted, every confident pair "
+            "is audited, up to this many audits")
     min_agreement: float = option(
-        0.9, "adpo: pseudo-label only while the latest audit_window audits agree with the policy at least this often "
-             "(before that many audits, confident pairs are skipped): a policy can be confidently wrong"
+        0.75, "adpo: pseudo-label only while the lower end of the one-sided 95% Wilson interval of the audits' "
+              "agreement with the policy reaches this (11 agreements of 11 give 0.80): a policy can be confidently wrong"
     )
     query_warmup: int = option(
         0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "

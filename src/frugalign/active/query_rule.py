@@ -1,0 +1,102 @@
+"""ADPO's query rule: for one pair and the policy's confidence in it, ask the annotator, audit, pseudo-label
+or skip; and when the policy's confidence has earned trust.
+
+The confidence of a pair is `m = beta * (u(a) - u(b))`, the implicit reward margin. A pair with `|m| <=
+gamma` is asked. A confident pair (`|m| > gamma`) is pseudo-labelled `sign(m)` in `adpo` and skipped in
+`adpo-nopl`. With audits (`audit_rate > 0`) `adpo` pseudo-labels only once its confidence is trusted:
+some confident pairs are asked anyway (audits), and trust needs the lower end of a one-sided 95% Wilson
+interval on the audited agreement to reach `min_agreement`. Audits come early, when they decide most:
+while the confidence is not yet trusted, every confident pair is audited until `audit_window` audits
+have been asked; after that only a fixed share (`audit_rate`, chosen by each pair's content and the
+seed) is. Trust is judged on the latest `audit_window` answered audits, so it is withdrawn when the
+policy drifts into confident mistakes. `audit_rate = 0` is the paper's rule: every confident pair is
+pseudo-labelled, no audits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+ASK, AUDIT, PSEUDO, SKIP = "ask", "audit", "pseudo", "skip"
+Z_ONE_SIDED_95 = 1.6449
+
+
+def wilson_lower_bound(successes: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
+    """Lower end of the Wilson score interval of a proportion: 0 without observations; it rises with n,
+    so that 3 agreements of 3 count for less than 30 of 30."""
+    if n == 0:
+        return 0.0
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def pseudo_label(confidence: float) -> int:
+    """The label the policy's confidence gives: +1 (a wins) when m > 0, -1 otherwise."""
+    return 1 if confidence > 0 else -1
+
+
+def in_audit_share(pid: str, seed: int, rate: float) -> bool:
+    """Whether a pair is among the fixed audited share: chosen by its content and the seed, so the same
+    pairs on every visit, in every process and after a restart."""
+    digest = hashlib.sha256(f"{seed}:{pid}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") < rate * 2**64
+
+
+@dataclass
+class Trust:
+    """The audited agreement between the policy's confident guesses and the annotator's labels."""
+
+    outcomes: list[bool]  # answered audits, oldest first: whether the label agreed with the guess
+    window: int
+    min_agreement: float
+
+    @property
+    def recent(self) -> list[bool]:
+        return self.outcomes[-self.window:]
+
+    @property
+    def agreement(self) -> float | None:
+        return sum(self.recent) / len(self.recent) if self.recent else None
+
+    @property
+    def lower_bound(self) -> float:
+        return wilson_lower_bound(sum(self.recent), len(self.recent))
+
+    def trusted(self) -> bool:
+        return self.lower_bound >= self.min_agreement
+
+
+@dataclass
+class QueryRule:
+    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo or random."""
+
+    mode: str
+    gamma: float
+    audit_rate: float
+    seed: int
+    audit_window: int
+    query_warmup: int = 0
+
+    def decide(self, pid: str, confidence: float, *, answered: int, trust: Trust, audits_asked: int,
+               in_random_subset: bool = False) -> str:
+        """ASK, AUDIT, PSEUDO or SKIP. `answered`: labels this run has; `audits_asked`: audits this run
+        has asked, answered or not; `in_random_subset`: the pair is in mode random's budgeted subset."""
+        if self.mode == "dpo" or answered < self.query_warmup:
+            return ASK
+        if self.mode == "random":
+            return ASK if in_random_subset else SKIP
+        if abs(confidence) <= self.gamma:
+            return ASK
+        if self.mode == "adpo-nopl":
+            return SKIP
+        if self.audit_rate == 0.0:  # the paper's rule
+            return PSEUDO
+        trusted = trust.trusted()
+        early = not trusted and audits_asked < self.audit_window
+        if early or in_audit_share(pid, self.seed, self.audit_rate):
+            return AUDIT
+        return PSEUDO if trusted else SKIP
