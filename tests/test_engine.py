@@ -163,3 +163,21 @@ def test_trainable_layers_beyond_the_model_is_refused(tmp_path, tokenizer):
     with pytest.raises(UserError, match="has 2 transformer blocks"):
         train_dpo(dpo_config(tmp_path, trainable_layers=3, max_steps=1), tiny_causal_lm(len(tokenizer)), tokenizer,
                   tokenized(tokenizer, 4))
+
+
+def test_output_to_a_file_gets_plain_progress_lines_with_time_left(tmp_path, tokenizer, capsys):
+    """Under nohup, Slurm or CI no bar is drawn: one line per logging step, with the time left at the mean pace."""
+    train_dpo(dpo_config(tmp_path, max_steps=4, logging_steps=2), tiny_causal_lm(len(tokenizer)), tokenizer,
+              tokenized(tokenizer, 8))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("dpo: ") and "/4," in line]
+    assert [line.split(",")[0] for line in lines] == ["dpo: 2/4", "dpo: 4/4"]
+    assert " left" in lines[0] and "━" not in "".join(lines)
+
+
+def test_time_left_is_the_mean_pace_over_the_steps_this_run_took():
+    from frugalign.console import time_left
+
+    assert time_left(done=2, total=10, completed=2, elapsed=60.0) == "4 min 0 s left"
+    # resumed at step 6: 2 steps took 60 s here, 2 remain
+    assert time_left(done=2, total=10, completed=8, elapsed=60.0) == "1 min 0 s left"
+    assert time_left(done=0, total=10, completed=0, elapsed=0.0) == "time left unknown"

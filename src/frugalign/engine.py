@@ -28,10 +28,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress, TextColumn
 
 from frugalign.config import TrainConfig
-from frugalign.console import console, format_duration
+from frugalign.console import console, format_duration, progress_bar, progress_line
 from frugalign.errors import UserError
 
 # step_fn(model, rows) and eval_fn(model) get the prepared model (DDP-wrapped under several processes)
@@ -215,7 +215,7 @@ class Engine:
         totals: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         with self._progress() as progress:
-            task = progress.add_task(description, total=total, completed=start, info="")
+            task = progress.add_task(description, total=total, completed=start, start=start, info="")
             for step in range(start, total):
                 step_began = time.perf_counter()
                 try:
@@ -236,6 +236,8 @@ class Engine:
                     last.update(eval_metrics)
                 if done % c.logging_steps == 0 or done == total:
                     self._log(metrics_file, done, last)
+                    if self.is_main:
+                        progress_line(description, done, total, time.perf_counter() - began, start, _short(last))
                 progress.update(task, advance=1, info=_short(last))
                 if c.save_steps > 0 and done % c.save_steps == 0 and done < total:
                     self.save_checkpoint(done)
@@ -294,16 +296,7 @@ class Engine:
                 f.write(json.dumps({"step": step, **metrics}) + "\n")
 
     def _progress(self) -> Progress:
-        return Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            disable=not self.is_main,
-        )
+        return progress_bar(TextColumn("{task.fields[info]}"), disable=not self.is_main)
 
     # ---- checkpoints ------------------------------------------------------------------------------
     def checkpoint_dir(self, step: int) -> Path:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
-from frugalign.console import console
+from frugalign.console import progress_bar, progress_line
 from frugalign.errors import UserError
 from frugalign.recipes.configs import GenerationBackend
 
@@ -42,12 +42,6 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def progress_bar(disable: bool = False) -> Progress:
-    """The bar of a generation phase: responses done of total, elapsed time, tokens per second (`rate`)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("{task.fields[rate]}"), console=console, disable=disable)
-
-
 @torch.no_grad()
 def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new_tokens: int = 64,
              temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64, seed: int | None = None,
@@ -69,7 +63,7 @@ def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new
     began = time.perf_counter()
     n_tokens = 0
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {"do_sample": False}
-    with progress_bar(disable=not progress) as bar:
+    with progress_bar(TextColumn("{task.fields[rate]}"), disable=not progress) as bar:
         task = bar.add_task(description, total=len(jobs), rate="")
         for start in range(0, len(jobs), batch_size):
             ids, mask = _left_pad(jobs[start:start + batch_size], pad)
@@ -82,6 +76,9 @@ def generate(model, tokenizer, prompts: list[str], num_samples: int = 1, max_new
                 n_tokens += cut
             rate = n_tokens / (time.perf_counter() - began)
             bar.update(task, advance=min(batch_size, len(jobs) - start), rate=f"{rate:,.0f} tok/s")
+            if progress:
+                progress_line(description, min(start + batch_size, len(jobs)), len(jobs), time.perf_counter() - began,
+                              info=f"{rate:,.0f} tok/s")
     if was_training:
         model.train()
     seconds = time.perf_counter() - began
@@ -152,7 +149,7 @@ class VLLMGenerator:
                   for i in range(len(prompts))]
         requests = [{"prompt_token_ids": self.tokenizer(p)["input_ids"]} for p in prompts]
         began = time.perf_counter()
-        with progress_bar(disable=not progress) as bar:
+        with progress_bar(TextColumn("{task.fields[rate]}"), disable=not progress) as bar:
             task = bar.add_task("generating (vLLM)", total=len(prompts) * num_samples, rate="")
             outputs = self.llm.generate(requests, params, use_tqdm=False)
             token_ids = [[list(sample.token_ids) for sample in out.outputs] for out in outputs]

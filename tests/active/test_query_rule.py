@@ -2,7 +2,17 @@
 
 import pytest
 
-from frugalign.active.query_rule import ASK, AUDIT, PSEUDO, SKIP, QueryRule, Trust, in_audit_share, pseudo_label, wilson_lower_bound
+from frugalign.active.query_rule import (
+    ASK,
+    AUDIT,
+    PSEUDO,
+    SKIP,
+    QueryRule,
+    Trust,
+    in_audit_share,
+    pseudo_label,
+    wilson_lower_bound,
+)
 
 UNTRUSTED = Trust([], window=30, min_agreement=0.75)
 TRUSTED = Trust([True] * 20, window=30, min_agreement=0.75)

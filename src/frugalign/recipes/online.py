@@ -28,13 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.progress import TextColumn
 
 from frugalign import losses
-from frugalign.console import console, format_duration, print_summary
+from frugalign.console import console, format_duration, print_summary, progress_bar, progress_line
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
-from frugalign.generation import open_generator, progress_bar
+from frugalign.generation import open_generator
 from frugalign.recipes.common import RecipeConfig
 from frugalign.recipes.configs import OnlineConfig
 from frugalign.recipes.dpo import DPOConfig, train_dpo
@@ -187,9 +188,9 @@ def sample_and_score(config: OnlineConfig, generator, prompts: list[str], select
     batch = config.generation_batch_size
     todo = [i for i in selected if "texts" not in done.get(i, {})]
     tokens, began = 0, time.perf_counter()
-    with progress_bar() as bar:
+    with progress_bar(TextColumn("{task.fields[rate]}")) as bar:
         task = bar.add_task(f"iteration {t}: generating", total=len(selected), completed=len(selected) - len(todo),
-                            rate="")
+                            start=len(selected) - len(todo), rate="")
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
             gens = generator.generate([prompts[i] for i in chunk], config.samples_per_prompt, config.max_new_tokens,
@@ -199,7 +200,10 @@ def sample_and_score(config: OnlineConfig, generator, prompts: list[str], select
             append_journal(journal, entries)
             done.update((e["index"], e) for e in entries)
             tokens += gens.num_tokens
-            bar.update(task, advance=len(chunk), rate=f"{tokens / (time.perf_counter() - began):,.0f} tok/s")
+            rate = f"{tokens / (time.perf_counter() - began):,.0f} tok/s"
+            bar.update(task, advance=len(chunk), rate=rate)
+            progress_line(f"iteration {t}: generating", len(selected) - len(todo) + start + len(chunk), len(selected),
+                          time.perf_counter() - began, len(selected) - len(todo), rate)
     record["time_s"]["generation"] = time.perf_counter() - began
     record["tokens_per_second"] = tokens / record["time_s"]["generation"] if tokens else None
     record["generated"] = len(selected) * config.samples_per_prompt  # what the iteration cost, resumed or not
