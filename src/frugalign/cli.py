@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _module_command(sub, "serve", "a local model behind an OpenAI-compatible chat endpoint (a local judge)",
                     "frugalign.serve")
     _module_command(sub, "demo", "a few-minute end-to-end run on the embedded defaults", "frugalign.demo")
+    _module_command(sub, "plot", "training curves of one or more runs on one figure (from their metrics.jsonl)",
+                    "frugalign.plot")
 
     B = "frugalign.bench."
     _command_group(sub, "bench", "benchmarks on gold-oracle tasks", (
