@@ -44,3 +44,11 @@ def test_missing_trl_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "trl", None)  # import trl now raises ImportError
     with pytest.raises(UserError, match="trl-bench"):
         throughput.require_trl()
+
+
+def test_trainable_layers_adds_its_own_timed_runs(tokenizer):
+    load = lambda name, tok: tiny_causal_lm(len(tok), pad_token_id=tok.pad_token_id)  # noqa: E731
+    result = throughput.bench(["tiny-llama"], tokenizer, pairs=2, prompt_tokens=10, response_tokens=6, steps=2,
+                              warmup=1, trl=False, ablation=False, mode="quick", load=load, trainable_layers=1)
+    assert {r["method"] for r in result["runs"]} == {"frugalign", "floor", "frugalign-top1"}
+    assert result["summary"]["tiny-llama/live"]["frugalign_over_frugalign-top1"] > 0

@@ -59,6 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-trl", action="store_true", help="run without TRL (frugalign and floor only)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                         help="fp32, or bf16 autocast for all three (bf16 needs a GPU that supports it)")
+    parser.add_argument("--trainable-layers", type=int, default=0,
+                        help="also time frugalign training only the last N transformer blocks (method frugalign-topN)")
     parser.add_argument("--ablation", action="store_true",
                         help="also time each trick of the pair layout apart (bare steps, live reference)")
     parser.add_argument("--out", default="bench-throughput.json", help="result JSON (a PNG is written beside it)")
@@ -119,14 +121,15 @@ def clock() -> float:
 
 
 def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float = LR,
-                   precision: str = "fp32") -> list[float]:
+                   precision: str = "fp32", trainable_layers: int = 0) -> list[float]:
     from frugalign.recipes.dpo import DPOConfig, train_dpo
 
     with tempfile.TemporaryDirectory() as tmp:
         config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps, beta=BETA,
                            mixed_precision="no" if precision == "fp32" else "bf16",
                            warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, logging_steps=1,
-                           reference="precomputed" if precomputed else "copy", save_total_limit=1)
+                           reference="precomputed" if precomputed else "copy", save_total_limit=1,
+                           trainable_layers=trainable_layers)
         train_dpo(config, copy.deepcopy(model), tokenizer, [dict(r) for r in rows])
         lines = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     return [x["step_seconds"] for x in lines if "step_seconds" in x][warmup:]
@@ -266,7 +269,7 @@ def time_trl(model, tokenizer, examples, precomputed: bool, steps: int, warmup: 
 
 
 def measure(name: str, model, tokenizer, examples, rows, steps: int, warmup: int, trl: bool, ablation: bool,
-            precision: str = "fp32") -> list[dict]:
+            precision: str = "fp32", trainable_layers: int = 0) -> list[dict]:
     """Runs (docs/benchmarks.md schema) of every method on one model: live and precomputed reference, then the
     layout ablation. The load average is kept with each run: other work on the machine shows there."""
     n_params = sum(p.numel() for p in model.parameters())
@@ -274,6 +277,9 @@ def measure(name: str, model, tokenizer, examples, rows, steps: int, warmup: int
               "floor": lambda pre: time_floor(model, rows, tokenizer.pad_token_id, pre, steps, warmup, precision=precision)}
     if trl:
         timers["trl"] = lambda pre: time_trl(model, tokenizer, examples, pre, steps, warmup, precision=precision)
+    if trainable_layers:
+        timers[f"frugalign-top{trainable_layers}"] = lambda pre: time_frugalign(
+            model, tokenizer, rows, pre, steps, warmup, precision=precision, trainable_layers=trainable_layers)
     jobs = [(m, pre, None) for pre in (False, True) for m in timers]
     if ablation:
         jobs += [("frugalign-layout", False, layout) for layout in LAYOUTS]
@@ -303,6 +309,8 @@ def summarise(runs: list[dict]) -> dict:
             entry[f"{r['method']}_step_s"] = r["step_s"]
     for entry in summary.values():
         entry["floor_over_frugalign"] = entry["floor_step_s"] / entry["frugalign_step_s"]
+        for key in [k for k in entry if k.startswith("frugalign-top")]:
+            entry[f"frugalign_over_{key.removesuffix('_step_s')}"] = entry["frugalign_step_s"] / entry[key]
         if "trl_step_s" in entry:
             entry["trl_over_frugalign"] = entry["trl_step_s"] / entry["frugalign_step_s"]
     layouts = {}
@@ -316,7 +324,8 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def bench(model_names: list[str], tokenizer, pairs: int, prompt_tokens: int, response_tokens: int, steps: int,
-          warmup: int, trl: bool, ablation: bool, mode: str, load=load_model, precision: str = "fp32") -> dict:
+          warmup: int, trl: bool, ablation: bool, mode: str, load=load_model, precision: str = "fp32",
+          trainable_layers: int = 0) -> dict:
     """The whole bench as a result dict (docs/benchmarks.md schema); `load(name, tokenizer)` gives each model."""
     examples = make_pairs(tokenizer, pairs, prompt_tokens, response_tokens)
     rows, _ = tokenize_preferences(examples, tokenizer, 4096, 4096, "bench pairs", "error")
@@ -324,13 +333,15 @@ def bench(model_names: list[str], tokenizer, pairs: int, prompt_tokens: int, res
     tokens = sum(len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows)
     runs = []
     for name in model_names:
-        runs += measure(name, load(name, tokenizer), tokenizer, examples, rows, steps, warmup, trl, ablation, precision)
+        runs += measure(name, load(name, tokenizer), tokenizer, examples, rows, steps, warmup, trl, ablation, precision,
+                        trainable_layers)
     return {"bench": "throughput", "task": "synthetic-pairs", "mode": mode, "seeds": [0],
             "config": {"models": model_names, "pairs": pairs, "prompt_tokens": prompt_tokens,
                        "response_tokens": response_tokens, "tokens_per_step": tokens,
                        "padded_tokens_per_step": padded_rows(rows, tokenizer.pad_token_id)["input_ids"].numel(),
                        "steps": steps, "warmup": warmup, "optimizer": "adamw", "learning_rate": LR, "beta": BETA,
                        "precision": precision, "device": str(device()), "frugalign_layout": "shared-prefix",
+                       "trainable_layers": trainable_layers,
                        "trl_gradient_checkpointing": False,
                        "trl": trl_version() if trl else None},
             "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
@@ -357,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
     tokenizer = models.load_tokenizer(None)  # SmolLM2's tokenizer for both models: same token counts
     result = bench(names, tokenizer, args.pairs, args.prompt_tokens, args.response_tokens, steps, warmup,
                    trl=not args.skip_trl, ablation=args.ablation, mode="quick" if args.quick else "full",
-                   precision=args.precision)
+                   precision=args.precision, trainable_layers=args.trainable_layers)
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     for table in tables(result):
