@@ -43,6 +43,20 @@ def test_appo_queries_stop_growing_with_regret_close_to_always_query():
     assert np.all(np.diff(appo.queries) >= 0) and np.all(np.diff(appo.regret) >= 0)
 
 
+def test_informative_asks_every_duel_of_two_actions_and_the_gamma_rule_asks_fewer():
+    """Informative pays for every duel of two different actions; APPO's rule skips those it is already sure
+    of, and asks nothing about duels of an action with itself. Without the Gamma rule APPO would be informative."""
+    env = make_bandit(d=8, gap=0.2, seed=0)
+    always = simulate(env, "always", 20000, eta=0.002, seed=0)
+    informative = simulate(env, "informative", 20000, eta=0.002, seed=0)
+    appo = simulate(env, "appo", 20000, gamma=2.0 * 0.2 / np.sqrt(8), eta=0.002, seed=0)
+    assert informative.queries[-1] < 0.5 * always.queries[-1]  # most rounds end as self-duels
+    assert appo.queries[-1] < 0.5 * informative.queries[-1]
+    # a vanishing Gamma asks exactly the informative duels: the same run
+    tiny = simulate(env, "appo", 20000, gamma=1e-12, eta=0.002, seed=0)
+    assert tiny.queries[-1] == informative.queries[-1] and tiny.regret[-1] == informative.regret[-1]
+
+
 def test_random_learner_queries_at_the_given_rate():
     env = make_bandit(d=4, gap=0.3, seed=1)
     run = simulate(env, "random", 4000, query_rate=0.1, eta=0.002, seed=1)
@@ -55,7 +69,9 @@ def test_quick_bench_writes_schema_and_plots(tmp_path):
     args = parser.parse_args(["--quick", "--horizon", "1500", "--sweep-horizon", "600", "--out", str(tmp_path / "a.json")])
     assert appo_bench.run(args) == 0
     result = json.loads((tmp_path / "a.json").read_text())
-    assert result["bench"] == "appo" and {r["method"] for r in result["runs"]} == {"appo", "always", "random"}
+    assert result["bench"] == "appo" and {r["method"] for r in result["runs"]} == {"appo", "always", "informative", "random"}
     assert all({"T", "d", "gap"} <= set(r["params"]) for r in result["runs"])
     assert "queries_vs_d2_over_gap2" in result["summary"]
-    assert (tmp_path / "a.png").exists() and (tmp_path / "a-scaling.png").exists()
+    assert (tmp_path / "a.png").exists() and (tmp_path / "a-scaling.png").exists() and (tmp_path / "a-gamma.png").exists()
+    sweep = result["summary"]["gamma_sweep"]
+    assert set(sweep["scales"]) == {"0.2", "2.0"} and sweep["informative"]["queries"]["mean"] > 0

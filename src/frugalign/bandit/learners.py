@@ -1,8 +1,10 @@
-"""APPO and its baselines, one loop for all three (they differ only in when they query).
+"""APPO and its baselines, one loop for all four (they differ only in when they query).
 
 Per round t: a context x_t (uniform), two actions y1, y2 ~ pi_t(.|x_t), z_t = phi(x_t,y1) - phi(x_t,y2).
 - `appo`: query when ||z_t||_{Sigma^-1} > Gamma (uncertain comparisons only);
-- `always`: query every round (the same learner with Gamma = 0);
+- `always`: query every round, the paper's baseline, which pays for duels of an action with itself too;
+- `informative`: query every duel of two different actions (z_t != 0), the baseline APPO must beat: a
+  duel of an action with itself teaches nothing, and no rule is needed to skip it;
 - `random`: query with a fixed probability (set to APPO's measured rate, for an equal budget).
 A query returns o_t ~ Bernoulli(sigma(<theta*, z_t>)) and adds z_t to Sigma = lambda I + sum z z^T.
 theta_hat is the lambda-regularised logistic MLE on the queried rounds: between full refits (Newton,
@@ -25,7 +27,7 @@ import numpy as np
 
 from frugalign.bandit.env import DuelingBandit
 
-Learner = Literal["appo", "always", "random"]
+Learner = Literal["appo", "always", "informative", "random"]
 
 
 @dataclass
@@ -78,6 +80,8 @@ def simulate(env: DuelingBandit, learner: Learner, horizon: int, gamma: float = 
             ask = float(np.sqrt(z @ sigma_inv @ z)) > gamma
         elif learner == "random":
             ask = uniforms[t, 2] < query_rate
+        elif learner == "informative":
+            ask = y1 != y2
         else:
             ask = True  # pays every round, informative or not, as the baseline of the paper does
         if ask:
