@@ -3,6 +3,7 @@
 import argparse
 import json
 
+import pytest
 import torch
 
 from frugalign.bench import dpo as dpo_bench
@@ -109,3 +110,23 @@ def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypat
     assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 32 and by["spin"]["generations"] == 32
     assert by["aihf-explicit"]["generations"] > by["aihf-dpo"]["generations"] > 0
     assert result["summary"]["balanced"]["best"] in aihf_bench.METHODS and out.with_suffix(".png").exists()
+
+
+def test_label_efficiency_summary_reads_the_curves_the_right_way_round():
+    """Labels to reach DPO's interval is where the mean curve first crosses it (interpolated), and the area
+    under the curve is the mean gold reward over the budget: a mode that gets there on fewer labels has the
+    larger area."""
+    from frugalign.bench.adpo import area_under, labels_to_reach, mean_curve
+
+    def run(mode, seed, points):
+        return {"method": mode, "seed": seed, "curve": [{"queries": q, "gold_reward": g, "gold_reward_ci95": 0.1}
+                                                        for q, g in points]}
+
+    runs = [run("fast", 0, [(50, 0.4), (100, 0.6)]), run("fast", 1, [(50, 0.6), (100, 0.6)]),
+            run("slow", 0, [(100, 0.2), (200, 0.6)]), run("slow", 1, [(100, 0.2), (200, 0.6)])]
+    fast, slow = mean_curve(runs, "fast"), mean_curve(runs, "slow")
+    assert fast[0] == {"queries": 50.0, "gold_reward": 0.5, "gold_reward_ci95": pytest.approx(1.2706, rel=1e-3)}
+    assert labels_to_reach(fast, 0.55) == pytest.approx(75.0) and labels_to_reach(slow, 0.55) == pytest.approx(187.5)
+    assert labels_to_reach(slow, 0.7) is None
+    assert area_under(fast, 200) > area_under(slow, 200)
+    assert area_under([{"queries": 100.0, "gold_reward": 0.3}], 200) == pytest.approx(0.3)

@@ -83,6 +83,44 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
             "curve": curve}
 
 
+def mean_curve(runs: list[dict], mode: str) -> list[dict]:
+    """A mode's label-efficiency curve over seeds: at each evaluation (the k-th of every seed's run), the mean
+    queries bought so far and the mean gold reward with its t interval over seeds."""
+    curves = [r["curve"] for r in runs if r["method"] == mode and r["curve"]]
+    if not curves:
+        return []
+    points = min(len(c) for c in curves)
+    return [{"queries": float(np.mean([c[k]["queries"] for c in curves])),
+             "gold_reward": float(np.mean([c[k]["gold_reward"] for c in curves])),
+             "gold_reward_ci95": (ci95([c[k]["gold_reward"] for c in curves]) if len(curves) > 1
+                                  else curves[0][k]["gold_reward_ci95"])}
+            for k in range(points)]
+
+
+def labels_to_reach(curve: list[dict], level: float) -> float | None:
+    """Queries at which the mean curve first reaches `level` (linear between evaluations), or None."""
+    previous = None
+    for point in curve:
+        if point["gold_reward"] >= level:
+            if previous is None or previous["gold_reward"] >= level:
+                return point["queries"]
+            share = (level - previous["gold_reward"]) / (point["gold_reward"] - previous["gold_reward"])
+            return previous["queries"] + share * (point["queries"] - previous["queries"])
+        previous = point
+    return None
+
+
+def area_under(curve: list[dict], budget: float) -> float | None:
+    """Mean gold reward over the labels 0..budget: the curve held at its first value before its first
+    evaluation and at its last after its last one, integrated by trapezoids and divided by the budget."""
+    if not curve or budget <= 0:
+        return None
+    xs = [0.0] + [min(p["queries"], budget) for p in curve] + [budget]
+    ys = [curve[0]["gold_reward"]] + [p["gold_reward"] for p in curve] + [curve[-1]["gold_reward"]]
+    area = sum((x1 - x0) * (y0 + y1) / 2 for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]))
+    return float(area / budget)
+
+
 def summarise(runs: list[dict]) -> dict:
     summary: dict = {}
     for mode in MODES:
@@ -100,6 +138,16 @@ def summarise(runs: list[dict]) -> dict:
         summary["adpo_within_or_above_dpo_interval"] = adpo["gold_reward"] >= dpo["gold_reward"] - dpo["gold_reward_ci95"]
     if adpo and rnd:
         summary["adpo_minus_random"] = adpo["gold_reward"] - rnd["gold_reward"]
+    if dpo:
+        # the level every mode is asked to reach: the lower end of DPO's final interval over seeds
+        level = dpo["gold_reward"] - dpo["gold_reward_ci95"]
+        summary["dpo_interval_low"] = level
+        for mode in MODES:
+            curve = mean_curve(runs, mode)
+            if mode in summary and curve:
+                summary[mode]["curve"] = curve
+                summary[mode]["labels_to_reach_dpo_interval"] = labels_to_reach(curve, level)
+                summary[mode]["area_under_curve"] = area_under(curve, dpo["queries"])
     return summary
 
 
@@ -111,14 +159,21 @@ def plot(result: dict, path: Path) -> None:
 
     fig, (ax, frontier_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
     colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f"}
-    for run in result["runs"]:
-        xs = [p["queries"] for p in run["curve"]]
-        ys = [p["gold_reward"] for p in run["curve"]]
-        label = run["method"] if run["seed"] == result["seeds"][0] else None
-        ax.plot(xs, ys, marker="o", color=colors[run["method"]], alpha=0.8, label=label)
-    ax.set_xlabel("queries to the annotator")
+    for mode in MODES:
+        curve = mean_curve(result["runs"], mode)
+        if curve:
+            xs = [p["queries"] for p in curve]
+            ys = np.array([p["gold_reward"] for p in curve])
+            ci = np.array([p["gold_reward_ci95"] for p in curve])
+            ax.plot(xs, ys, marker="o", color=colors[mode], label=mode)
+            ax.fill_between(xs, ys - ci, ys + ci, color=colors[mode], alpha=0.12)
+    low = result["summary"].get("dpo_interval_low")
+    if low is not None:
+        ax.axhline(low, color=colors["dpo"], ls=":", lw=1, label="DPO's final interval, lower end")
+    ax.set_xlabel("labels bought (queries to the annotator)")
     ax.set_ylabel("gold reward (held-out prompts)")
-    ax.set_title(f"{result['task']}, tau={result['config']['tau']}: gold reward against queries")
+    ax.set_title(f"{result['task']}, tau={result['config']['tau']}: mean over {len(result['seeds'])} seed(s), "
+                 "95% t interval")
     ax.legend()
     plot_frontier(frontier_ax, result["runs"], lambda r: r["method"])
     fig.tight_layout()
@@ -151,8 +206,11 @@ def run(args: argparse.Namespace) -> int:
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     s = result["summary"]
-    table = {m: f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries"
-             for m in MODES if m in s}
+    table = {}
+    for m in (m for m in MODES if m in s):
+        reach = s[m].get("labels_to_reach_dpo_interval")
+        table[m] = (f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries, "
+                    + (f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval"))
     if "adpo_query_fraction" in s:
         table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"
     console.print(summary_table(f"bench adpo · {args.task} · tau {args.tau} · seeds {seeds}",
