@@ -171,3 +171,22 @@ def test_reading_a_ledger_writes_nothing(tmp_path):
         reader.record(P_SWAPPED, 1, "test")
     reader.close()
     assert path.read_bytes() == before
+
+
+def test_audits_survive_reopening_and_compare_guesses_in_either_order(tmp_path):
+    """ADPO's audit history lives in the ledger (so --resume keeps trust): a guess kept for the pair one way
+    round is compared with a label given the other way round; ties and unanswered audits do not count."""
+    ab = UnlabelledPair("p", "alpha", "beta")
+    ba = UnlabelledPair("p", "beta", "alpha")
+    other, tie, waiting = (UnlabelledPair(f"q{i}", "x", "y") for i in range(3))
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    for pair, guess in ((ba, -1), (other, 1), (tie, 1), (waiting, 1)):  # -1 on (beta, alpha): alpha wins
+        ledger.ask(pair, "oracle", "run")
+        ledger.record_audit(pair, "run", guess)
+    ledger.record(ab, 1, "oracle")  # alpha wins, said the other way round: agrees
+    ledger.record(other, -1, "oracle")  # disagrees
+    ledger.record(tie, 0, "oracle")
+    ledger.close()
+    reopened = LabelLedger(tmp_path / "l.sqlite")
+    assert reopened.audit_outcomes("run") == ([True, False], 4)
+    assert reopened.audit_outcomes("another run") == ([], 0)
