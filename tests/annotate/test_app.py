@@ -169,10 +169,15 @@ def test_page_shows_model_text_as_text_never_html(ledger_path):
 def test_pairwise_study_win_score_and_agreement(tmp_path, capsys):
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     prompts = [f"p{i}" for i in range(4)]
-    a.write_text("".join(json.dumps({"instruction": p, "output": f"A's answer to {p}"}) + "\n" for p in prompts))
+    a.write_text("".join(json.dumps({"instruction": p, "output": f"A's answer to {p}", "generator": "dpo-run"}) + "\n"
+                         for p in prompts))
     b.write_text("".join(json.dumps({"instruction": p, "output": f"B's answer to {p}"}) + "\n" for p in prompts))
     db = tmp_path / "study.sqlite"
     assert main(["annotate", "import-study", "--db", str(db), "--model-a", str(a), "--model-b", str(b)]) == 0
+    assert main(["annotate", "report", "--db", str(db)]) == 2
+    assert "study 'study' has no labels yet (0 of 4 pairs labelled)" in capsys.readouterr().err
+    assert main(["annotate", "report", "--db", str(db), "--study", "other"]) == 2
+    assert "no study 'other'; its studies: 'study' (0 of 4 pairs labelled)" in capsys.readouterr().err
     alice, bob = token(db, "alice"), token(db, "bob")
     c = client(db, k=2)
     for t in (alice, bob):
@@ -185,6 +190,9 @@ def test_pairwise_study_win_score_and_agreement(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert result["pairs"] == 4 and result["wins"] == 4 and result["win_score"] == 150.0
     assert result["raw_agreement"] == 0.75 and result["pairs_with_several_labels"] == 4
+    # the models are named as their answers files name them (the generator field, else the file's name)
+    assert (result["model_a"], result["model_b"]) == ("dpo-run", "b")
+    assert "dpo-run (A) against b (B)" in capsys.readouterr().out
 
 
 def test_old_ledgers_open_and_gain_the_app_tables(tmp_path):

@@ -401,6 +401,21 @@ class LabelLedger:
         self.db.execute("INSERT OR REPLACE INTO studies (pair_id, study, model_a_is_first) VALUES (?, ?, ?)",
                         (pair_id(prompt, model_a, model_b), study, int(_canonical(pair)[2] == 1)))
 
+    def set_study_models(self, study: str, model_a: str, model_b: str) -> None:
+        """The names of a study's two models, for its report."""
+        for side, name in (("a", model_a), ("b", model_b)):
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"study/{study}/model_{side}", name))
+
+    def study_models(self, study: str) -> tuple[str, str]:
+        """(model A's name, model B's name), or ("model A", "model B") for a study imported without them."""
+        return (self._meta(f"study/{study}/model_a") or "model A", self._meta(f"study/{study}/model_b") or "model B")
+
+    def studies(self) -> dict[str, dict[str, int]]:
+        """Each study in the ledger: its pairs and how many of them have a label."""
+        rows = self.db.execute("SELECT s.study, COUNT(*), COUNT(p.label) FROM studies s JOIN pairs p ON p.id = s.pair_id "
+                               "GROUP BY s.study ORDER BY s.study").fetchall()
+        return {study: {"pairs": pairs, "labelled": labelled} for study, pairs, labelled in rows}
+
     def study_votes(self, study: str) -> dict[str, list[int]]:
         """Every vote of a study, per pair, from model A's side (+1: A's answer preferred)."""
         out: dict[str, list[int]] = {}

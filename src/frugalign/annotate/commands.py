@@ -12,7 +12,7 @@ import numpy as np
 
 from frugalign.active.ledger import LabelLedger
 from frugalign.bench.results import write_results
-from frugalign.console import console, summary_table
+from frugalign.console import console, print_summary
 from frugalign.errors import UserError
 
 
@@ -44,7 +44,7 @@ def add_arguments(sub) -> None:
     p.set_defaults(handler=import_study)
     p = sub.add_parser("report", help="a study's win score (model A against B) and the annotators' agreement")
     p.add_argument("--db", required=True, help="the study's ledger")
-    p.add_argument("--study", default="study", help="the study's name")
+    p.add_argument("--study", default=None, help="the study's name (default: the ledger's only study)")
     p.add_argument("--out", default=None, help="result JSON")
     p.set_defaults(handler=report)
 
@@ -117,7 +117,7 @@ def revoke(args: argparse.Namespace) -> int:
 
 
 def import_study(args: argparse.Namespace) -> int:
-    from frugalign.evaluate.generate import read_answers
+    from frugalign.evaluate.generate import generator_name, read_answers
 
     a, b = read_answers(args.model_a), read_answers(args.model_b)
     prompts = [p for p in a if p in b]
@@ -130,6 +130,7 @@ def import_study(args: argparse.Namespace) -> int:
             same += 1  # nothing to compare: left out, and said so
             continue
         ledger.add_study_pair(args.study, prompt, a[prompt], b[prompt])
+    ledger.set_study_models(args.study, generator_name(args.model_a), generator_name(args.model_b))
     ledger.close()
     print(f"study '{args.study}': {len(prompts) - same} pairs queued in {args.db} "
           f"({same} prompts with identical answers left out)")
@@ -152,26 +153,39 @@ def report(args: argparse.Namespace) -> int:
     from frugalign.evaluate.winscore import bootstrap_interval, win_score
 
     ledger = open_ledger(args.db, read_only=True)
-    by_pair = ledger.study_votes(args.study)
+    studies = ledger.studies()
+    listed = ", ".join(f"'{name}' ({n['labelled']} of {n['pairs']} pairs labelled)" for name, n in studies.items())
+    study = args.study
+    if study is None:
+        if len(studies) != 1:
+            ledger.close()
+            raise UserError(f"{args.db}: " + (f"several studies, choose one with --study: {listed}" if studies else
+                                              "no study in this ledger (queue one with `annotate import-study`)"))
+        study = next(iter(studies))
+    by_pair = ledger.study_votes(study)
+    model_a, model_b = ledger.study_models(study)
     ledger.close()
+    if study not in studies:
+        raise UserError(f"{args.db}: no study '{study}'; " + (f"its studies: {listed}" if studies else "it has none"))
     if not by_pair:
-        raise UserError(f"{args.db}: no labels yet for study '{args.study}'")
+        raise UserError(f"{args.db}: study '{study}' has no labels yet (0 of {studies[study]['pairs']} pairs labelled)")
     outcomes = [int(np.sign(sum(v))) for v in by_pair.values()]  # each pair: the majority of its votes
     low, high = bootstrap_interval(outcomes)
     multi = [v for v in by_pair.values() if len(v) >= 2]
     agree = [x == y for v in multi for x, y in itertools.combinations(v, 2)]
     k = min((len(v) for v in multi), default=0)
     kappa = fleiss_kappa([v[:k] for v in multi]) if multi else None
-    result = {"study": args.study, "pairs": len(outcomes), "win_score": win_score(outcomes), "ci95": [low, high],
+    result = {"study": study, "model_a": model_a, "model_b": model_b, "pairs": len(outcomes),
+              "win_score": win_score(outcomes), "ci95": [low, high],
               "wins": outcomes.count(1), "ties": outcomes.count(0), "losses": outcomes.count(-1),
               "pairs_with_several_labels": len(multi), "raw_agreement": float(np.mean(agree)) if agree else None,
               "fleiss_kappa": kappa}
     if args.out:
         write_results(args.out, result)
-    console.print(summary_table(f"study '{args.study}': model A against model B", {
-        "win score (A)": f"{result['win_score']:.1f} (95% interval {low:.1f} to {high:.1f})",
+    print_summary(f"study '{study}': {model_a} (A) against {model_b} (B)", {
+        f"win score of {model_a}": f"{result['win_score']:.1f} (95% interval {low:.1f} to {high:.1f})",
         "wins / ties / losses": f"{result['wins']} / {result['ties']} / {result['losses']}",
         "pairs labelled": len(outcomes),
         "agreement": (f"{result['raw_agreement']:.2f} raw, Fleiss' kappa {kappa:.2f} over {len(multi)} pairs"
-                      if agree and kappa is not None else "needs pairs with 2+ labels (--labels-per-pair)")}))
+                      if agree and kappa is not None else "needs pairs with 2+ labels (--labels-per-pair)")})
     return 0

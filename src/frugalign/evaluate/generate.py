@@ -86,6 +86,15 @@ def write_answers(path: str | Path, prompts: list[str], outputs: list[str], gene
     return path
 
 
+def generator_name(path: str | Path) -> str:
+    """The model that wrote an answers file: its rows' `generator` field, or the file's name without suffix."""
+    for row in load_rows(str(path)):
+        if isinstance(row.get("generator"), str) and row["generator"].strip():
+            return row["generator"]
+        break
+    return Path(path).stem
+
+
 def read_answers(path: str | Path) -> dict[str, str]:
     """{prompt: answer} from an AlpacaEval-format answers file (what `eval generate` writes)."""
     out = {}
