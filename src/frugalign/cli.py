@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from frugalign.errors import UserError
@@ -158,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     args.argv = argv  # saved in each run folder's command.txt
+    if not sys.stderr.isatty():
+        # in a log file, transformers' "Loading weights" bars are carriage-return noise; frugalign's own progress
+        # lines say what is happening. Read when transformers is first imported, which is after this.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         result = args.handler(args)
     except UserError as e:

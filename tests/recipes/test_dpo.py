@@ -119,6 +119,16 @@ def test_cli_unknown_option_and_missing_dataset(tmp_path, tiny_model_dir):
     assert missing.returncode == 2 and "no dataset" in missing.stderr and "Traceback" not in missing.stderr
 
 
+def test_a_run_logged_to_a_file_reads_as_lines(tmp_path, tiny_model_dir, preference_file):
+    """Under nohup or CI: no carriage-return bars (transformers' weight loading, rich), plain progress lines."""
+    proc = subprocess.run([sys.executable, "-m", "frugalign", "dpo", "--model", str(tiny_model_dir), "--dataset",
+                           str(preference_file), "--output-dir", str(tmp_path / "o"), "--max-steps", "2",
+                           "--logging-steps", "1"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\r" not in proc.stderr and "Loading weights" not in proc.stderr
+    assert "dpo: 1/2, " in proc.stderr and "dpo: 2/2, " in proc.stderr
+
+
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch(tmp_path, tiny_model_dir, preference_file):
     """The recipe under `accelerate launch` with 2 CPU processes (gloo) takes the same steps as one
