@@ -297,3 +297,18 @@ def test_a_chunked_body_is_bounded_while_it_streams_and_needs_a_token_first(live
     t = token(ledger_path, "ann").encode()
     reply = chunked(live, b"Authorization: Bearer " + t + b"\r\n", [b"x" * 16384] * 5)  # 80 KB, and more to come
     assert reply.startswith("HTTP/1.1 413") and f"over {MAX_BODY} bytes" in reply
+
+
+def test_serve_on_a_port_in_use_says_so_before_printing_a_url(tmp_path, capsys):
+    import socket
+
+    db = tmp_path / "l.sqlite"
+    LabelLedger(db).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["annotate", "serve", "--db", str(db), "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err and "--port" in captured.err
+    assert "http://" not in captured.err + captured.out

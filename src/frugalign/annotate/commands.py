@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import socket
 import threading
 import time
 from pathlib import Path
@@ -69,12 +70,25 @@ def open_ledger(path: str, create: bool = False, read_only: bool = False) -> Lab
     return LabelLedger(path, read_only=read_only)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse an address another program listens on before saying where the app is (uvicorn would print our URL,
+    then fail with its own error)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a closed socket's wait is fine
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): another program may be using the port; "
+                            "choose another with --port") from None
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from frugalign.annotate.app import create_app
 
     open_ledger(args.db).close()  # a missing or corrupt ledger is a clear error before the server starts
+    check_port_free(args.host, args.port)
     console.print(f"annotation app on http://{args.host}:{args.port}/ (API schema at /docs), ledger {args.db}")
     uvicorn.run(create_app(args.db, args.labels_per_pair), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -86,6 +100,7 @@ def serve_in_thread(ledger_path: str | Path, host: str, port: int, labels_per_pa
 
     from frugalign.annotate.app import create_app
 
+    check_port_free(host, port)
     server = uvicorn.Server(uvicorn.Config(create_app(ledger_path, labels_per_pair), host=host, port=port,
                                            log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
