@@ -79,10 +79,35 @@ def test_missing_path_and_unknown_hub_id_are_user_errors(tmp_path):
             load(missing)
     with pytest.raises(UserError, match="not a usable checkpoint.*save_pretrained"):
         models.load_causal_lm(str(tmp_path))  # exists, but holds nothing
-    started = time.monotonic()
     with pytest.raises(UserError, match="nobody/no-such-model.*HF_HUB_OFFLINE=1"):
         models.load_tokenizer("nobody/no-such-model")
-    assert time.monotonic() - started < 10  # offline: no network retries
+
+
+def test_an_unreachable_hub_means_the_local_cache_only(monkeypatch):
+    """Without HF_HUB_OFFLINE and without network, a hub id used to fail after about a minute of retries: now
+    one connection attempt decides, and the load asks the local cache only."""
+    import socket
+
+    import transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+        assert models.hub_reachable()
+    assert not models.hub_reachable()  # the same port, closed now
+    seen = {}
+
+    def from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    with pytest.raises(UserError, match="nobody/no-such-model.*HF_HUB_OFFLINE=1"):
+        models.load_tokenizer("nobody/no-such-model")
+    assert seen == {"local_files_only": True}
 
 
 def test_cache_dir_follows_the_environment(tmp_path, monkeypatch):

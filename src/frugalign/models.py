@@ -15,7 +15,9 @@ import fcntl
 import importlib.util
 import os
 import shutil
+import socket
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -136,6 +138,25 @@ def resolve_model(name: str | None) -> str:
     return os.path.expanduser(name) if name.startswith("~") else name
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub ($HF_ENDPOINT) accepts a connection within `timeout` seconds."""
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _hub_options(path: str) -> dict:
+    """For a hub id while the hub is unreachable: the local cache only. Without it, transformers retries for
+    about a minute before the error `_explain` turns into advice."""
+    if os.path.exists(path) or os.environ.get("HF_HUB_OFFLINE") or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
 def _explain(name: str, error: Exception) -> UserError:
     """Turn transformers' loading error into one that says what to do."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -157,7 +178,7 @@ def load_tokenizer(name: str | None) -> PreTrainedTokenizerBase:
     """A tokenizer with a pad token (the EOS token when it has none) that pads on the right."""
     path = resolve_model(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, **_hub_options(path))
     except (OSError, ValueError) as e:
         raise _explain(path, e) from None
     if tokenizer.pad_token is None:
@@ -172,7 +193,7 @@ def load_causal_lm(name: str | None, dtype: torch.dtype = torch.float32, gradien
     the engine turns the checkpointing itself on."""
     path = resolve_model(name)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **_hub_options(path))
     except (OSError, ValueError) as e:
         raise _explain(path, e) from None
     if gradient_checkpointing:
@@ -185,7 +206,7 @@ def load_reward_model(name: str | None = None) -> PreTrainedModel:
     pad_token_id is always set: decoder classifiers find each row's last token by it."""
     path = resolve_model(name or MINILM)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **_hub_options(path))
     except (OSError, ValueError) as e:
         raise _explain(path, e) from None
     if model.config.pad_token_id is None:
