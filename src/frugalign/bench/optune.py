@@ -110,11 +110,25 @@ def summarise(runs: list[dict]) -> dict:
 
 def time_to_reach(runs: list[dict], target: float) -> float | None:
     """Seconds (mean over seeds, per iteration) until the seed-mean gold reward is at least `target`;
-    None if it never is. Every run of a setting has the same iterations."""
-    gold = np.mean([[point["gold_reward"] for point in r["curve"]] for r in runs], axis=0)
-    seconds = np.mean([[point["time_s"] for point in r["curve"]] for r in runs], axis=0)
-    hits = np.flatnonzero(gold >= target)
-    return float(seconds[hits[0]]) if hits.size else None
+    None if it never is. `runs` are one setting's."""
+    (curve,) = mean_curves(runs).values()
+    return next((p["time_s"] for p in curve["points"] if p["gold_reward"] >= target), None)
+
+
+def mean_curves(runs: list[dict]) -> dict[str, dict]:
+    """Per setting, the curve averaged over seeds at each iteration: mean responses generated, mean seconds,
+    mean gold reward and its 95% t interval (every run of a setting has the same iterations)."""
+    out = {}
+    for k in dict.fromkeys(key(r["params"]) for r in runs):
+        mine = [r for r in runs if key(r["params"]) == k]
+        points = min(len(r["curve"]) for r in mine)
+        out[k] = {"params": mine[0]["params"], "points": [
+            {"generations": float(np.mean([r["curve"][i]["generations"] for r in mine])),
+             "time_s": float(np.mean([r["curve"][i]["time_s"] for r in mine])),
+             "gold_reward": float(np.mean([r["curve"][i]["gold_reward"] for r in mine])),
+             "gold_reward_ci95": ci95([r["curve"][i]["gold_reward"] for r in mine]) if len(mine) > 1 else 0.0}
+            for i in range(points)]}
+    return out
 
 
 def plot(result: dict, path: Path) -> None:
@@ -123,23 +137,32 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right, frontier_ax) = plt.subplots(1, 3, figsize=(16, 4.5))
-    seed = result["seeds"][0]
-    for run in result["runs"]:
-        if run["seed"] != seed:
-            continue
-        label = key(run["params"])
-        style = "-" if run["params"]["selection"] != "random" else "--"
-        left.plot([p["generations"] for p in run["curve"]], [p["gold_reward"] for p in run["curve"]], style, marker="o",
-                  label=label)
-        right.plot([p["time_s"] for p in run["curve"]], [p["gold_reward"] for p in run["curve"]], style, marker="o")
-    left.set_xlabel("responses generated")
-    right.set_xlabel("seconds (generation + scoring + training)")
-    for ax in (left, right):
-        ax.set_ylabel("gold reward (held-out prompts)")
-    left.legend(fontsize=7)
-    plot_frontier(frontier_ax, result["runs"], lambda r: key(r["params"]))
-    fig.suptitle(f"{result['task']}: online DPO, seed {seed}")
+    curves = mean_curves(result["runs"])
+    losses = list(dict.fromkeys(c["params"]["loss"] for c in curves.values()))
+    rhos = sorted({c["params"]["rho"] for c in curves.values()})
+    # one colour per rho, one line style per selection rule: a reader matches lines across panels
+    colors = {rho: ("black" if rho >= 1.0 else plt.get_cmap("tab10")(i)) for i, rho in enumerate(rhos)}
+    styles = {"optune": "-", "random": "--", "all": "-"}
+    fig, axes = plt.subplots(len(losses), 3, figsize=(16, 4.2 * len(losses)), squeeze=False)
+    for row, loss in zip(axes, losses):
+        for k, curve in curves.items():
+            params = curve["params"]
+            if params["loss"] != loss:
+                continue
+            ys = np.array([p["gold_reward"] for p in curve["points"]])
+            ci = np.array([p["gold_reward_ci95"] for p in curve["points"]])
+            for ax, x in ((row[0], "generations"), (row[1], "time_s")):
+                xs = [p[x] for p in curve["points"]]
+                ax.plot(xs, ys, styles[params["selection"]], marker="o", color=colors[params["rho"]], label=k)
+                ax.fill_between(xs, ys - ci, ys + ci, color=colors[params["rho"]], alpha=0.08)
+        row[0].set_xlabel("responses generated")
+        row[1].set_xlabel("seconds (generation + scoring + training)")
+        for ax in row[:2]:
+            ax.set_ylabel("gold reward (held-out prompts)")
+            ax.set_title(f"{loss}: mean over {len(result['seeds'])} seeds, 95% t interval")
+        row[0].legend(fontsize=7, title="solid: lowest reward (OPTune); dashed: random", title_fontsize=7)
+        plot_frontier(row[2], [r for r in result["runs"] if r["params"]["loss"] == loss], lambda r: key(r["params"]))
+    fig.suptitle(f"{result['task']}: online DPO, regenerating a share rho of the prompts each iteration")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -4,7 +4,8 @@ and against the floor, on the same model, pairs, lengths, optimizer and machine,
 - frugalign: the real `train_dpo` (engine + recipe); the step time is the engine's own measurement.
 - trl: `DPOTrainer` (optional extra `trl-bench`), timed by a callback around each optimizer step.
 - floor: bare PyTorch: one policy forward+backward and one reference forward over the padded
-  chosen and rejected rows, then AdamW. What a straightforward implementation cannot go below.
+  chosen and rejected rows, then AdamW: what a straightforward implementation does, the yardstick
+  for frugalign's pair layout (below it where the layout computes less).
 Each is run with a live reference model and with reference log-probs precomputed before training
 (the floor then skips its reference forward). Warm-up steps are excluded; the median is reported.
 
@@ -410,18 +411,23 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = [g for g in result["summary"] if not g.endswith("/layouts")]
-    methods = [m for m in ("trl", "floor", "frugalign") if any(r["method"] == m for r in result["runs"])]
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(groups)), 4))
+    timed = list(dict.fromkeys(r["method"] for r in result["runs"]))
+    methods = [m for m in ("trl", "floor", "frugalign") if m in timed] + [m for m in timed if m.startswith("frugalign-top")]
+    labels = {"trl": "TRL DPOTrainer", "floor": "floor: a plain PyTorch step on padded rows (forward, backward, AdamW)",
+              "frugalign": "frugalign"}
+    fig, ax = plt.subplots(figsize=(max(7, 2.4 * len(groups)), 4.5))
     width = 0.8 / len(methods)
     for k, method in enumerate(methods):
         values = [result["summary"][g].get(f"{method}_step_s", 0.0) for g in groups]
-        bars = ax.bar([i + k * width for i in range(len(groups))], values, width, label=method)
+        label = labels.get(method, f"frugalign, only the last {method.removeprefix('frugalign-top')} blocks trained")
+        bars = ax.bar([i + k * width for i in range(len(groups))], values, width, label=label)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(groups))],
                   [g.replace("/", "\n") + " reference" for g in groups])
+    ax.set_ylim(0, 1.3 * ax.get_ylim()[1])  # room for the legend above the bars
     ax.set_ylabel("seconds per optimizer step (median)")
     ax.set_title(f"DPO step, {result['config']['tokens_per_step']} tokens, {result['machine']['threads']} threads")
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
