@@ -161,9 +161,121 @@ def test_add_annotator_prints_the_token_last(tmp_path, capsys):
     assert main(["annotate", "add-annotator", "ann", "--db", str(db)]) == 2  # names are unique
 
 
-def test_page_shows_model_text_as_text_never_html(ledger_path):
-    page = client(ledger_path).get("/").text
-    assert "textContent" in page and "innerHTML" not in page and "insertAdjacentHTML" not in page
+HOSTILE = ["<script>window.pwned = 1</script>", "<img src=x onerror='window.pwned = 1'>",
+           "[click](javascript:alert(1))", "[click](JaVaScRiPt:alert(1))", "[data](data:text/html,<b>x</b>)",
+           "![pixel](https://tracker.example/p.png)", '<a href="https://x" onclick="alert(1)">x</a>',
+           "[ftp](ftp://files.example/x)"]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_markdown_shows_raw_html_as_text_and_keeps_only_web_links(text):
+    from frugalign.annotate.page import render_markdown
+
+    html = render_markdown(text)
+    assert "<script" not in html and "<img" not in html and not re.search(r"<[^>]*\son\w+=", html)
+    assert not re.search(r"href=\"(?!https?:|mailto:)", html, re.I)  # no javascript:, data:, ftp: ... links
+
+
+def test_markdown_renders_code_tables_and_line_breaks():
+    from frugalign.annotate.page import render_markdown
+
+    html = render_markdown("Line one\nline two\n\n```python\nprint('<b>')\n```\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+                           "[docs](https://example.org)")
+    assert "Line one<br" in html and "<pre><code class=\"language-python\">print('&lt;b&gt;')" in html
+    assert "<table>" in html and "<td>2</td>" in html and '<a href="https://example.org">docs</a>' in html
+
+
+def test_the_page_gets_pairs_as_server_rendered_html_with_hostile_markup_as_text(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    ledger = LabelLedger(path)
+    pair = UnlabelledPair("Write **bold** code", HOSTILE[0], "`x = 1`")
+    ledger.ask(pair, "human", "run")
+    ledger.enqueue(pair, 0.0)
+    ledger.close()
+    t = token(path, "ann")
+    got = client(path).get("/api/next", headers=auth(t)).json()["pair"]
+    assert got["prompt"] == "Write **bold** code" and got["html"]["prompt"] == "<p>Write <strong>bold</strong> code</p>\n"
+    rendered = {got["html"]["a"], got["html"]["b"]}
+    assert "<p>&lt;script&gt;window.pwned = 1&lt;/script&gt;</p>\n" in rendered and "<p><code>x = 1</code></p>\n" in rendered
+
+
+def test_skip_passes_the_pair_to_someone_else_and_never_back(ledger_path):
+    c = client(ledger_path)
+    ann, other = token(ledger_path, "ann"), token(ledger_path, "other")
+    first = c.get("/api/next", headers=auth(ann)).json()["pair"]
+    assert c.post("/api/skip", headers=auth(ann), json={"pair_id": first["pair_id"]}).status_code == 200
+    # the hold ended at once: the other annotator gets it now, not after the lease
+    assert c.get("/api/next", headers=auth(other)).json()["pair"]["pair_id"] == first["pair_id"]
+    seen = []
+    while (pair := c.get("/api/next", headers=auth(ann)).json()["pair"]) is not None:
+        seen.append(pair["pair_id"])
+        assert answer_good(c, ann, pair).status_code == 200
+    assert first["pair_id"] not in seen and len(seen) == 2
+    # a skipped pair cannot be answered, nor skipped twice
+    assert answer_good(c, ann, first).status_code == 404
+    assert c.post("/api/skip", headers=auth(ann), json={"pair_id": first["pair_id"]}).status_code == 404
+    assert c.post("/api/skip", headers=auth(ann), json={"pair_id": "x"}).status_code == 422
+
+
+def test_undo_reopens_the_latest_answer_and_keeps_the_replaced_vote(ledger_path):
+    c = client(ledger_path)
+    ann = token(ledger_path, "ann")
+    assert c.post("/api/undo", headers=auth(ann)).status_code == 409  # nothing answered yet
+    pair = c.get("/api/next", headers=auth(ann)).json()["pair"]
+    wrong = "B" if pair["a"].startswith("good") else "A"  # a mis-click
+    stored = c.post("/api/label", headers=auth(ann), json={"pair_id": pair["pair_id"], "choice": wrong})
+    assert stored.json()["progress"]["labelled_by_you"] == 1
+    undone = c.post("/api/undo", headers=auth(ann))
+    assert undone.status_code == 200 and undone.json()["reopened"] == pair["pair_id"]
+    assert undone.json()["progress"]["labelled_by_you"] == 0
+    ledger = LabelLedger(ledger_path)
+    assert ledger.label(PAIRS[0]) is None  # the mis-click is no longer the pair's label
+    again = c.get("/api/next", headers=auth(ann)).json()["pair"]
+    assert again == pair  # the same pair, shown the same way round
+    assert answer_good(c, ann, again).status_code == 200
+    assert ledger.label(PAIRS[0]) == 1
+    (kept,) = ledger.db.execute("SELECT label, annotator FROM retracted_votes").fetchall()
+    (final,) = ledger.db.execute("SELECT label FROM pairs WHERE label IS NOT NULL").fetchone()
+    assert kept == (-final, "ann")  # the mis-click, kept, the other way from the corrected label
+    assert ledger.db.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 1
+
+
+def test_undo_is_only_for_recent_answers(ledger_path):
+    ledger = LabelLedger(ledger_path)
+    ledger.add_annotator("ann")
+    pair = ledger.assign("ann")
+    ledger.submit("ann", pair["pair_id"], "A")
+    with pytest.raises(KeyError):
+        ledger.undo("ann", within_s=0.0)
+    assert ledger.undo("ann") == pair["pair_id"]
+
+
+def test_progress_counts_what_is_left_for_this_annotator(ledger_path):
+    c = client(ledger_path)
+    ann = token(ledger_path, "ann")
+    assert c.get("/api/next", headers=auth(ann)).json()["progress"] == {"labelled_by_you": 0, "left_for_you": 3,
+                                                                         "pairs_waiting": 3}
+    pair = c.get("/api/next", headers=auth(ann)).json()["pair"]
+    progress = answer_good(c, ann, pair).json()["progress"]
+    assert progress == {"labelled_by_you": 1, "left_for_you": 2, "pairs_waiting": 2}
+    pair = c.get("/api/next", headers=auth(ann)).json()["pair"]
+    progress = c.post("/api/skip", headers=auth(ann), json={"pair_id": pair["pair_id"]}).json()["progress"]
+    assert progress == {"labelled_by_you": 1, "left_for_you": 1, "pairs_waiting": 2}
+
+
+def test_instructions_are_rendered_and_a_bad_file_is_one_line(ledger_path, tmp_path, capsys):
+    t = token(ledger_path, "ann")
+    app = TestClient(create_app(ledger_path, instructions="# Rules\nPrefer the **shorter** answer. <b>x</b>"))
+    html = app.get("/api/instructions", headers=auth(t)).json()["html"]
+    assert "<h1>Rules</h1>" in html and "<strong>shorter</strong>" in html and "&lt;b&gt;" in html
+    assert client(ledger_path).get("/api/instructions", headers=auth(t)).json() == {"html": ""}
+    assert client(ledger_path).get("/api/instructions").status_code == 401
+    assert main(["annotate", "serve", "--db", str(ledger_path), "--instructions", str(tmp_path / "none.md")]) == 2
+    assert "--instructions" in capsys.readouterr().err
+    latin = tmp_path / "latin.md"
+    latin.write_bytes("caf\xe9".encode("latin-1"))
+    assert main(["annotate", "serve", "--db", str(ledger_path), "--instructions", str(latin)]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
 
 
 def test_pairwise_study_win_score_and_agreement(tmp_path, capsys):

@@ -75,54 +75,121 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed "
-                                                      "(make test installs them where it can: apt, root)")
-def test_a_person_in_a_real_browser_labels_three_pairs_with_the_keyboard(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support.ui import WebDriverWait
+LONG_ANSWER = "A long answer.\n\n" + "\n\n".join(f"Paragraph {i}: " + "words " * 60 for i in range(12))
+GUIDELINES = "Prefer the answer that is **correct**; if both are, the shorter one."
 
-    db, port = tmp_path / "labels.sqlite", free_port()
-    ledger = LabelLedger(db)
-    pairs = [UnlabelledPair(f"q{i}?", f"good {i}", f"bad {i}") for i in range(2)]
-    # a model output that is an attack: it must show as text and never run
-    pairs.append(UnlabelledPair("q2?", "<script>window.pwned = 1</script><img src=x onerror='window.pwned=1'>", "good 2"))
-    for pair in pairs:
-        ledger.ask(pair, "human", "run")
-        ledger.enqueue(pair, 0.0)
-    token = ledger.add_annotator("person")
-    ledger.close()
-    proc = start_app(db, port)
+
+def browser_at(width: int, height: int):
+    from selenium import webdriver
+
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+    # the viewport emulated exactly (a headless window is at least 500 px wide)
+    options.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": width, "height": height,
+                                                                          "pixelRatio": 1.0}})
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=DRIVER), options=options)
+
+
+def rect(browser, element_id):
+    return browser.execute_script(f"return document.getElementById('{element_id}').getBoundingClientRect().toJSON()")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="Debian's chromium and chromium-driver are not installed "
+                                                      "(make test installs them where it can: apt, root)")
+def test_a_person_in_a_real_browser_labels_with_the_keyboard_on_desktop_and_phone(tmp_path):
+    """Desktop (1280 px) and phone (390 px) widths, screenshots of each: responses side by side or stacked,
+    the choice bar on screen below a long answer, Markdown rendered (code in monospace), hostile markup shown
+    as text and never run, skip and undo from the keyboard, inline messages (no alert), a done screen."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from frugalign.annotate.commands import serve_in_thread
+
+    db, port = tmp_path / "labels.sqlite", free_port()
+    ledger = LabelLedger(db)
+    pairs = [UnlabelledPair("q0: write `code`", "good 0\n\n```python\nprint(1)\n```", "bad 0"),
+             UnlabelledPair("q1: a long one", "good 1 " + LONG_ANSWER, "bad 1 " + LONG_ANSWER),
+             # a model output that is an attack: it must show as text and never run
+             UnlabelledPair("q2?", "bad 2 <script>window.pwned = 1</script><img src=x onerror='window.pwned=1'>",
+                            "good 2"),
+             UnlabelledPair("q3?", "good 3", "bad 3")]
+    for k, pair in enumerate(pairs):
+        ledger.ask(pair, "human", "run")
+        ledger.enqueue(pair, -k)  # shown in this order
+    token = ledger.add_annotator("person")
+    ledger.close()
+    server = serve_in_thread(db, "127.0.0.1", port, instructions=GUIDELINES)
+    screens = {}
     try:
-        browser.get(f"http://127.0.0.1:{port}/")
-        browser.find_element(By.ID, "token").send_keys(token + Keys.ENTER)
-        wait = WebDriverWait(browser, 15)
-        for _ in range(3):
-            wait.until(lambda b: b.find_element(By.ID, "prompt").text.startswith("q"))
-            prompt = browser.find_element(By.ID, "prompt").text
-            a = browser.find_element(By.ID, "a").text
-            if prompt == "q2?":
-                assert "<script>" in a or "<script>" in browser.find_element(By.ID, "b").text  # shown, as text
-            key = "1" if a.startswith("good") else "2"
-            browser.find_element(By.TAG_NAME, "body").send_keys(key)
-            wait.until(lambda b, p=prompt: b.find_element(By.ID, "prompt").text != p)
-        assert "Nothing left to label" in browser.find_element(By.ID, "status").text
-        assert browser.execute_script("return window.pwned === undefined")
+        for width, height, labelled in ((1280, 900, [0, 1]), (390, 844, [2, 3])):
+            browser = browser_at(width, height)
+            try:
+                browser.get(f"http://127.0.0.1:{port}/")
+                browser.execute_script("window.alerts = 0; window.alert = () => { window.alerts += 1; };")
+                wait = WebDriverWait(browser, 15)
+                if width == 1280:  # a wrong token: an inline message, no alert box
+                    browser.find_element(By.ID, "token").send_keys("wrong" + Keys.ENTER)
+                    wait.until(lambda b: "not valid" in b.find_element(By.ID, "message").text)
+                    browser.find_element(By.ID, "token").clear()
+                browser.find_element(By.ID, "token").send_keys(token + Keys.ENTER)
+                body = browser.find_element(By.TAG_NAME, "body")
+                for k in labelled:
+                    wait.until(lambda b, k=k: b.find_element(By.ID, "prompt").text.startswith(f"q{k}"))
+                    assert "correct" in browser.find_element(By.ID, "guidelines").text
+                    a, b = rect(browser, "a"), rect(browser, "b")
+                    if width == 1280:
+                        assert a["top"] == b["top"] and a["right"] <= b["left"]  # side by side
+                    else:
+                        assert b["top"] >= a["bottom"]  # stacked
+                    bar = rect(browser, "bar")
+                    assert 0 <= bar["top"] and bar["bottom"] <= height  # the choices stay on screen
+                    if k == 0:
+                        font = browser.execute_script("return getComputedStyle(document.querySelector('#a code, #b code'))"
+                                                      ".fontFamily")
+                        assert "mono" in font.lower()
+                    if k == 1:
+                        assert a["bottom"] > height  # the long answer runs past the screen, the bar does not
+                    if k == 2:
+                        shown = browser.find_element(By.ID, "a").text + browser.find_element(By.ID, "b").text
+                        assert "<script>" in shown  # shown, as text
+                        body.send_keys("s")  # skip it, then take it back is not possible: it went to others
+                        wait.until(lambda b: b.find_element(By.ID, "prompt").text.startswith("q3"))
+                        assert "Skipped" in browser.find_element(By.ID, "message").text
+                        continue
+                    screens[width] = tmp_path / f"annotate-{width}.png"
+                    browser.save_screenshot(str(screens[width]))
+                    wrong = "2" if browser.find_element(By.ID, "a").text.startswith("good") else "1"
+                    body.send_keys(wrong)  # a mis-click ...
+                    wait.until(lambda b: "Saved" in b.find_element(By.ID, "message").text)
+                    body.send_keys("u")  # ... undone: the same pair comes back
+                    wait.until(lambda b, k=k: "reopened" in b.find_element(By.ID, "message").text
+                               and b.find_element(By.ID, "prompt").text.startswith(f"q{k}"))
+                    body.send_keys("1" if wrong == "2" else "2")
+                    wait.until(lambda b: "Saved" in b.find_element(By.ID, "message").text)
+                if width == 390:
+                    wait.until(lambda b: b.find_element(By.ID, "done").is_displayed())
+                    assert browser.find_element(By.ID, "done").text.startswith("Done")
+                    assert browser.find_element(By.ID, "progress-text").text == "3 / 3"
+                    assert not browser.find_element(By.ID, "choose-A").is_displayed()
+                assert browser.execute_script("return window.pwned === undefined && window.alerts === 0")
+            finally:
+                browser.quit()
     finally:
-        browser.quit()
-        proc.kill()
-        proc.wait()
+        server.should_exit = True
+    from PIL import Image
+
+    for width, path in screens.items():  # real screenshots, of the viewport asked for
+        assert Image.open(path).size == (width, {1280: 900, 390: 844}[width])
     export = tmp_path / "labels.jsonl"
     assert main(["labels", "export", "--ledger", str(db), "--out", str(export)]) == 0
     rows = [json.loads(x) for x in export.read_text().splitlines()]
-    assert sorted(r["chosen"] for r in rows) == ["good 0", "good 1", "good 2"]
+    assert sorted(r["chosen"].split()[:2] for r in rows) == [["good", "0"], ["good", "1"], ["good", "3"]]  # undone: fixed
+    ledger = LabelLedger(db)
+    assert ledger.db.execute("SELECT COUNT(*) FROM retracted_votes").fetchone()[0] == 3  # the mis-clicks, kept
 
 
 @pytest.mark.slow
@@ -180,6 +247,8 @@ def test_serve_refuses_a_missing_ledger(tmp_path, capsys):
 def test_adpo_serve_needs_the_human_annotator(tmp_path, capsys):
     assert main(["adpo", "--dataset", "x.jsonl", "--serve", "127.0.0.1:9", "--output-dir", str(tmp_path)]) == 2
     assert "--serve" in capsys.readouterr().err
+    assert main(["adpo", "--dataset", "x.jsonl", "--serve-instructions", "g.md", "--output-dir", str(tmp_path)]) == 2
+    assert "--serve-instructions needs --serve" in capsys.readouterr().err
 
 
 @pytest.mark.slow

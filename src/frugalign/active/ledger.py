@@ -46,7 +46,11 @@ CREATE TABLE IF NOT EXISTS annotators (
 );
 CREATE TABLE IF NOT EXISTS assignments (
     pair_id TEXT NOT NULL, annotator TEXT NOT NULL, first_shown_as TEXT NOT NULL, assigned_at REAL NOT NULL,
-    answered_at REAL, PRIMARY KEY (pair_id, annotator)
+    answered_at REAL, skipped_at REAL, PRIMARY KEY (pair_id, annotator)
+);
+CREATE TABLE IF NOT EXISTS retracted_votes (
+    pair_id TEXT NOT NULL, label INTEGER NOT NULL, annotator TEXT NOT NULL, at REAL NOT NULL, meta TEXT,
+    retracted_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS studies (pair_id TEXT PRIMARY KEY, study TEXT NOT NULL, model_a_is_first INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audits (
@@ -54,7 +58,8 @@ CREATE TABLE IF NOT EXISTS audits (
 );
 """
 # columns added to tables after ledgers were made with them: added on open where missing
-_ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")]}
+_ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")],
+                  "assignments": [("skipped_at", "REAL")]}
 
 
 def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
@@ -324,20 +329,21 @@ class LabelLedger:
         """SQL: a pair's labels given, plus its holds by people other than the annotator that have not
         lapsed (parameters: that annotator, the time at or before which a hold has lapsed)."""
         return (f"((SELECT COUNT(*) FROM votes v WHERE v.pair_id = {pair}) + (SELECT COUNT(*) FROM assignments h "
-                f"WHERE h.pair_id = {pair} AND h.annotator != ? AND h.answered_at IS NULL AND h.assigned_at > ?))")
+                f"WHERE h.pair_id = {pair} AND h.annotator != ? AND h.answered_at IS NULL AND h.skipped_at IS NULL "
+                "AND h.assigned_at > ?))")
 
     def assign(self, annotator: str, labels_per_pair: int = 1, lease_s: float = LEASE_S) -> dict | None:
         """The pair `annotator` should label next: their open assignment while they hold it (or, lapsed,
         while the pair still needs a label: the hold is renewed), else the queued pair of highest priority
-        that still needs a label, from someone who has not been given it, counting others' holds (a hold
-        lapses after `lease_s`). Which response is shown as A is drawn at random and recorded. None when
+        that still needs a label, from someone who has not been given it (or skipped it), counting others'
+        holds (a hold lapses after `lease_s`). Which response is shown as A is drawn at random and recorded. None when
         nothing is left."""
         now = time.time()
         lapsed = now - lease_s
         with self._transaction():
             row = self.db.execute(
                 "SELECT a.pair_id, a.first_shown_as FROM assignments a JOIN queue q ON q.pair_id = a.pair_id "
-                "WHERE a.annotator = ? AND a.answered_at IS NULL "
+                "WHERE a.annotator = ? AND a.answered_at IS NULL AND a.skipped_at IS NULL "
                 f"AND (a.assigned_at > ? OR {self._taken('a.pair_id')} < ?) ORDER BY a.assigned_at DESC LIMIT 1",
                 (annotator, lapsed, annotator, lapsed, labels_per_pair)).fetchone()
             if row is not None:
@@ -369,7 +375,8 @@ class LabelLedger:
         lapsed = now - lease_s
         with self._transaction():
             row = self.db.execute("SELECT first_shown_as, answered_at, assigned_at FROM assignments "
-                                  "WHERE pair_id = ? AND annotator = ?", (pair_id, annotator)).fetchone()
+                                  "WHERE pair_id = ? AND annotator = ? AND skipped_at IS NULL",
+                                  (pair_id, annotator)).fetchone()
             if row is None:
                 raise KeyError(pair_id)
             if row[1] is not None:
@@ -388,10 +395,53 @@ class LabelLedger:
             if votes >= labels_per_pair:
                 self.db.execute("DELETE FROM queue WHERE pair_id = ?", (pair_id,))
 
+    def skip(self, annotator: str, pair_id: str) -> None:
+        """`annotator` passes on the pair assigned to them: it is never given to them again, and their hold
+        ends at once, so someone else can take it. KeyError: no open assignment of that pair to them."""
+        with self._transaction():
+            done = self.db.execute("UPDATE assignments SET skipped_at = ? WHERE pair_id = ? AND annotator = ? "
+                                   "AND answered_at IS NULL AND skipped_at IS NULL", (time.time(), pair_id, annotator))
+            if done.rowcount == 0:
+                raise KeyError(pair_id)
+
+    def undo(self, annotator: str, within_s: float = LEASE_S) -> str:
+        """Reopen `annotator`'s latest answer, given in the last `within_s` seconds, so they can answer again
+        (a mis-click): the vote moves to `retracted_votes` (kept, never deleted), the pair's label is the
+        next vote's or none, and the pair is theirs again. A run that read the label before keeps what it
+        read. The pair's id; KeyError when there is no answer of theirs that recent."""
+        now = time.time()
+        with self._transaction():
+            row = self.db.execute("SELECT rowid, pair_id, label, at, meta FROM votes WHERE annotator = ? AND at > ? "
+                                  "AND pair_id IN (SELECT pair_id FROM assignments WHERE annotator = ?) "
+                                  "ORDER BY at DESC LIMIT 1", (annotator, now - within_s, annotator)).fetchone()
+            if row is None:
+                raise KeyError(annotator)
+            rowid, pid, label, at, meta = row
+            self.db.execute("INSERT INTO retracted_votes (pair_id, label, annotator, at, meta, retracted_at) "
+                            "VALUES (?, ?, ?, ?, ?, ?)", (pid, label, annotator, at, meta, now))
+            self.db.execute("DELETE FROM votes WHERE rowid = ?", (rowid,))
+            if self.db.execute("SELECT 1 FROM pairs WHERE id = ? AND answered_by = ? AND answered_at = ?",
+                               (pid, annotator, at)).fetchone():  # it was the pair's label: the next vote is
+                nxt = self.db.execute("SELECT label, annotator, at, meta FROM votes WHERE pair_id = ? ORDER BY at "
+                                      "LIMIT 1", (pid,)).fetchone() or (None, None, None, None)
+                self.db.execute("UPDATE pairs SET label = ?, answered_by = ?, answered_at = ?, meta = ? WHERE id = ?",
+                                (*nxt, pid))
+            self.db.execute("UPDATE assignments SET answered_at = NULL, assigned_at = ? WHERE pair_id = ? AND "
+                            "annotator = ?", (now, pid, annotator))
+            top = self.db.execute("SELECT MAX(priority) FROM queue").fetchone()[0]
+            self.db.execute("INSERT OR IGNORE INTO queue (pair_id, priority, enqueued_at) VALUES (?, ?, ?)",
+                            (pid, top if top is not None else 0.0, now))
+        return pid
+
     def progress(self, annotator: str) -> dict[str, int]:
+        """`labelled_by_you`; `left_for_you`: queued pairs this annotator has not answered or skipped (some
+        may go to others first); `pairs_waiting`: every queued pair."""
         done = self.db.execute("SELECT COUNT(*) FROM votes WHERE annotator = ?", (annotator,)).fetchone()[0]
         left = self.db.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
-        return {"labelled_by_you": done, "pairs_waiting": left}
+        mine = self.db.execute("SELECT COUNT(*) FROM queue q WHERE NOT EXISTS (SELECT 1 FROM assignments a WHERE "
+                               "a.pair_id = q.pair_id AND a.annotator = ? AND (a.answered_at IS NOT NULL OR "
+                               "a.skipped_at IS NOT NULL))", (annotator,)).fetchone()[0]
+        return {"labelled_by_you": done, "left_for_you": mine, "pairs_waiting": left}
 
     def add_study_pair(self, study: str, prompt: str, model_a: str, model_b: str) -> None:
         """A pairwise-study question (model A's answer against model B's), queued for people."""

@@ -3,8 +3,11 @@ token authenticates. Every acknowledged answer is committed to the ledger (SQLit
 before the response is sent; the OpenAPI schema is at /docs and /openapi.json.
 
     GET  /              the annotator's page
-    GET  /api/next      the pair assigned to the signed-in annotator (and their progress)
+    GET  /api/next      the pair assigned to the signed-in annotator (text and rendered HTML) and their progress
     POST /api/label     {pair_id, choice: A | B | tie, comment}
+    POST /api/skip      {pair_id}: pass on it; it goes to someone else, never back to you
+    POST /api/undo      reopen your latest answer (of the last 10 minutes) to answer it again
+    GET  /api/instructions   the guidelines (`annotate serve --instructions FILE`), as HTML
     GET  /api/export    the ledger's labels in TRL's preference format (admin tokens only)
 """
 
@@ -21,8 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from frugalign.active.ledger import LabelLedger
-from frugalign.annotate.page import PAGE, POLICY
+from frugalign.active.ledger import LEASE_S, LabelLedger
+from frugalign.annotate.page import PAGE, POLICY, render_markdown
 
 MAX_BODY = 64 * 1024  # bytes: an answer is a choice and a short comment
 MAX_ECHO = 200  # characters of a rejected input shown back in a 422
@@ -38,6 +41,10 @@ class Label(BaseModel):
     pair_id: str = Field(min_length=64, max_length=64, description="the pair's id, as /api/next gave it")
     choice: Literal["A", "B", "tie"] = Field(description="the better response as shown (A, B) or a tie")
     comment: str = Field("", max_length=2000, description="optional free text, stored with the label")
+
+
+class Skip(BaseModel):
+    pair_id: str = Field(min_length=64, max_length=64, description="the pair's id, as /api/next gave it")
 
 
 class Guard:
@@ -108,8 +115,10 @@ def _clip(value):
     return value if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text)} characters)"
 
 
-def create_app(ledger_path: str | Path, labels_per_pair: int = 1) -> FastAPI:
-    """The app on the ledger file at `ledger_path` (which must exist: a run or `add-annotator` makes it)."""
+def create_app(ledger_path: str | Path, labels_per_pair: int = 1, instructions: str = "") -> FastAPI:
+    """The app on the ledger file at `ledger_path` (which must exist: a run or `add-annotator` makes it);
+    `instructions`: the annotators' guidelines, in Markdown."""
+    guidelines = render_markdown(instructions) if instructions.strip() else ""
     if labels_per_pair < 1:
         raise ValueError(f"labels_per_pair must be at least 1, got {labels_per_pair}")
     if not Path(ledger_path).is_file():
@@ -142,7 +151,10 @@ def create_app(ledger_path: str | Path, labels_per_pair: int = 1) -> FastAPI:
 
     @app.get("/api/next", summary="the next pair for the signed-in annotator")
     def next_pair(name: Annotated[str, Depends(annotator)]) -> dict:
-        return {"pair": ledger().assign(name, labels_per_pair), "progress": ledger().progress(name)}
+        pair = ledger().assign(name, labels_per_pair)
+        if pair is not None:
+            pair["html"] = {k: render_markdown(pair[k]) for k in ("prompt", "a", "b")}
+        return {"pair": pair, "progress": ledger().progress(name)}
 
     @app.post("/api/label", summary="answer the pair assigned to you")
     def label(answer: Label, name: Annotated[str, Depends(annotator)]) -> dict:
@@ -153,6 +165,27 @@ def create_app(ledger_path: str | Path, labels_per_pair: int = 1) -> FastAPI:
         except ValueError as e:
             raise HTTPException(409, str(e)) from None
         return {"stored": True, "progress": ledger().progress(name)}
+
+    @app.post("/api/skip", summary="pass on the pair assigned to you: it goes to someone else")
+    def skip(answer: Skip, name: Annotated[str, Depends(annotator)]) -> dict:
+        try:
+            ledger().skip(name, answer.pair_id)
+        except KeyError:
+            raise HTTPException(404, "no such pair assigned to you and unanswered (ask /api/next for your pair)") from None
+        return {"skipped": True, "progress": ledger().progress(name)}
+
+    @app.post("/api/undo", summary="reopen your latest answer, to answer it again")
+    def undo(name: Annotated[str, Depends(annotator)]) -> dict:
+        try:
+            reopened = ledger().undo(name)
+        except KeyError:
+            raise HTTPException(409, f"nothing to undo: only your answers of the last {LEASE_S / 60:.0f} minutes can "
+                                     "be reopened") from None
+        return {"reopened": reopened, "progress": ledger().progress(name)}
+
+    @app.get("/api/instructions", summary="the annotators' guidelines, rendered from Markdown")
+    def instructions_html(name: Annotated[str, Depends(annotator)]) -> dict:
+        return {"html": guidelines}
 
     @app.get("/api/export", summary="all labels, in TRL's preference format (admin tokens only)")
     def export(name: Annotated[str, Depends(annotator)]) -> list[dict]:

@@ -25,6 +25,8 @@ def add_arguments(sub) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument("--labels-per-pair", type=positive(int), default=1,
                    help="people asked per pair (more: agreement studies)")
+    p.add_argument("--instructions", default=None, metavar="FILE",
+                   help="guidelines for the annotators, a Markdown file shown at the top of the page")
     p.set_defaults(handler=serve)
     p = sub.add_parser("add-annotator", help="create an annotator; prints their token as the last line")
     p.add_argument("name", help="the annotator's name (unique in this ledger)")
@@ -88,20 +90,36 @@ def serve(args: argparse.Namespace) -> int:
     from frugalign.annotate.app import create_app
 
     open_ledger(args.db).close()  # a missing or corrupt ledger is a clear error before the server starts
+    instructions = read_instructions(args.instructions)
     check_port_free(args.host, args.port)
     console.print(f"annotation app on http://{args.host}:{args.port}/ (API schema at /docs), ledger {args.db}")
-    uvicorn.run(create_app(args.db, args.labels_per_pair), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(args.db, args.labels_per_pair, instructions), host=args.host, port=args.port,
+                log_level="warning")
     return 0
 
 
-def serve_in_thread(ledger_path: str | Path, host: str, port: int, labels_per_pair: int = 1):
+def read_instructions(path: str | None) -> str:
+    """The guidelines file's text ("" for none); a missing or unreadable file is one clear line."""
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--instructions {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"--instructions {path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"--instructions {path}: cannot be read ({e.strerror})") from None
+
+
+def serve_in_thread(ledger_path: str | Path, host: str, port: int, labels_per_pair: int = 1, instructions: str = ""):
     """The app in a background thread of this process (`frugalign adpo --serve`); `.should_exit = True` stops it."""
     import uvicorn
 
     from frugalign.annotate.app import create_app
 
     check_port_free(host, port)
-    server = uvicorn.Server(uvicorn.Config(create_app(ledger_path, labels_per_pair), host=host, port=port,
+    server = uvicorn.Server(uvicorn.Config(create_app(ledger_path, labels_per_pair, instructions), host=host, port=port,
                                            log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.time() + 30

@@ -1,17 +1,56 @@
-"""The annotator's page: one pair at a time, answered with a click or the keys 1 (A), 2 (B), 3 (tie).
-Model outputs are set with textContent, never parsed as HTML. Its Content-Security-Policy lets run
-only this inline script and style (by their hashes), and lets the page fetch only its own server."""
+"""The annotator's page: one pair at a time, keyboard first (1: A, 2: B, 3: tie, S: skip, U: undo),
+the choices in a bar that stays on screen, the responses side by side (stacked on a narrow screen).
+
+Prompts and responses are Markdown rendered on the server (`render_markdown`): raw HTML is shown as
+text, never parsed; links only to http(s) and mail; no images (no tracking pixels). The page's
+Content-Security-Policy lets run only its own inline script and style (by their hashes), and lets it
+fetch only its own server, so even markup that got through could not run code or call out."""
 
 import base64
 import hashlib
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def _markdown():
+    from markdown_it import MarkdownIt
+
+    # "html": False shows raw HTML as text; "breaks": a model's single newlines are line breaks
+    md = MarkdownIt("commonmark", {"html": False, "breaks": True}).enable(["table", "strikethrough"]).disable("image")
+    md.validateLink = lambda url: url.strip().lower().startswith(("http://", "https://", "mailto:"))
+    return md
+
+
+def render_markdown(text: str) -> str:
+    """Safe HTML for a prompt, a response or the guidelines (see the module's docstring)."""
+    return _markdown().render(text)
+
 
 STYLE = """
-  body { font-family: system-ui, sans-serif; max-width: 72rem; margin: 1.5rem auto; padding: 0 1rem; color: #222; }
+  :root { --line: #d0d0d0; }
+  body { font-family: system-ui, sans-serif; max-width: 76rem; margin: 0 auto; padding: 0 1rem; color: #222; }
+  header { display: flex; flex-wrap: wrap; align-items: center; gap: .5rem 1.5rem; padding: .8rem 0; }
+  h1 { font-size: 1.3rem; margin: 0; flex: 1 1 auto; }
+  #progress-text { font-variant-numeric: tabular-nums; }
+  progress { width: 10rem; }
   .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
-  .text { white-space: pre-wrap; border: 1px solid #ccc; border-radius: 6px; padding: .8rem; min-height: 4rem; }
+  @media (max-width: 700px) { .pair { grid-template-columns: 1fr; } progress { width: 6rem; } }
+  .text { border: 1px solid var(--line); border-radius: 6px; padding: .2rem .9rem; min-height: 3rem;
+          overflow-wrap: anywhere; line-height: 1.45; }
+  .text pre, .text code { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .9em; }
+  .text pre { background: #f6f6f6; padding: .6rem; border-radius: 4px; overflow-x: auto; }
+  .text table { border-collapse: collapse; } .text th, .text td { border: 1px solid var(--line); padding: .2rem .5rem; }
   #prompt { background: #f5f5f5; margin-bottom: 1rem; }
-  button { font-size: 1rem; padding: .5rem 1.2rem; margin-right: .5rem; }
-  #status { color: #555; margin: .8rem 0; }
+  h2 { font-size: 1rem; margin: .8rem 0 .3rem; }
+  #bar { position: sticky; bottom: 0; background: #fff; border-top: 1px solid var(--line); padding: .6rem 0;
+         margin-top: 1rem; display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; }
+  #bar button { font-size: 1rem; padding: .5rem 1rem; }
+  #bar .secondary { font-size: .9rem; }
+  kbd { border: 1px solid #999; border-radius: 3px; padding: 0 .3rem; font-size: .85em; background: #fafafa; }
+  #comment { flex: 1 1 14rem; font-size: .95rem; padding: .4rem; }
+  #message { min-height: 1.4rem; margin: .3rem 0; }
+  #message.error { color: #b00020; }
+  #done { font-size: 1.2rem; padding: 2rem 0; }
   .hidden { display: none; }
 """
 
@@ -22,13 +61,18 @@ let current = null;
 let sending = false;
 const $ = (id) => document.getElementById(id);
 
+function say(text, error) {
+  $("message").textContent = text;
+  $("message").className = error ? "error" : "";
+}
+
 async function api(path, body) {
   const response = await fetch(path, {
     method: body ? "POST" : "GET",
     headers: Object.assign({"Authorization": "Bearer " + token}, body ? {"Content-Type": "application/json"} : {}),
     body: body ? JSON.stringify(body) : undefined,
   });
-  if (response.status === 401) { signOut("That token is not valid."); throw new Error("unauthorised"); }
+  if (response.status === 401) { signOut("That token is not valid (or no longer)."); throw new Error("unauthorised"); }
   if (!response.ok) throw new Error((await response.json()).detail || response.statusText);
   return response.json();
 }
@@ -38,56 +82,94 @@ function signOut(message) {
   token = "";
   $("work").classList.add("hidden");
   $("signin").classList.remove("hidden");
-  if (message) alert(message);
+  say(message || "", true);
+}
+
+function showProgress(progress) {
+  const total = progress.labelled_by_you + progress.left_for_you;
+  $("progress-text").textContent = progress.labelled_by_you + " / " + total;
+  $("progress").max = Math.max(total, 1);
+  $("progress").value = progress.labelled_by_you;
 }
 
 async function next() {
   const data = await api("/api/next");
-  const progress = data.progress;
-  if (!data.pair) {
-    current = null;
-    $("status").textContent = "Nothing left to label: thank you. Labelled by you: " + progress.labelled_by_you + ".";
-    for (const id of ["prompt", "a", "b"]) $(id).textContent = "";
+  showProgress(data.progress);
+  current = data.pair;
+  $("done").classList.toggle("hidden", current !== null);
+  $("task").classList.toggle("hidden", current === null);
+  for (const element of document.querySelectorAll("#bar [data-choice], #skip, #comment")) {
+    element.classList.toggle("hidden", current === null);
+  }
+  if (current === null) {
+    $("done").textContent = "Done: nothing is left for you to label. You labelled " + data.progress.labelled_by_you +
+      " pair(s). Thank you. (U undoes your last answer.)";
     return;
   }
-  current = data.pair;
-  $("status").textContent = "Labelled by you: " + progress.labelled_by_you + " · waiting: " + progress.pairs_waiting;
-  $("prompt").textContent = current.prompt;  // text, never HTML: model outputs can hold anything
-  $("a").textContent = current.a;
-  $("b").textContent = current.b;
+  // HTML rendered and sanitised by the server from Markdown: raw HTML in a model output arrives as text
+  $("prompt").innerHTML = current.html.prompt;
+  $("a").innerHTML = current.html.a;
+  $("b").innerHTML = current.html.b;
   $("comment").value = "";
+  window.scrollTo(0, 0);
 }
 
-async function choose(choice) {
-  if (!current || sending) return;
+async function act(path, body, done) {
+  if (sending) return;
   sending = true;
   try {
-    await api("/api/label", {pair_id: current.pair_id, choice: choice, comment: $("comment").value});
+    await api(path, body);
+    say(done, false);
     await next();
   } catch (e) {
-    $("status").textContent = "Not saved: " + e.message;
+    if (e.message !== "unauthorised") say("Not done: " + e.message, true);
   } finally {
     sending = false;
   }
 }
 
-$("signin").addEventListener("submit", async (event) => {
+function choose(choice) {
+  if (!current) return;
+  const names = {"A": "A is better", "B": "B is better", "tie": "a tie"};
+  act("/api/label", {pair_id: current.pair_id, choice: choice, comment: $("comment").value}, "Saved: " + names[choice] + ".");
+}
+function skip() { if (current) act("/api/skip", {pair_id: current.pair_id}, "Skipped: it goes to someone else."); }
+function undo() { act("/api/undo", {}, "Your last answer is reopened: answer it again."); }
+
+async function start() {
+  $("signin").classList.add("hidden");
+  $("work").classList.remove("hidden");
+  say("", false);
+  try {
+    const guidelines = await api("/api/instructions");
+    $("guidelines").classList.toggle("hidden", !guidelines.html);
+    $("guidelines-text").innerHTML = guidelines.html;
+    await next();
+  } catch (e) {
+    if (e.message !== "unauthorised") say("Could not load: " + e.message, true);
+  }
+}
+
+$("signin").addEventListener("submit", (event) => {
   event.preventDefault();
   token = $("token").value.trim();
   sessionStorage.setItem("frugalign-token", token);
-  $("signin").classList.add("hidden");
-  $("work").classList.remove("hidden");
-  await next();
+  start();
 });
 for (const button of document.querySelectorAll("button[data-choice]")) {
   button.addEventListener("click", () => choose(button.dataset.choice));
 }
+$("skip").addEventListener("click", skip);
+$("undo").addEventListener("click", undo);
 document.addEventListener("keydown", (event) => {
-  if (event.target.tagName === "INPUT") return;
-  const choice = {"1": "A", "2": "B", "3": "tie"}[event.key];
+  if (event.target.tagName === "INPUT" || event.ctrlKey || event.metaKey || event.altKey || !token) return;
+  const key = event.key.toLowerCase();
+  const choice = {"1": "A", "2": "B", "3": "tie"}[key];
   if (choice) choose(choice);
+  else if (key === "s") skip();
+  else if (key === "u") undo();
 });
-if (token) { $("signin").classList.add("hidden"); $("work").classList.remove("hidden"); next(); }
+if (token) start();
 """
 
 PAGE = f"""<!doctype html>
@@ -99,24 +181,35 @@ PAGE = f"""<!doctype html>
 <style>{STYLE}</style>
 </head>
 <body>
-<h1>Which response is better?</h1>
+<header>
+  <h1>Which response is better?</h1>
+  <span id="progress-text" aria-label="labelled by you / all you can label"></span>
+  <progress id="progress" value="0" max="1"></progress>
+</header>
+<div id="message" role="status"></div>
 <form id="signin">
   <label>Your token <input id="token" type="password" autocomplete="off" size="40"></label>
   <button type="submit" id="signin-button">Sign in</button>
 </form>
 <div id="work" class="hidden">
-  <div id="status"></div>
-  <div id="prompt" class="text"></div>
-  <div class="pair">
-    <div><h3>A</h3><div id="a" class="text"></div></div>
-    <div><h3>B</h3><div id="b" class="text"></div></div>
+  <details id="guidelines" class="hidden" open><summary>Guidelines</summary><div id="guidelines-text"></div></details>
+  <div id="done" class="hidden"></div>
+  <div id="task">
+    <h2>Prompt</h2>
+    <div id="prompt" class="text"></div>
+    <div class="pair">
+      <div><h2>A</h2><div id="a" class="text"></div></div>
+      <div><h2>B</h2><div id="b" class="text"></div></div>
+    </div>
   </div>
-  <p><label>Comment (optional) <input id="comment" size="60" maxlength="2000"></label></p>
-  <p>
-    <button id="choose-A" data-choice="A">A is better (1)</button>
-    <button id="choose-B" data-choice="B">B is better (2)</button>
-    <button id="choose-tie" data-choice="tie">Tie (3)</button>
-  </p>
+  <div id="bar">
+    <button id="choose-A" data-choice="A">A is better <kbd>1</kbd></button>
+    <button id="choose-B" data-choice="B">B is better <kbd>2</kbd></button>
+    <button id="choose-tie" data-choice="tie">Tie <kbd>3</kbd></button>
+    <button id="skip" class="secondary">Skip <kbd>S</kbd></button>
+    <button id="undo" class="secondary">Undo <kbd>U</kbd></button>
+    <input id="comment" maxlength="2000" placeholder="Comment (optional)" aria-label="comment (optional)">
+  </div>
 </div>
 <script>{SCRIPT}</script>
 </body>

@@ -302,14 +302,17 @@ def run(config: ADPOConfig) -> TrainResult:
     if labels is not None:
         hidden = {pair_id(p.prompt, p.response_a, p.response_b): (p, lab) for p, lab in zip(pairs, labels)}
         truth = lambda pair: hidden[pair_id(pair.prompt, pair.response_a, pair.response_b)][1]  # noqa: E731
+    instructions = ""
+    if config.serve:
+        from frugalign.annotate.commands import read_instructions, serve_in_thread
+
+        instructions = read_instructions(config.serve_instructions)  # a bad file fails before the model loads
     engine = Engine(config)
     policy = load_policy(config, engine)
     app = None
     if config.serve and engine.is_main:
-        from frugalign.annotate.commands import serve_in_thread
-
         host, port = config.serve.rsplit(":", 1)
-        app = serve_in_thread(ledger.path, host, int(port))
+        app = serve_in_thread(ledger.path, host, int(port), instructions=instructions)
         engine.print(f"annotation app: http://{config.serve}/ (add people with `frugalign annotate add-annotator "
                      f"NAME --db {ledger.path}`)")
     try:

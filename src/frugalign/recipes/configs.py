@@ -178,6 +178,8 @@ class ADPOConfig(DPOConfig):
     reward_model: str | None = option(None, "reward model for --annotator reward-model (default: embedded MiniLM)")
     serve: str | None = option(None, "with --annotator human: serve the annotation app at HOST:PORT during the run, on "
                                      "its ledger (or run `frugalign annotate serve --db LEDGER` yourself)")
+    serve_instructions: str | None = option(None, "with --serve: the annotators' guidelines, a Markdown file shown "
+                                                  "at the top of the annotation page")
     judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
     judge_model: str | None = option(
         None, "model name sent to the judge endpoint (default: the server's model, when it serves exactly one)")
@@ -199,6 +201,8 @@ class ADPOConfig(DPOConfig):
             raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
         if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
             raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
+        if self.serve_instructions is not None and self.serve is None:
+            raise UserError("--serve-instructions needs --serve (the page it is shown on)")
         if self.annotator == "llm-judge" and not self.judge_url:
             raise UserError("--annotator llm-judge needs --judge-url (an OpenAI-compatible endpoint)")
 
