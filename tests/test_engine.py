@@ -181,3 +181,14 @@ def test_time_left_is_the_mean_pace_over_the_steps_this_run_took():
     # resumed at step 6: 2 steps took 60 s here, 2 remain
     assert time_left(done=2, total=10, completed=8, elapsed=60.0) == "1 min 0 s left"
     assert time_left(done=0, total=10, completed=0, elapsed=0.0) == "time left unknown"
+
+
+@pytest.mark.parametrize("disable", [True, False])
+def test_dropout_is_off_in_training_by_default_so_the_first_step_is_exactly_log_2(tmp_path, tokenizer, disable):
+    """At the first step the policy is its reference: without dropout every implicit reward is 0 and the
+    DPO loss is log 2 exactly; with the model's attention dropout on, it is a noisy number."""
+    model = tiny_causal_lm(len(tokenizer), attention_dropout=0.5)
+    train_dpo(dpo_config(tmp_path, max_steps=1, disable_dropout=disable), model, tokenizer, tokenized(tokenizer, 4))
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert (abs(first["loss"] - torch.log(torch.tensor(2.0)).item()) < 1e-6) == disable
+    assert all(m.attention_dropout == (0.0 if disable else 0.5) for m in model.modules() if hasattr(m, "attention_dropout"))

@@ -14,14 +14,14 @@ def write_run(folder, rows):
 
 
 def test_plots_two_runs_with_the_metrics_they_logged(tmp_path, capsys):
-    a = write_run(tmp_path / "dpo-a", [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/accuracy": 0.5 + 0.1 * s, "lr": 1e-5}
+    a = write_run(tmp_path / "dpo-a", [{"step": s, "loss": 0.7 - 0.1 * s, "rewards/accuracies": 0.5 + 0.1 * s, "lr": 1e-5}
                                        for s in range(1, 4)])
     b = write_run(tmp_path / "dpo-b", [{"step": 1, "loss": 0.69}, {"step": 2, "eval/gold_reward": 0.3}])
     out = tmp_path / "curves.png"
     assert main(["plot", str(a), str(b / "metrics.jsonl"), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
     said = capsys.readouterr().out
-    assert "loss, rewards/accuracy, eval/gold_reward of 2 run(s)" in said  # lr is not a curve people plot
+    assert "loss, rewards/accuracies, eval/gold_reward of 2 run(s)" in said  # lr is not a curve people plot
 
 
 def test_what_is_not_a_run_is_named_in_one_line(tmp_path, capsys):

@@ -165,6 +165,9 @@ class TrainConfig(Config):
                                       "output layer and lower blocks frozen; with LoRA, only their adapters); the "
                                       "backward pass stops at the first of them, about 2x faster per step on a CPU "
                                       "for a quarter of the blocks; 0 trains everything")
+    disable_dropout: bool = option(True, "set every dropout of the model to 0 before training, attention dropout "
+                                         "included (TRL's DPO default: the implicit reward is the same function of the "
+                                         "weights at every step, not a noisy one); false keeps the model's own")
     save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
     save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
                                                 "included: about 3x the model; the final model is always saved)")

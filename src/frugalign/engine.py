@@ -193,6 +193,8 @@ class Engine:
             model.config.use_cache = False
         if c.trainable_layers > 0:
             train_only_top_blocks(model, c.trainable_layers)
+        if c.disable_dropout:
+            disable_dropout(model)
         total = self.total_steps(len(rows))
         optimizer = self.make_optimizer(model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -364,6 +366,16 @@ def transformer_blocks(model) -> torch.nn.ModuleList:
     raise UserError(f"{type(model).__name__}: no list of {count} transformer blocks found; use trainable_layers 0")
 
 
+def disable_dropout(model) -> None:
+    """Every dropout probability of `model` set to 0: its `nn.Dropout` modules, and the attention dropout
+    that transformers' attention modules apply as a number (`attention_dropout`), not as a module."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 def train_only_top_blocks(model, n: int) -> None:
     """Freeze every parameter outside the last `n` transformer blocks. It only ever freezes: under LoRA the
     top blocks' adapters keep training and their base weights stay frozen."""
@@ -381,6 +393,6 @@ def checkpoint_step(path: Path) -> int:
 
 
 def _short(metrics: dict[str, float]) -> str:
-    keys = [k for k in ("loss", "rewards/accuracy", "eval/loss") if k in metrics]
+    keys = [k for k in ("loss", "rewards/accuracies", "eval/loss") if k in metrics]
     return " ".join(f"{k}={metrics[k]:.4f}" for k in keys)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from frugalign.errors import UserError
 
 # what a reader looks at first, where a run logged it; --metrics chooses others
-DEFAULT_METRICS = ("loss", "rewards/accuracy", "rewards/margin", "eval/loss", "eval/rewards/accuracy",
+DEFAULT_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "eval/loss", "eval/rewards/accuracies",
                    "eval/gold_reward", "eval/kl", "reward/mean", "kl")
 NOT_CURVES = ("step", "lr", "step_seconds", "grad_norm")
 

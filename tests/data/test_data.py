@@ -254,3 +254,47 @@ def test_invalid_utf8_answers_in_import_study_is_one_line(tmp_path, capsys):
                  "--model-b", str(tmp_path / "b.jsonl")])
     err = capsys.readouterr().err
     assert code == 2 and "a.jsonl: row 1: not valid UTF-8" in err and "Traceback" not in err
+
+
+def bpe_tokenizer():
+    """A byte-level BPE tokenizer (GPT-2's kind, as SmolLM2's) trained here on a few words: a space merges
+    with the word after it ('Ġyes'), which is where tokenizing prompt and response apart goes wrong."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["The answer is yes", "the answer is no", "Q: is it yes?\nA: yes"] * 20, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+@pytest.mark.parametrize("prompt,response", [
+    ("The answer is ", "yes"),  # the prompt ends in a space: ' yes' is one token
+    ("The answer is", " yes"),  # the response starts with it
+    ("Q: is it yes?\n", "A: yes"),  # a newline between
+    ("The answer is ", "yes<eos>"),  # the response already ends with the EOS text
+])
+def test_prompt_and_response_split_where_the_joined_text_splits(prompt, response):
+    tok = bpe_tokenizer()
+    rows, _ = tokenize_preferences([PreferenceExample(prompt, response, "no")], tok, 64, 64, "t")
+    (row,) = rows
+    joined = tok(prompt + response.removesuffix("<eos>"), add_special_tokens=True)["input_ids"]
+    # the model is trained on the tokens of the text it will see: prompt + response, then one EOS
+    assert row["prompt_ids"] + row["chosen_ids"] == joined + [tok.eos_token_id]
+    assert row["chosen_ids"].count(tok.eos_token_id) == 1
+    if prompt == "The answer is ":
+        assert tok.convert_ids_to_tokens(row["chosen_ids"][:1]) == ["Ġyes"]
+        assert tok.convert_ids_to_tokens(row["prompt_ids"][-1:]) == ["Ġis"]  # the space went to the response
+
+
+def test_a_templated_pair_is_the_rendered_conversation_split_at_the_shared_prompt(chat_tokenizer):
+    user = [{"role": "user", "content": "hi"}]
+    (ex,) = preference_examples([{"prompt": user, "chosen": [{"role": "assistant", "content": "hello"}],
+                                  "rejected": [{"role": "assistant", "content": "go"}]}], "mem", chat_tokenizer)
+    (row,) = tokenize_preferences([ex], chat_tokenizer, 64, 64, "mem")[0]
+    for key, reply in (("chosen_ids", "hello"), ("rejected_ids", "go")):
+        full = chat_tokenizer.apply_chat_template(user + [{"role": "assistant", "content": reply}], tokenize=False)
+        assert row["prompt_ids"] + row[key] == chat_tokenizer(full, add_special_tokens=False)["input_ids"]

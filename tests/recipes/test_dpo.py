@@ -34,8 +34,8 @@ def test_dpo_raises_held_out_reward_accuracy_and_changes_weights(tmp_path, tiny_
                  "--output-dir", str(out), "--eval-steps", "4", *TRAIN])
     assert code == 0
     evals = eval_metrics(out)
-    assert evals[0]["eval/rewards/accuracy"] <= evals[-1]["eval/rewards/accuracy"]
-    assert evals[-1]["eval/rewards/accuracy"] >= 0.9
+    assert evals[0]["eval/rewards/accuracies"] <= evals[-1]["eval/rewards/accuracies"]
+    assert evals[-1]["eval/rewards/accuracies"] >= 0.9
     assert evals[-1]["eval/loss"] < 0.6  # log 2 = 0.693 at the start
     trained = AutoModelForCausalLM.from_pretrained(out / "model")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -83,7 +83,7 @@ def test_lora_reference_is_the_adapter_disabled_base(tmp_path, tiny_model_dir, p
     assert (out / "model" / "adapter_config.json").exists()
     first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     # at step 1 the adapter is zero-initialised, so policy == reference and the margin is 0
-    assert first["rewards/margin"] == pytest.approx(0.0, abs=1e-6)
+    assert first["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("row,message", [

@@ -1,8 +1,13 @@
 """Token ids of examples, with the length rule every recipe shares.
 
-- The prompt is tokenized with the tokenizer's own special tokens (e.g. BOS), unless a chat template
-  rendered it (the template already holds them). A response is tokenized without special tokens and
-  gets the EOS token appended, unless a chat template rendered it (it already ends the turn).
+- As TRL's DPOTrainer does, the prompt is tokenized alone and followed by each response, and the
+  response's ids are those after the longest prefix the prompt's ids share with every one of them: a
+  prompt that ends in a space, or a response that starts with one, is split where the tokenizer
+  splits the joined text (`"The answer is " + "yes"` gives `' yes'`, not `' '` then `'yes'`), so the
+  model is trained on the tokens it sees at inference. The prompt keeps the tokenizer's own special
+  tokens (e.g. BOS) unless a chat template rendered it (the template already holds them).
+- A response gets the EOS token appended, unless a chat template rendered it (it already ends the
+  turn) or its text already ends with the EOS text (never two EOS).
 - Over-long rows, by `overlong`:
   `truncate` keeps the LAST `max_prompt_length` prompt tokens (the end of a prompt is what the
   response answers) and the FIRST `max_response_length` response tokens (EOS included in the count;
@@ -44,8 +49,19 @@ class _Lengths:
         self.tok, self.max_prompt, self.max_response = tokenizer, max_prompt, max_response
         self.source, self.overlong, self.report = source, overlong, report
 
-    def prompt(self, text: str, templated: bool, row: int) -> list[int] | None:
-        ids = self.tok(text, add_special_tokens=not templated)["input_ids"]
+    def split(self, prompt: str, responses: list[str], templated: bool) -> tuple[list[int], list[list[int]]]:
+        """The prompt's ids and each response's, split where the joined texts' ids leave the prompt's."""
+        special = not templated
+        eos = self.tok.eos_token or ""
+        if not templated and eos:  # the EOS id is appended below: not twice
+            responses = [r[: -len(eos)] if r.endswith(eos) else r for r in responses]
+        prompt_ids = self.tok(prompt, add_special_tokens=special)["input_ids"]
+        joined = [self.tok(prompt + r, add_special_tokens=special)["input_ids"] for r in responses]
+        cut = min(_shared_prefix(prompt_ids, ids) for ids in joined)
+        tail = [] if templated else [self.tok.eos_token_id]
+        return prompt_ids[:cut], [ids[cut:] + tail for ids in joined]
+
+    def prompt(self, ids: list[int], row: int) -> list[int] | None:
         if len(ids) <= self.max_prompt:
             return ids
         if self.overlong == "error":
@@ -55,10 +71,7 @@ class _Lengths:
         self.report.prompts_truncated += 1
         return ids[-self.max_prompt:]
 
-    def response(self, text: str, templated: bool, row: int, field: str) -> list[int] | None:
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        if not templated:
-            ids = ids + [self.tok.eos_token_id]
+    def response(self, ids: list[int], row: int, field: str) -> list[int] | None:
         if len(ids) <= self.max_response:
             return ids
         if self.overlong == "error":
@@ -69,15 +82,25 @@ class _Lengths:
         return ids[: self.max_response]
 
 
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _tokenize(examples, fields: list[tuple[str, str]], tokenizer, max_prompt_length, max_response_length, source,
               overlong) -> tuple[list[dict], TruncationReport]:
     report = TruncationReport(total=len(examples))
     lengths = _Lengths(tokenizer, max_prompt_length, max_response_length, source, overlong, report)
     rows = []
     for i, ex in enumerate(examples):
-        row = {"index": i, "prompt_ids": lengths.prompt(ex.prompt, ex.templated, i + 1)}
-        for attr, key in fields:
-            row[key] = lengths.response(getattr(ex, attr), ex.templated, i + 1, attr)
+        prompt_ids, response_ids = lengths.split(ex.prompt, [getattr(ex, attr) for attr, _ in fields], ex.templated)
+        row = {"index": i, "prompt_ids": lengths.prompt(prompt_ids, i + 1)}
+        for (attr, key), ids in zip(fields, response_ids):
+            row[key] = lengths.response(ids, i + 1, attr)
         if any(v is None for v in row.values()):
             report.dropped += 1
             continue

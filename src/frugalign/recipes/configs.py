@@ -27,7 +27,7 @@ class RecipeConfig(TrainConfig):
     overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
     lora_r: int = option(0, "LoRA rank; 0 trains all weights")
     lora_alpha: int = option(16, "LoRA scaling numerator")
-    lora_dropout: float = option(0.0, "dropout on the LoRA branch")
+    lora_dropout: float = option(0.0, "dropout on the LoRA branch (kept only with --disable-dropout false)")
     lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
 
     def validate(self) -> None:

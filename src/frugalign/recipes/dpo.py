@@ -44,8 +44,8 @@ def pair_metrics(
     return {
         "rewards/chosen": reward_chosen.mean().item(),
         "rewards/rejected": reward_rejected.mean().item(),
-        "rewards/accuracy": (margin.detach() > 0).float().mean().item(),
-        "rewards/margin": (beta * margin.detach()).mean().item(),
+        "rewards/accuracies": (margin.detach() > 0).float().mean().item(),
+        "rewards/margins": (beta * margin.detach()).mean().item(),
         "logps/chosen": chosen.sum.detach().mean().item(),
         "logps/rejected": rejected.sum.detach().mean().item(),
     }
