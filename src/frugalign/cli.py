@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("gold", E + "gold", "gold reward and KL to the base policy on a task's held-out prompts"),
         ("lm-eval", E + "harness", "EleutherAI's lm-evaluation-harness on a checkpoint (the papers' benchmarks)"),
     ))
-    _module_command(sub, "serve", "a local model behind an OpenAI-compatible chat endpoint (a local judge)",
+    _module_command(sub, "serve", "a local model behind OpenAI-compatible chat and completions endpoints (a local judge)",
                     "frugalign.serve")
     _module_command(sub, "demo", "a few-minute end-to-end run on the embedded defaults", "frugalign.demo")
     _module_command(sub, "plot", "training curves of one or more runs on one figure (from their metrics.jsonl)",

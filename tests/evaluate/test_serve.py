@@ -107,3 +107,105 @@ def test_generation_stops_when_the_client_leaves(server):
         hook.remove()
     code, reply = ask(server, {"messages": HELLO, "max_tokens": 1})
     assert code == 200 and reply["usage"]["completion_tokens"] == 1
+
+
+# -- the official `openai` client against the server -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def client(server):
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="unused", max_retries=0)
+
+
+def test_openai_client_lists_the_model_and_gets_n_seeded_choices(client):
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    first = client.chat.completions.create(model="tiny", messages=HELLO, n=3, temperature=1.0, seed=7,
+                                           max_completion_tokens=6)
+    again = client.chat.completions.create(model="tiny", messages=HELLO, n=3, temperature=1.0, seed=7,
+                                           max_completion_tokens=6)
+    other = client.chat.completions.create(model="tiny", messages=HELLO, n=3, temperature=1.0, seed=8,
+                                           max_completion_tokens=6)
+    texts = [c.message.content for c in first.choices]
+    assert len(texts) == 3 and [c.index for c in first.choices] == [0, 1, 2]
+    assert texts == [c.message.content for c in again.choices]  # the seed decides the samples
+    assert texts != [c.message.content for c in other.choices]
+    assert all(c.finish_reason in ("stop", "length") for c in first.choices)
+    assert 3 <= first.usage.completion_tokens <= 18  # max_completion_tokens bounds each choice
+
+
+def test_openai_client_streams_chunks_that_add_up_to_the_answer(client):
+    whole = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=8, temperature=0)
+    chunks = list(client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=8, temperature=0, stream=True,
+                                                 stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(chunks) >= 2 and text == whole.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+
+
+def test_openai_client_gets_logprobs_that_are_the_models(client, server):
+    import torch
+
+    reply = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=4, temperature=0, logprobs=True,
+                                           top_logprobs=3)
+    entries = reply.choices[0].logprobs.content
+    assert len(entries) == reply.usage.completion_tokens and all(len(e.top_logprobs) == 3 for e in entries)
+    # greedy: each token is the most likely one, and its logprob is the top one's
+    assert all(e.logprob == pytest.approx(e.top_logprobs[0].logprob, abs=1e-5) for e in entries)
+    assert all(e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob for e in entries)
+    prompt = server.chat_prompt(HELLO)
+    ids = server.tokenizer(reply.choices[0].message.content, add_special_tokens=False)["input_ids"][:1]
+    with torch.no_grad():
+        logits = server.model(torch.tensor([prompt])).logits[0, -1]
+    assert entries[0].logprob == pytest.approx(torch.log_softmax(logits, -1)[ids[0]].item(), abs=1e-4)
+
+
+def test_openai_client_stop_strings_cut_the_answer(client):
+    whole = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=12, temperature=0)
+    text = whole.choices[0].message.content
+    stop = text[len(text) // 2:len(text) // 2 + 2]
+    assert stop.strip(), "the tiny model's answer should have text to stop at"
+    cut = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=12, temperature=0, stop=[stop])
+    assert cut.choices[0].message.content == text[:text.find(stop)] and cut.choices[0].finish_reason == "stop"
+    assert cut.usage.completion_tokens < whole.usage.completion_tokens
+
+
+def test_openai_client_content_parts_and_the_legacy_completions_route(client):
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}]
+    a = client.chat.completions.create(model="tiny", messages=parts, max_tokens=5, temperature=0)
+    b = client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=5, temperature=0)
+    assert a.choices[0].message.content == b.choices[0].message.content
+    legacy = client.completions.create(model="tiny", prompt="Once upon a time", max_tokens=5, temperature=0, logprobs=2)
+    assert legacy.object == "text_completion" and legacy.usage.completion_tokens <= 5
+    assert len(legacy.choices[0].logprobs.tokens) == legacy.usage.completion_tokens
+    assert all(len(top) == 2 for top in legacy.choices[0].logprobs.top_logprobs)
+
+
+@pytest.mark.parametrize("kwargs, status, param", [
+    ({"model": "gpt-4o"}, 404, "model"),  # not the model served
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "tools"),
+    ({"response_format": {"type": "json_object"}}, 400, "response_format"),
+    ({"logit_bias": {"1": 5}}, 400, "logit_bias"),
+    ({"presence_penalty": 1.0}, 400, "presence_penalty"),
+    ({"max_tokens": 0}, 400, "max_tokens"),
+    ({"temperature": -1}, 400, "temperature"),
+    ({"n": 100}, 400, "n"),
+    ({"top_logprobs": 3}, 400, "top_logprobs"),  # without logprobs: true
+    ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400,
+     "messages[0].content"),
+])
+def test_openai_client_gets_an_openai_error_for_what_is_refused(client, kwargs, status, param):
+    import openai
+
+    request = {"model": "tiny", "messages": HELLO, "max_tokens": 2, **kwargs}
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(**request)
+    error = caught.value
+    assert error.status_code == status and error.body["param"] == param and error.body["message"]
+    assert set(error.body) == {"message", "type", "param", "code"}
+
+
+def test_temperature_nan_is_refused(server):
+    code, reply = ask(server, b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}')
+    assert code == 400 and reply["error"]["param"] == "temperature"
