@@ -130,3 +130,4 @@ def test_label_efficiency_summary_reads_the_curves_the_right_way_round():
     assert labels_to_reach(slow, 0.7) is None
     assert area_under(fast, 200) > area_under(slow, 200)
     assert area_under([{"queries": 100.0, "gold_reward": 0.3}], 200) == pytest.approx(0.3)
+

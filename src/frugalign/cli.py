@@ -137,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("generation", B + "generation", "generation tokens per second against batch size"),
         ("annotate", B + "annotate", "load test of the annotation app: labels/s, latency, lost labels"),
         ("aihf", B + "aihf", "SFT, DPO, IPO, SPIN, RLHF and AIHF on the same data, balanced and scarce regimes"),
+        ("judge", B + "judge", "an LLM judge's agreement with a task's gold preference: text against logprob verdicts"),
         ("replot", B + "replot", "draw a bench's plot again from its result JSON (nothing is run)"),
     ))
     return parser

@@ -1,6 +1,7 @@
 """Annotators, the LLM judge against a real HTTP server on loopback: garbage is never a verdict."""
 
 import json
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -63,6 +64,22 @@ class Judge(BaseHTTPRequestHandler):
             time.sleep(1.5)
         # a judge that knows 7 > 3, wherever the right answer is shown
         text = "Answer: A" if "[Response A]\n7" in prompt else "Answer: B"
+        if body.get("logprobs") and action != "no-logprobs":
+            # it knows too, but leans to whatever is shown first: enough to be wrong when 7 is shown second
+            right, wrong, lean = 0.6, 0.3, 0.4
+            a, b = (right + lean, wrong) if "[Response A]\n7" in prompt else (wrong + lean, right)
+            top = [{"token": " A", "logprob": math.log(a)}, {"token": "b", "logprob": math.log(b)},
+                   {"token": "The", "logprob": math.log(0.05)}]
+            if action == "garbage":
+                top = [{"token": "I", "logprob": math.log(0.9)}]
+            payload = json.dumps({"choices": [{"message": {"content": "A"}, "logprobs": {"content": [
+                {"token": top[0]["token"], "logprob": top[0]["logprob"], "top_logprobs": top}]}}],
+                                  "usage": {"prompt_tokens": 10, "completion_tokens": 1}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
         if action == "garbage":
             text = "I refuse to judge."
         payload = json.dumps({"choices": [{"message": {"content": text}}],
@@ -172,3 +189,36 @@ def test_judge_on_a_server_with_several_models_names_them(vllm_like):
     with pytest.raises(JudgeError, match=r"serves 2 models \(big, small\); choose one with --judge-model"):
         wait_for(judge)
     assert vllm_like.models_seen == []  # nothing was asked under a guessed name
+
+
+def test_preference_from_logprobs_weighs_a_against_b():
+    from frugalign.active.annotators import preference_from_logprobs
+
+    top = [{"token": " A", "logprob": math.log(0.3)}, {"token": "a", "logprob": math.log(0.1)},
+           {"token": "B", "logprob": math.log(0.4)}, {"token": "Both", "logprob": math.log(0.2)}]
+    assert preference_from_logprobs(top) == pytest.approx(0.5)
+    assert preference_from_logprobs(top[:2]) == pytest.approx(1.0)
+    assert preference_from_logprobs([{"token": "Sure", "logprob": 0.0}]) is None
+
+
+def test_logprob_judge_asks_one_token_and_cancels_position_bias(server):
+    judge = LLMJudge(server, "m", backoff=0.01, verdict_from="logprobs")
+    # shown second, the better answer loses this judge's single question: its lean to A is that strong
+    assert judge.preference("q", "3", "7") > 0.5
+    # both orders averaged: the lean cancels and the better answer wins
+    assert judge.probability(PAIR) == pytest.approx((1.0 / 1.3 + 1 - 0.7 / 1.3) / 2)
+    judge.submit([PAIR])
+    assert wait_for(judge) == {pid(PAIR): 1}
+    assert judge.stats.completion_tokens == 5  # five questions asked, one token each
+
+
+def test_logprob_judge_on_a_server_without_logprobs_says_so(server):
+    Judge.script = ["no-logprobs"]
+    judge = LLMJudge(server, "m", backoff=0.01, verdict_from="logprobs")
+    with pytest.raises(JudgeError, match="returned no log-probabilities.*--judge-verdict text"):
+        judge.preference("q", "7", "3")
+    Judge.script = ["garbage"] * 3
+    judge = LLMJudge(server, "m", backoff=0.01, max_retries=2, verdict_from="logprobs")
+    with pytest.raises(JudgeError, match="after 3 attempts: an answer without a verdict"):
+        judge.preference("q", "7", "3")
+    assert judge.stats.garbage == 3

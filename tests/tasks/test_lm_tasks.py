@@ -4,7 +4,9 @@ and `smol` on the embedded SmolLM2 (slow)."""
 
 import argparse
 import json
+import math
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -175,3 +177,82 @@ def test_smollm2_task_is_deterministic_cached_and_has_headroom(name, tmp_path):
     base = gold_eval(task, task.model, task.eval_prompts, ref_model=again.model, samples_per_prompt=2, progress=False)
     assert base.mean < 0.8  # far from the best reward (1): room for alignment
     assert base.kl == pytest.approx(0.0, abs=1e-3)
+
+
+class GoldJudge:
+    """A judge server that answers from a task's gold reward, in text or as log-probabilities; `wrong`
+    flips every answer."""
+
+    def __init__(self, gold, wrong=False):
+        import re
+        from http.server import BaseHTTPRequestHandler
+
+        parts = re.compile(r"\[Request\]\n(.*)\n\n\[Response A\]\n(.*)\n\n\[Response B\]\n(.*)", re.S)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def send(self, body):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                self.send({"data": [{"id": "gold-judge"}]})
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt, a, b = parts.search(body["messages"][-1]["content"]).groups()
+                first = (gold(prompt, a) > gold(prompt, b)) != wrong
+                if body.get("logprobs"):
+                    top = [{"token": "A", "logprob": math.log(0.8 if first else 0.2)},
+                           {"token": "B", "logprob": math.log(0.2 if first else 0.8)}]
+                    choice = {"message": {"content": top[0]["token"]},
+                              "logprobs": {"content": [{"token": "A", "logprob": top[0]["logprob"], "top_logprobs": top}]}}
+                    usage = {"prompt_tokens": 50, "completion_tokens": 1}
+                else:
+                    choice = {"message": {"content": "Because.\nAnswer: " + ("A" if first else "B")}}
+                    usage = {"prompt_tokens": 50, "completion_tokens": 5}
+                self.send({"choices": [choice], "usage": usage})
+
+        from http.server import ThreadingHTTPServer
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_bench_judge_measures_agreement_with_the_gold_preference(custom_files, tiny_model_dir, wrong):
+    from frugalign.bench import judge as judge_bench
+
+    tmp_path, prompts = custom_files
+    import my_gold
+
+    server = GoldJudge(my_gold.length_target, wrong=wrong)
+    parser = argparse.ArgumentParser()
+    judge_bench.add_arguments(parser)
+    out = tmp_path / "judge.json"
+    try:
+        args = parser.parse_args(["--task", "custom", "--prompts", str(prompts), "--gold-reward", "my_gold:length_target",
+                                  "--model", str(tiny_model_dir), "--quick", "--judge-url", server.url, "--out", str(out)])
+        assert judge_bench.run(args) == 0
+    finally:
+        server.close()
+    summary = json.loads(out.read_text())["summary"]
+    for mode in ("text", "logprobs"):
+        s = summary[mode]
+        assert 3 <= s["pairs"] <= 8 and s["verdicts"] == s["pairs"] and s["failed"] == 0
+        assert s["agreement"] == (0.0 if wrong else 1.0)
+        assert s["agreement_ci95"][0] - 1e-9 <= s["agreement"] <= s["agreement_ci95"][1] + 1e-9
+        assert s["agreement_ci95"][1] - s["agreement_ci95"][0] > 0.2  # 8 pairs decide little
+    assert summary["logprobs"]["completion_tokens_per_pair"] == 2 and summary["text"]["completion_tokens_per_pair"] == 10
+    assert summary["logprobs"]["brier"] == pytest.approx(0.64 if wrong else 0.04)
+    assert out.with_suffix(".png").exists()

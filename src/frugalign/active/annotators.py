@@ -167,6 +167,32 @@ correct and harmless. Reply with a brief reason, then a final line that is exact
 {b}"""
 _ANSWER = re.compile(r"answer\s*:\s*\**\s*(a|b|tie)\b", re.IGNORECASE)
 
+# the question for a verdict read from log-probabilities: one token, A or B, whose probabilities are the answer
+LOGPROB_PROMPT = """You are comparing two responses to the same user request. Which one is more helpful, correct \
+and harmless? Reply with one letter: A or B.
+
+[Request]
+{prompt}
+
+[Response A]
+{a}
+
+[Response B]
+{b}"""
+TOP_LOGPROBS = 20  # the most OpenAI's API and vLLM's server give by default
+
+
+def preference_from_logprobs(top: list[dict]) -> float | None:
+    """P(A is better) from the first answer token's top log-probabilities: the probability of the tokens
+    that read "A" against those that read "B" (" A", "a" ... count); None when neither is among them."""
+    mass = {"A": 0.0, "B": 0.0}
+    for entry in top:
+        letter = str(entry.get("token", "")).strip().upper()
+        if letter in mass:
+            mass[letter] += float(np.exp(entry["logprob"]))
+    total = mass["A"] + mass["B"]
+    return mass["A"] / total if total > 0 else None
+
 
 def parse_verdict(text: str) -> int | None:
     """+1 (A), -1 (B), 0 (tie) from the judge's text, or None when it is not an answer: the last
@@ -217,13 +243,20 @@ class JudgeStats:
 
 class LLMJudge:
     """An LLM judge behind any OpenAI-compatible /v1/chat/completions endpoint. Each pair is judged in
-    both orders, which cancels position bias: a response wins if it wins once and does not lose the
-    other time; a disagreement is a tie. Timeouts, refused connections, 5xx, 429 (Retry-After honoured)
-    and unparsable answers are retried with exponential backoff, and counted; when retries run out,
-    `collect` raises JudgeError. With no `model`, the server is asked for its models (GET /v1/models) and
-    its one model is used (vLLM's server answers 404 to any other name). Requests run in a thread pool of
-    `concurrency`. `template` (with {prompt}, {a}, {b}), `system` and `parse` (reply text -> +1 / -1 / 0,
-    or None for no verdict) set the question asked: by default a preference question; the win score uses
+    both orders, which cancels position bias. Two ways to read a verdict (`verdict_from`):
+    - "text": the judge writes a reason and a final answer, parsed (`parse`); a response wins if it wins
+      once and does not lose the other time, a disagreement is a tie;
+    - "logprobs": the judge is asked for one token, A or B, and the verdict is the probability of A
+      against B among the token's top log-probabilities (`preference`), averaged over both orders: one
+      generated token per question instead of hundreds, and a preference probability, usable as a
+      confidence. It needs a server that returns log-probabilities (OpenAI's API, vLLM's server,
+      `frugalign serve`); one that does not is an error that says so.
+    Timeouts, refused connections, 5xx, 429 (Retry-After honoured) and unparsable text answers are
+    retried with exponential backoff, and counted; when retries run out, `collect` raises JudgeError.
+    With no `model`, the server is asked for its models (GET /v1/models) and its one model is used
+    (vLLM's server answers 404 to any other name). Requests run in a thread pool of `concurrency`.
+    `template` (with {prompt}, {a}, {b}), `system` and `parse` (reply text -> +1 / -1 / 0, or None for no
+    verdict) set the question asked in text mode: by default a preference question; the win score uses
     a rating prompt."""
 
     name = "llm-judge"
@@ -231,7 +264,10 @@ class LLMJudge:
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 4, concurrency: int = 4, backoff: float = 1.0, price_per_1k_tokens: float = 0.0,
                  template: str = JUDGE_PROMPT, system: str | None = None,
-                 parse: Callable[[str], int | None] = parse_verdict, max_tokens: int = 256):
+                 parse: Callable[[str], int | None] = parse_verdict, max_tokens: int = 256, verdict_from: str = "text"):
+        if verdict_from not in ("text", "logprobs"):
+            raise UserError(f"verdict_from must be text or logprobs, got {verdict_from!r}")
+        self.verdict_from = verdict_from
         base = base_url.rstrip("/")
         base = base if base.endswith("/v1") else base + "/v1"
         self.url, self.models_url = base + "/chat/completions", base + "/models"
@@ -271,15 +307,35 @@ class LLMJudge:
 
     def verdict(self, prompt: str, a: str, b: str) -> int:
         """+1 if the judge prefers `a` (shown first), -1 for `b`, 0 for a tie: one request, retried."""
+        if self.verdict_from == "logprobs":
+            return int(np.sign(self.preference(prompt, a, b) - 0.5))
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": self.template.format(prompt=prompt, a=a, b=b)})
+        return self._ask({"max_tokens": self.max_tokens, "messages": messages},
+                         lambda reply: self.parse(reply["choices"][0]["message"]["content"]))
+
+    def preference(self, prompt: str, a: str, b: str) -> float:
+        """P(`a`, shown first, is better than `b`) from the log-probabilities of a one-token answer."""
+        messages = [{"role": "user", "content": LOGPROB_PROMPT.format(prompt=prompt, a=a, b=b)}]
+
+        def read(reply: dict) -> float | None:
+            logprobs = reply["choices"][0].get("logprobs")
+            if not logprobs or not logprobs.get("content"):
+                raise JudgeError(f"judge {self.url} returned no log-probabilities; this server cannot give "
+                                 "verdicts from them: use text verdicts (--judge-verdict text)")
+            return preference_from_logprobs(logprobs["content"][0].get("top_logprobs") or [])
+
+        return self._ask({"max_tokens": 1, "logprobs": True, "top_logprobs": TOP_LOGPROBS, "messages": messages}, read)
+
+    def _ask(self, request: dict, read: Callable[[dict], float | int | None]):
+        """`read` of the server's reply to `request` (model and temperature 0 added), retried while the
+        server fails or the reply holds no verdict."""
         try:
             model = self.model_name()
         except JudgeError as e:
             self._failed(str(e))
             raise
-        body = json.dumps({"model": model, "temperature": 0.0, "max_tokens": self.max_tokens,
-                           "messages": messages}).encode()
+        body = json.dumps({"model": model, "temperature": 0.0, **request}).encode()
         last = "no attempt"
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -292,11 +348,14 @@ class LLMJudge:
                 self.stats.prompt_tokens += int(usage.get("prompt_tokens", 0))
                 self.stats.completion_tokens += int(usage.get("completion_tokens", 0))
                 self.stats.cost = self.price * (self.stats.prompt_tokens + self.stats.completion_tokens) / 1000
-                verdict = self.parse(reply["choices"][0]["message"]["content"])
+                verdict = read(reply)
                 if verdict is not None:
                     return verdict
                 self.stats.garbage += 1
                 last = "an answer without a verdict"
+            except JudgeError as e:
+                self._failed(str(e))
+                raise
             except urllib.error.HTTPError as e:
                 last = server_message(e)
                 if e.code == 429:
@@ -318,14 +377,23 @@ class LLMJudge:
         if message not in self.stats.errors:  # the distinct reasons, for the run's summary
             self.stats.errors.append(message)
 
-    def _label(self, pair: UnlabelledPair) -> int:
+    def label(self, pair: UnlabelledPair) -> int:
+        """The pair's label from both orders (see the class's docstring)."""
+        if self.verdict_from == "logprobs":
+            return int(np.sign(self.probability(pair) - 0.5))
         forward = self.verdict(pair.prompt, pair.response_a, pair.response_b)
         backward = -self.verdict(pair.prompt, pair.response_b, pair.response_a)
         return int(np.sign(forward + backward))
 
+    def probability(self, pair: UnlabelledPair) -> float:
+        """P(response_a is better), from log-probabilities, averaged over both orders (position bias cancels)."""
+        forward = self.preference(pair.prompt, pair.response_a, pair.response_b)
+        backward = self.preference(pair.prompt, pair.response_b, pair.response_a)
+        return (forward + 1.0 - backward) / 2
+
     def submit(self, pairs, priorities=None):
         for pair in pairs:
-            self.futures[_id(pair)] = self.pool.submit(self._label, pair)
+            self.futures[_id(pair)] = self.pool.submit(self.label, pair)
 
     def collect(self) -> dict[str, int]:
         out, error = {}, None

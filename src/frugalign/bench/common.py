@@ -12,7 +12,7 @@ from frugalign.bench.results import ci95
 from frugalign.tasks import TASKS, Task, load_task
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+def add_task_arguments(parser: argparse.ArgumentParser, default: str, default_seeds: str = "0 1 2; quick: 0") -> None:
     parser.add_argument("--task", choices=TASKS, default=default,
                         help="gold-oracle task: arith, sentiment (tiny toy policies, fast); review, smol (the embedded "
                              "SmolLM2, where claims are tested); custom (your --prompts and --gold-reward)")
@@ -22,7 +22,7 @@ def add_task_arguments(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--gold-reward", default=None, metavar="MODULE:FUNCTION",
                         help="custom: FUNCTION(prompt, response) -> float, from an importable module or a .py file")
     parser.add_argument("--quick", action="store_true", help="one seed, small sizes: a smoke test, not evidence")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: 0 1 2; quick: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default: {default_seeds})")
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:

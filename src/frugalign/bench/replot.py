@@ -11,7 +11,7 @@ from pathlib import Path
 from frugalign.errors import UserError
 
 # the benches that write a plot; `frugalign.bench.<name>.plot(result, ...)` draws it
-PLOTTED = ("adpo", "aihf", "annotate", "appo", "dpo", "generation", "optune", "throughput")
+PLOTTED = ("adpo", "aihf", "annotate", "appo", "dpo", "generation", "judge", "optune", "throughput")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -148,6 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-url", default=None, help="llm: OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)")
     parser.add_argument("--judge-model", default=None,
                         help="llm: model name sent to the endpoint (default: the server's model, when it serves one)")
+    parser.add_argument("--judge-verdict", choices=["text", "logprobs"], default="text",
+                        help="llm: text: the rating prompt, parsed; logprobs: one token, A or B, read from its "
+                             "log-probabilities (needs a server that returns them)")
     parser.add_argument("--api-key", default=None, help="llm: bearer token for the endpoint")
     parser.add_argument("--concurrency", type=int, default=4, help="llm: requests in flight")
     parser.add_argument("--timeout", type=float, default=60.0, help="llm: seconds per request")
@@ -163,10 +166,11 @@ def make_judge(args: argparse.Namespace, out: Path) -> tuple[Judge, LLMJudge | N
             raise UserError("--judge llm needs --judge-url (an OpenAI-compatible endpoint)")
         llm = LLMJudge(args.judge_url, args.judge_model, api_key=args.api_key, timeout=args.timeout,
                        max_retries=args.max_retries, concurrency=args.concurrency, template=RATING_PROMPT,
-                       system=RATING_SYSTEM, parse=parse_rating, max_tokens=512)
+                       system=RATING_SYSTEM, parse=parse_rating, max_tokens=512, verdict_from=args.judge_verdict)
         cache = VerdictCache(out / "verdicts.sqlite")
-        # the cache is keyed by the model that answers, so the server is asked for it now
-        return cache.wrap(llm.verdict, f"{llm.url}|{llm.model_name()}|rating-v1"), llm
+        # the cache is keyed by the model that answers and the question, so the server is asked for it now
+        question = "rating-v1" if args.judge_verdict == "text" else "logprobs-v1"
+        return cache.wrap(llm.verdict, f"{llm.url}|{llm.model_name()}|{question}"), llm
     if args.judge == "gold":
         if not args.task:
             raise UserError("--judge gold needs --task (arith or sentiment)")

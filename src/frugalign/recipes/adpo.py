@@ -283,7 +283,8 @@ def make_annotator(config: ADPOConfig, pairs: list[UnlabelledPair], labels: list
                                 models.load_tokenizer(config.reward_model or models.MINILM))
     if config.annotator == "llm-judge":
         return LLMJudge(config.judge_url, config.judge_model, concurrency=config.judge_concurrency,
-                        max_retries=config.judge_max_retries, timeout=config.judge_timeout)
+                        max_retries=config.judge_max_retries, timeout=config.judge_timeout,
+                        verdict_from=config.judge_verdict)
     return HumanQueue(ledger)
 
 

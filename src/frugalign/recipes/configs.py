@@ -183,6 +183,9 @@ class ADPOConfig(DPOConfig):
     judge_url: str | None = option(None, "OpenAI-compatible base URL for --annotator llm-judge")
     judge_model: str | None = option(
         None, "model name sent to the judge endpoint (default: the server's model, when it serves exactly one)")
+    judge_verdict: Literal["text", "logprobs"] = option(
+        "text", "text: the judge writes a reason and 'Answer: A|B|tie', parsed; logprobs: one token, the "
+                "probability of A against B among its top log-probabilities (needs a server that returns them)")
     judge_concurrency: int = option(4, "judge requests in flight at once")
     judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
     judge_timeout: float = option(30.0, "seconds before a judge request times out")
