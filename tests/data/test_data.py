@@ -298,3 +298,48 @@ def test_a_templated_pair_is_the_rendered_conversation_split_at_the_shared_promp
     for key, reply in (("chosen_ids", "hello"), ("rejected_ids", "go")):
         full = chat_tokenizer.apply_chat_template(user + [{"role": "assistant", "content": reply}], tokenize=False)
         assert row["prompt_ids"] + row[key] == chat_tokenizer(full, add_special_tokens=False)["input_ids"]
+
+
+STRING_ROW = {"prompt": "hi", "chosen": "hello", "rejected": "go"}
+MESSAGE_ROW = {"prompt": [{"role": "user", "content": "hi"}], "chosen": [{"role": "assistant", "content": "hello"}],
+               "rejected": [{"role": "assistant", "content": "go"}]}
+
+
+def test_plain_strings_get_the_chat_template_by_default_when_the_tokenizer_has_one(chat_tokenizer):
+    (plain,) = preference_examples([STRING_ROW], "p", chat_tokenizer)
+    assert (plain.prompt, plain.chosen, plain.chat) == ("hi", "hello", True)  # kept plain: what people see
+    (messages,) = preference_examples([MESSAGE_ROW], "m", chat_tokenizer)
+    as_strings = tokenize_preferences([plain], chat_tokenizer, 64, 64, "p")[0]
+    as_messages = tokenize_preferences([messages], chat_tokenizer, 64, 64, "m")[0]
+    assert as_strings == as_messages  # trained in the format the model is prompted in
+    assert chat_tokenizer.decode(as_strings[0]["chosen_ids"]) == "hello<eos>"  # the template's end of turn, once
+    assert len(as_strings[0]["prompt_ids"]) > len("hi") + 10  # the user turn and the generation prompt around it
+
+
+def test_the_chat_template_rule_off_on_and_a_prompt_rendered_already(chat_tokenizer):
+    (off,) = preference_examples([STRING_ROW], "p", chat_tokenizer, chat_template="off")
+    rows, _ = tokenize_preferences([off], chat_tokenizer, 64, 64, "p")
+    assert not off.chat and chat_tokenizer.decode(rows[0]["prompt_ids"] + rows[0]["chosen_ids"]) == "hihello<eos>"
+    with pytest.raises(UserError, match="p: --chat-template on, but the tokenizer has no chat template"):
+        preference_examples([STRING_ROW], "p", char_tokenizer(), chat_template="on")
+    (plain,) = preference_examples([STRING_ROW], "p", char_tokenizer())  # auto, no template: plain text
+    assert not plain.chat
+    rendered = chat_tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                                  add_generation_prompt=True)
+    (again,) = preference_examples([{**STRING_ROW, "prompt": rendered}], "p", chat_tokenizer)
+    assert not again.chat  # not rendered twice
+    (demo,) = demonstrations([{"prompt": "hi", "completion": "yo"}], "d", chat_tokenizer)
+    assert demo.chat and demo.prompt == "hi"
+
+
+def test_unlabelled_pairs_keep_plain_text_for_the_ledger_and_train_on_the_rendering(chat_tokenizer):
+    from frugalign.active.ledger import pair_id
+    from frugalign.data import tokenize_unlabelled
+
+    (pair,), _ = unlabelled_pairs([{"prompt": "hi", "response_a": "hello", "response_b": "go"}], "u", chat_tokenizer)
+    assert pair.chat and pair_id(pair.prompt, pair.response_a, pair.response_b) == pair_id("hi", "hello", "go")
+    (row,), _ = tokenize_unlabelled([pair], chat_tokenizer, 64, 64, "u")
+    (messages,) = preference_examples([MESSAGE_ROW], "m", chat_tokenizer)
+    (reference,), _ = tokenize_preferences([messages], chat_tokenizer, 64, 64, "m")
+    assert (row["prompt_ids"], row["a_ids"], row["b_ids"]) == (reference["prompt_ids"], reference["chosen_ids"],
+                                                                reference["rejected_ids"])

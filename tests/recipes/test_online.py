@@ -248,3 +248,16 @@ def test_kill_9_in_the_generation_phase_then_resume_generates_nothing_twice(tmp_
     assert records[0]["generated"] == 2 * len(prompts)
     assert records[0]["generated_after_resume"] == 2 * (len(prompts) - len(generated))
     assert records[1]["generated"] == 2 * len(prompts) // 2
+
+
+def test_string_prompts_follow_the_chat_template_rule(tmp_path):
+    from tests.conftest import char_tokenizer
+
+    tok = char_tokenizer()
+    tok.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}"
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"prompt": "hi"}) + "\n" + json.dumps({"prompt": "[yo]>"}) + "\n")
+    config = online.OnlineConfig(dataset=str(data), output_dir=str(tmp_path / "run"))
+    assert online.load_prompts(config, tok) == ["[hi]>", "[yo]>"]  # the second was rendered already
+    config.chat_template = "off"
+    assert online.load_prompts(config, tok) == ["hi", "[yo]>"]

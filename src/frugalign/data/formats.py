@@ -11,6 +11,14 @@ Each field is either a string (standard format) or a list of `{"role", "content"
 (conversational format), rendered with the tokenizer's chat template: the prompt with the generation
 prompt appended, a completion as the rendered full conversation minus the rendered prompt.
 
+Plain strings follow one rule in every command (`--chat-template`, `chat_template` here): `auto` (the
+default) renders them as one user turn and the assistant's answer with the tokenizer's chat template
+when it has one (an instruct model is trained in the format it is prompted in, as `eval generate` and
+the benches prompt it), `on` always (an error without a template), `off` never (raw text, as TRL treats
+strings). The examples keep the plain text (what the ledger, annotators and judges see) and are marked
+`chat`; the rendering happens when they are tokenized. A string prompt that already starts as the
+template starts a user turn is not rendered twice.
+
 Implicit prompts: for strings, the prompt is the longest common prefix of chosen and rejected, cut
 back to its last whitespace so that no word is split between prompt and response; for messages, the
 prompt is the leading messages both conversations share.
@@ -28,6 +36,7 @@ from dataclasses import dataclass
 from frugalign.errors import DataError, UserError
 
 ROLES = ("system", "user", "assistant", "tool")
+CHAT_TEMPLATE = ("auto", "on", "off")
 
 
 @dataclass
@@ -38,6 +47,7 @@ class PreferenceExample:
     weight: float = 1.0
     templated: bool = False  # rendered by a chat template, which already holds the special tokens
     margin: float = 0.0  # how much better chosen is (reward models: Bradley-Terry with margin)
+    chat: bool = False  # plain text, rendered as a user turn and the assistant's answer when tokenized
 
 
 @dataclass
@@ -45,6 +55,7 @@ class Demonstration:
     prompt: str
     completion: str
     templated: bool = False
+    chat: bool = False
 
 
 @dataclass
@@ -53,6 +64,7 @@ class UnlabelledPair:
     response_a: str
     response_b: str
     templated: bool = False
+    chat: bool = False  # the ledger and annotators see the plain text; the model, its chat rendering
 
 
 class _Row:
@@ -125,16 +137,59 @@ class _Row:
         return m
 
 
+def chat_turn(tokenizer, prompt: str, response: str) -> tuple[str, str]:
+    """A plain prompt and response rendered with the tokenizer's chat template: the prompt as one user turn
+    with the generation prompt, the response as the rest of the rendered conversation. ValueError when
+    the template renders the conversation so that it does not start with the rendered prompt."""
+    turn = [{"role": "user", "content": prompt}]
+    head = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(turn + [{"role": "assistant", "content": response}], tokenize=False)
+    if not full.startswith(head):
+        raise ValueError("the chat template renders the conversation so that it does not start with the rendered "
+                         "prompt; use --chat-template off")
+    return head, full[len(head):]
+
+
+def _turn_head(tokenizer) -> str:
+    """How the chat template starts a user turn (what precedes its content)."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": "\x00"}], tokenize=False,
+                                         add_generation_prompt=True).split("\x00")[0]
+
+
+def render_prompt(tokenizer, prompt: str) -> str:
+    """A plain prompt as one user turn with the generation prompt, unless it already starts as the template
+    starts a user turn (then it is returned as it is)."""
+    head = _turn_head(tokenizer)
+    if head and prompt.startswith(head):
+        return prompt
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def renders_strings(chat_template: str, tokenizer, source: str) -> bool:
+    """Whether plain-string rows get the tokenizer's chat template (see the module's docstring)."""
+    if chat_template not in CHAT_TEMPLATE:
+        raise UserError(f"chat_template must be one of {', '.join(CHAT_TEMPLATE)}, got {chat_template!r}")
+    has = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+    if chat_template == "on" and not has:
+        raise UserError(f"{source}: --chat-template on, but the tokenizer has no chat template")
+    return has and chat_template != "off"
+
+
 class _Template:
-    """Chat-template rendering of conversational rows."""
+    """Chat-template rendering of conversational rows, and of string rows as one user turn."""
 
     def __init__(self, tokenizer, source: str):
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise UserError(f"{source}: conversational rows need a tokenizer with a chat template")
         self.tokenizer = tokenizer
+        self.head = _turn_head(tokenizer)  # a string prompt that starts so is rendered already
 
     def prompt(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def rendered(self, text: str) -> bool:
+        return bool(self.head) and text.startswith(self.head)
 
     def completion(self, row: _Row, field: str, prompt: list[dict], completion: list[dict]) -> str:
         head = self.prompt(prompt)
@@ -172,10 +227,12 @@ def _shared_messages(row: _Row, chosen: list[dict], rejected: list[dict]) -> int
     return n
 
 
-def preference_examples(rows: list[dict], source: str, tokenizer=None) -> list[PreferenceExample]:
+def preference_examples(rows: list[dict], source: str, tokenizer=None, chat_template: str = "auto"
+                        ) -> list[PreferenceExample]:
     """(prompt, chosen, rejected, weight) from rows in any of TRL's preference formats."""
     out = []
-    template = None
+    template = None  # for conversational rows, made on the first
+    wrap = _Template(tokenizer, source) if renders_strings(chat_template, tokenizer, source) else None  # strings
     for number, raw in enumerate(rows, start=1):
         row = _Row(raw, source, number)
         row.require("chosen", "rejected")
@@ -199,6 +256,7 @@ def preference_examples(rows: list[dict], source: str, tokenizer=None) -> list[P
                 if not chosen.strip() or not rejected.strip():
                     raise row.error("is empty once the shared prompt is removed", "chosen" if not chosen.strip() else "rejected")
                 example = PreferenceExample(prompt, chosen, rejected, weight)
+            example.chat = wrap is not None and not wrap.rendered(example.prompt)
         if example.chosen == example.rejected:
             raise row.error("chosen and rejected are identical: a pair must differ", "rejected")
         example.margin = row.margin()
@@ -206,10 +264,11 @@ def preference_examples(rows: list[dict], source: str, tokenizer=None) -> list[P
     return out
 
 
-def demonstrations(rows: list[dict], source: str, tokenizer=None) -> list[Demonstration]:
+def demonstrations(rows: list[dict], source: str, tokenizer=None, chat_template: str = "auto") -> list[Demonstration]:
     """(prompt, completion) from `prompt`/`completion` or `messages` rows."""
     out = []
-    template = None
+    template = None  # for conversational rows, made on the first
+    wrap = _Template(tokenizer, source) if renders_strings(chat_template, tokenizer, source) else None  # strings
     for number, raw in enumerate(rows, start=1):
         row = _Row(raw, source, number)
         if "messages" in raw:
@@ -228,11 +287,12 @@ def demonstrations(rows: list[dict], source: str, tokenizer=None) -> list[Demons
             out.append(Demonstration(template.prompt(prompt),
                                      template.completion(row, "completion", prompt, row.messages("completion")), True))
         else:
-            out.append(Demonstration(row.text("prompt"), row.text("completion")))
+            prompt = row.text("prompt")
+            out.append(Demonstration(prompt, row.text("completion"), chat=wrap is not None and not wrap.rendered(prompt)))
     return out
 
 
-def unlabelled_pairs(rows: list[dict], source: str, tokenizer=None, seed: int = 0
+def unlabelled_pairs(rows: list[dict], source: str, tokenizer=None, seed: int = 0, chat_template: str = "auto"
                      ) -> tuple[list[UnlabelledPair], list[int] | None]:
     """Pairs to be labelled by an annotator, and their hidden labels when the rows are labelled.
 
@@ -242,16 +302,17 @@ def unlabelled_pairs(rows: list[dict], source: str, tokenizer=None, seed: int = 
     if rows and "response_a" not in rows[0] and "chosen" in rows[0]:
         rng = random.Random(seed)
         pairs, labels = [], []
-        for ex in preference_examples(rows, source, tokenizer):
+        for ex in preference_examples(rows, source, tokenizer, chat_template):
             if rng.random() < 0.5:
-                pairs.append(UnlabelledPair(ex.prompt, ex.chosen, ex.rejected, ex.templated))
+                pairs.append(UnlabelledPair(ex.prompt, ex.chosen, ex.rejected, ex.templated, ex.chat))
                 labels.append(1)
             else:
-                pairs.append(UnlabelledPair(ex.prompt, ex.rejected, ex.chosen, ex.templated))
+                pairs.append(UnlabelledPair(ex.prompt, ex.rejected, ex.chosen, ex.templated, ex.chat))
                 labels.append(-1)
         return pairs, labels
     out = []
-    template = None
+    template = None  # for conversational rows, made on the first
+    wrap = _Template(tokenizer, source) if renders_strings(chat_template, tokenizer, source) else None  # strings
     for number, raw in enumerate(rows, start=1):
         row = _Row(raw, source, number)
         row.require("prompt", "response_a", "response_b")
@@ -263,6 +324,7 @@ def unlabelled_pairs(rows: list[dict], source: str, tokenizer=None, seed: int = 
                                   template.completion(row, "response_b", prompt, row.messages("response_b")), True)
         else:
             pair = UnlabelledPair(row.text("prompt"), row.text("response_a"), row.text("response_b"))
+            pair.chat = wrap is not None and not wrap.rendered(pair.prompt)
         if pair.response_a == pair.response_b:
             raise row.error("response_a and response_b are identical: a pair must differ", "response_b")
         out.append(pair)

@@ -8,6 +8,8 @@
   tokens (e.g. BOS) unless a chat template rendered it (the template already holds them).
 - A response gets the EOS token appended, unless a chat template rendered it (it already ends the
   turn) or its text already ends with the EOS text (never two EOS).
+- A plain-text example marked `chat` (the `--chat-template` rule, in `formats`) is rendered here, as one
+  user turn and the assistant's answer, so the text people and the ledger see stays plain.
 - Over-long rows, by `overlong`:
   `truncate` keeps the LAST `max_prompt_length` prompt tokens (the end of a prompt is what the
   response answers) and the FIRST `max_response_length` response tokens (EOS included in the count;
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frugalign.data.formats import Demonstration, PreferenceExample, UnlabelledPair
+from frugalign.data.formats import Demonstration, PreferenceExample, UnlabelledPair, chat_turn
 from frugalign.errors import DataError, UserError
 
 OVERLONG = ("truncate", "drop", "error")
@@ -97,7 +99,14 @@ def _tokenize(examples, fields: list[tuple[str, str]], tokenizer, max_prompt_len
     lengths = _Lengths(tokenizer, max_prompt_length, max_response_length, source, overlong, report)
     rows = []
     for i, ex in enumerate(examples):
-        prompt_ids, response_ids = lengths.split(ex.prompt, [getattr(ex, attr) for attr, _ in fields], ex.templated)
+        prompt, responses, templated = ex.prompt, [getattr(ex, attr) for attr, _ in fields], ex.templated
+        if ex.chat:  # a plain-text row, rendered as a chat turn (--chat-template)
+            try:
+                turns = [chat_turn(tokenizer, prompt, r) for r in responses]
+            except ValueError as e:
+                raise DataError(source, str(e), i + 1, "prompt") from None
+            prompt, responses, templated = turns[0][0], [r for _, r in turns], True
+        prompt_ids, response_ids = lengths.split(prompt, responses, templated)
         row = {"index": i, "prompt_ids": lengths.prompt(prompt_ids, i + 1)}
         for (attr, key), ids in zip(fields, response_ids):
             row[key] = lengths.response(ids, i + 1, attr)

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from frugalign.data import load_rows
-from frugalign.errors import DataError, UserError
+from frugalign.data.formats import render_prompt, renders_strings
+from frugalign.errors import DataError
 
 TASKS = ("arith", "sentiment")
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "turns")  # TRL, AlpacaEval, MT-Bench question files
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="alpaca: {instruction, output, generator}; mtbench: {question_id, model_id, choices}")
     parser.add_argument("--generator", default=None, help="the model's name in the file (default: --model)")
     parser.add_argument("--chat-template", choices=["auto", "on", "off"], default="auto",
-                        help="wrap each prompt in the tokenizer's chat template (auto: when it has one; tasks: off)")
+                        help="the rule of every command: auto: each prompt as a user turn of the tokenizer's chat "
+                             "template when it has one (a prompt rendered already is left as it is); on; off")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="tokens per answer")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the default for evaluation)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when temperature > 0")
@@ -60,18 +62,10 @@ def answer(model, tokenizer, prompts: list[str], chat: bool, max_new_tokens: int
     """One answer per prompt, batched on the model's device."""
     from frugalign.generation import generate
 
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             if chat else p for p in prompts]
+    texts = [render_prompt(tokenizer, p) if chat else p for p in prompts]  # a task's prompts are rendered already
     gens = generate(model, tokenizer, texts, 1, max_new_tokens, temperature, top_p, batch_size, seed=seed,
                     description="answering")
     return [group[0].strip() for group in gens.texts]
-
-
-def uses_chat_template(choice: str, tokenizer, prompts_source: str) -> bool:
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if choice == "on" and not has:
-        raise UserError("--chat-template on: this tokenizer has no chat template")
-    return has and (choice == "on" or (choice == "auto" and prompts_source not in TASKS))
 
 
 def write_answers(path: str | Path, prompts: list[str], outputs: list[str], generator: str, fmt: str) -> Path:
@@ -113,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = load_prompts(args.prompts, args.split, args.limit)  # bad input fails before a model loads
     tokenizer = models.load_tokenizer(args.model)
-    chat = uses_chat_template(args.chat_template, tokenizer, args.prompts)
+    chat = renders_strings(args.chat_template, tokenizer, args.prompts)
     model = models.load_causal_lm(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
     outputs = answer(model, tokenizer, prompts, chat, args.max_new_tokens, args.temperature, args.top_p, args.batch_size,
                      args.seed)

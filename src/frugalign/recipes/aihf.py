@@ -150,10 +150,12 @@ def load_data(config: AIHFConfig, need_preferences: bool):
     if need_preferences and not config.dataset:
         raise UserError("no preferences: pass --dataset (prompt/chosen/rejected rows)")
     tokenizer = models.load_tokenizer(config.model)
-    demos = demonstrations(load_rows(config.demonstrations, config.dataset_split), config.demonstrations, tokenizer)
+    demos = demonstrations(load_rows(config.demonstrations, config.dataset_split), config.demonstrations, tokenizer,
+                           config.chat_template)
     preferences = []
     if need_preferences:
-        preferences = preference_examples(load_rows(config.dataset, config.dataset_split), config.dataset, tokenizer)
+        preferences = preference_examples(load_rows(config.dataset, config.dataset_split), config.dataset, tokenizer,
+                                          config.chat_template)
     return tokenizer, demos, preferences
 
 

@@ -25,6 +25,10 @@ class RecipeConfig(TrainConfig):
     max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
     max_response_length: int = option(512, "response tokens kept, EOS included (the start is kept)")
     overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
+    chat_template: Literal["auto", "on", "off"] = option(
+        "auto", "plain-string rows and prompts: auto: rendered as a user turn and the assistant's answer with the "
+                "tokenizer's chat template when it has one (as eval generate and the benches prompt); on: always; "
+                "off: raw text (as TRL treats strings)")
     lora_r: int = option(0, "LoRA rank; 0 trains all weights")
     lora_alpha: int = option(16, "LoRA scaling numerator")
     lora_dropout: float = option(0.0, "dropout on the LoRA branch (kept only with --disable-dropout false)")

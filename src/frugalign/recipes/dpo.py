@@ -158,7 +158,7 @@ def load_preference_rows(config: DPOConfig, tokenizer) -> tuple[list[dict], list
         raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str, split: str) -> list[dict]:
-        examples = preference_examples(load_rows(source, split), source, tokenizer)
+        examples = preference_examples(load_rows(source, split), source, tokenizer, config.chat_template)
         rows, report = tokenize_preferences(
             examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
         )

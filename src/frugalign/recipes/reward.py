@@ -39,13 +39,13 @@ def score(model, tokenizer, prompts: list[str], responses: list[str], batch_size
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
-def load_pairs(config: RewardConfig) -> tuple[list[dict], list[dict]]:
+def load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Validated rows as plain text: the reward model's own tokenizer encodes them per batch."""
     if not config.dataset:
         raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
-        examples = preference_examples(load_rows(source, config.dataset_split), source)
+        examples = preference_examples(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
         if is_main_process():
             console.print(f"{source}: {len(examples)} pairs")
         return [{"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "weight": e.weight,
@@ -93,8 +93,8 @@ def train_reward(config: RewardConfig, model, tokenizer, train_rows: list[dict],
 def run(config: RewardConfig) -> TrainResult:
     """`frugalign reward`: validate, train, save, summarise (held-out accuracy)."""
     name = config.model or models.MINILM
-    train_rows, eval_rows = load_pairs(config)
     tokenizer = models.load_tokenizer(name)
+    train_rows, eval_rows = load_pairs(config, tokenizer)
     engine = Engine(config)
     model = models.load_reward_model(name)
     model, result = train_reward(config, model, tokenizer, train_rows, eval_rows, engine)

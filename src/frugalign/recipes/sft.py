@@ -33,7 +33,7 @@ def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], l
         raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
-        examples = demonstrations(load_rows(source, config.dataset_split), source, tokenizer)
+        examples = demonstrations(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
         rows, report = tokenize_demonstrations(
             examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
         )
