@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 VLLM_VENV := .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 
-.PHONY: install vllm browser demo test test-fast lint clean
+.PHONY: install vllm browser postgres demo test test-fast lint clean
 
 # torch first, pinned to the CPU build that lies on this machine's disk, so that the package's
 # torch range is already satisfied and no multi-gigabyte CUDA build is ever downloaded.
@@ -51,8 +51,29 @@ browser:
 	  else echo "chromium missing and not root: the browser test will be skipped"; fi; \
 	fi
 
-test: install browser vllm
-	$(PY) -m pytest -q --durations=10
+# Debian's PostgreSQL, started, with a role for the tests: the ledger's PostgreSQL back end is tested against
+# it (the URL goes to .postgres-url). Where it cannot be installed or started, those tests skip and say why.
+postgres:
+	@rm -f .postgres-url
+	@if ! command -v pg_ctlcluster >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1) || true; \
+	fi
+	@if command -v pg_ctlcluster >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  cluster=$$(pg_lsclusters -h | head -n 1 | awk '{print $$1, $$2}'); \
+	  [ -n "$$cluster" ] || { pg_createcluster $$(ls /usr/lib/postgresql | sort -n | tail -n 1) main >/dev/null && \
+	                          cluster=$$(pg_lsclusters -h | head -n 1 | awk '{print $$1, $$2}'); }; \
+	  pg_ctlcluster $$cluster start >/dev/null 2>&1; \
+	  port=$$(pg_lsclusters -h | head -n 1 | awk '{print $$3}'); \
+	  su postgres -c "psql -q -p $$port -c \"DO \\\$$\\\$$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'frugalign') \
+	    THEN CREATE ROLE frugalign LOGIN SUPERUSER PASSWORD 'frugalign'; END IF; END\\\$$\\\$$;\"" && \
+	  echo "postgresql://frugalign:frugalign@127.0.0.1:$$port/postgres" > .postgres-url; \
+	fi
+	@[ -f .postgres-url ] || echo "no PostgreSQL server: the PostgreSQL ledger tests will be skipped"
+
+test: install browser vllm postgres
+	FRUGALIGN_TEST_POSTGRES=$$(cat .postgres-url 2>/dev/null) $(PY) -m pytest -q --durations=10
 	$(VLLM_PY) -m pytest -q tests/test_generation_vllm.py
 
 lint: install
@@ -62,4 +83,4 @@ test-fast: install
 	$(PY) -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .postgres-url

@@ -109,3 +109,33 @@ def vllm_like():
     yield handler
     httpd.shutdown()
     httpd.server_close()
+
+
+def postgres_database(request) -> str:
+    """A fresh, empty PostgreSQL database on the server `make test` starts (FRUGALIGN_TEST_POSTGRES: a URL
+    to it), dropped after the test; the test is skipped, saying why, where no server was started."""
+    base = os.environ.get("FRUGALIGN_TEST_POSTGRES")
+    if not base:
+        pytest.skip("no PostgreSQL server: `make test` starts one and sets FRUGALIGN_TEST_POSTGRES")
+    import secrets
+
+    import psycopg
+
+    name = f"frugalign_test_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as admin:  # a server that was started must answer: no skip
+        admin.execute(f"CREATE DATABASE {name}")
+
+    def drop():
+        with psycopg.connect(base, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    request.addfinalizer(drop)
+    return f"{base.rsplit('/', 1)[0]}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_at(request, tmp_path) -> str:
+    """Where a test's label ledger lives, once per back end: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "labels.sqlite")
+    return postgres_database(request)

@@ -79,7 +79,7 @@ def _command_group(sub, name: str, help: str, commands) -> None:
 def _labels(parser: argparse.ArgumentParser) -> None:
     labels = _subcommands(parser, "labels", "ACTION")
     export = labels.add_parser("export", help="write the ledger's labels in TRL's preference format")
-    export.add_argument("--ledger", required=True, help="the ledger file (OUTPUT_DIR/labels.sqlite of a run)")
+    export.add_argument("--ledger", required=True, help="the ledger (OUTPUT_DIR/labels.sqlite of a run, or a postgresql:// URL)")
     export.add_argument("--out", required=True, help="a .jsonl file, or a directory for --format hf")
     export.add_argument("--format", choices=["jsonl", "hf"], default="jsonl", help="JSONL or a save_to_disk dataset")
     export.set_defaults(handler=export_labels)
@@ -144,14 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_labels(args: argparse.Namespace) -> int:
-    from frugalign.active.ledger import LabelLedger
+    from frugalign.active.ledger import LabelLedger, shown
 
     ledger = LabelLedger(args.ledger, read_only=True)  # a read command: it never writes to the file
     counts = ledger.export(args.out, args.format)
     queried = ledger.counts()["queried"]
     ledger.close()
     if queried == 0:
-        print(f"frugalign: warning: {args.ledger} is a ledger with no pairs in it: nothing was ever asked, or "
+        print(f"frugalign: warning: {shown(args.ledger)} is a ledger with no pairs in it: nothing was ever asked, or "
               "this is not the file that holds your labels", file=sys.stderr)
     print(f"{args.out}: {counts['written']} labelled pairs written ({counts['ties_skipped']} ties skipped)")
     return 0

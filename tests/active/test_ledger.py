@@ -20,8 +20,8 @@ def test_pair_identity_ignores_order_and_labels_follow_it(tmp_path):
     assert ledger.label(P) == 1 and ledger.label(P_SWAPPED) == -1
 
 
-def test_ask_once_ever_and_budget(tmp_path):
-    ledger = LabelLedger(tmp_path / "l.sqlite")
+def test_ask_once_ever_and_budget(ledger_at):
+    ledger = LabelLedger(ledger_at)
     assert ledger.ask(P, "a", "run1") == "asked"
     assert ledger.ask(P_SWAPPED, "a", "run1") == "known"
     assert ledger.ask(UnlabelledPair("x", "1", "2"), "a", "run1", budget=1) == "over-budget"
@@ -35,8 +35,8 @@ def _ask_many(path, start):
     return sum(ledger.ask(UnlabelledPair(f"q{i}", "a", "b"), "p", "run") == "asked" for i in range(50))
 
 
-def test_two_processes_never_ask_the_same_pair_twice(tmp_path):
-    path = tmp_path / "l.sqlite"
+def test_two_processes_never_ask_the_same_pair_twice(ledger_at):
+    path = ledger_at
     LabelLedger(path).close()
     with multiprocessing.Manager() as manager:
         start = manager.Barrier(2)
@@ -46,12 +46,12 @@ def test_two_processes_never_ask_the_same_pair_twice(tmp_path):
     assert LabelLedger(path).counts()["queried"] == 50
 
 
-def test_answers_survive_reopening_and_extra_votes_do_not_overwrite(tmp_path):
-    ledger = LabelLedger(tmp_path / "l.sqlite")
+def test_answers_survive_reopening_and_extra_votes_do_not_overwrite(ledger_at):
+    ledger = LabelLedger(ledger_at)
     ledger.record(P, -1, "alice", {"comment": "5 is wrong? no"})
     ledger.record(P, 1, "bob")
     ledger.close()
-    again = LabelLedger(tmp_path / "l.sqlite")
+    again = LabelLedger(ledger_at)
     assert again.label(P) == -1
     assert again.db.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == 2
 
@@ -108,8 +108,8 @@ def _create_and_ask(path, start, i):
     return ledger.ask(UnlabelledPair("q", "a", "b"), "p", f"run{i}")
 
 
-def test_processes_creating_one_ledger_at_once_share_it(tmp_path):
-    path = tmp_path / "l.sqlite"
+def test_processes_creating_one_ledger_at_once_share_it(ledger_at):
+    path = ledger_at
     ctx = multiprocessing.get_context("spawn")
     with ctx.Manager() as manager:
         start = manager.Barrier(3)
@@ -173,13 +173,13 @@ def test_reading_a_ledger_writes_nothing(tmp_path):
     assert path.read_bytes() == before
 
 
-def test_audits_survive_reopening_and_compare_guesses_in_either_order(tmp_path):
+def test_audits_survive_reopening_and_compare_guesses_in_either_order(ledger_at):
     """ADPO's audit history lives in the ledger (so --resume keeps trust): a guess kept for the pair one way
     round is compared with a label given the other way round; ties and unanswered audits do not count."""
     ab = UnlabelledPair("p", "alpha", "beta")
     ba = UnlabelledPair("p", "beta", "alpha")
     other, tie, waiting = (UnlabelledPair(f"q{i}", "x", "y") for i in range(3))
-    ledger = LabelLedger(tmp_path / "l.sqlite")
+    ledger = LabelLedger(ledger_at)
     for pair, guess in ((ba, -1), (other, 1), (tie, 1), (waiting, 1)):  # -1 on (beta, alpha): alpha wins
         ledger.ask(pair, "oracle", "run")
         ledger.record_audit(pair, "run", guess)
@@ -187,6 +187,28 @@ def test_audits_survive_reopening_and_compare_guesses_in_either_order(tmp_path):
     ledger.record(other, -1, "oracle")  # disagrees
     ledger.record(tie, 0, "oracle")
     ledger.close()
-    reopened = LabelLedger(tmp_path / "l.sqlite")
+    reopened = LabelLedger(ledger_at)
     assert reopened.audit_outcomes("run") == ([True, False], 4)
     assert reopened.audit_outcomes("another run") == ([], 0)
+
+
+def test_a_postgresql_database_of_another_application_is_refused_and_left_untouched(request):
+    from tests.conftest import postgres_database
+
+    url = postgres_database(request)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE users (id INTEGER, name TEXT)")
+    for read_only in (False, True):
+        with pytest.raises(UserError, match="a PostgreSQL database but not a frugalign label ledger"):
+            LabelLedger(url, read_only=read_only)
+    with psycopg.connect(url, autocommit=True) as db:
+        tables = {r[0] for r in db.execute("SELECT table_name FROM information_schema.tables "
+                                           "WHERE table_schema = current_schema()")}
+    assert tables == {"users"}
+
+
+def test_a_postgresql_ledger_that_cannot_be_reached_is_one_clear_line():
+    with pytest.raises(UserError, match=r"postgresql://u:\*\*\*@127.0.0.1:9/x: cannot connect to PostgreSQL"):
+        LabelLedger("postgresql://u:secret@127.0.0.1:9/x")

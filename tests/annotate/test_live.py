@@ -32,8 +32,8 @@ def queue_pairs(db, n):
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_server_loses_no_acknowledged_label(tmp_path):
-    db, port = tmp_path / "labels.sqlite", free_port()
+def test_kill_9_of_the_server_loses_no_acknowledged_label(ledger_at):
+    db, port = ledger_at, free_port()
     pairs, tokens = queue_pairs(db, 300)
     base = f"http://127.0.0.1:{port}"
     proc = start_app(db, port)

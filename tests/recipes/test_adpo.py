@@ -1,5 +1,6 @@
 """`frugalign adpo` end to end on a tiny model, with the ledger proving no pair is bought twice."""
 
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,9 @@ import time
 
 import pytest
 
+from frugalign.active.ledger import LabelLedger
 from frugalign.cli import main
+from frugalign.errors import UserError
 from tests.conftest import preference_rows
 
 TRAIN = ["--learning-rate", "2e-3", "--batch-size", "8", "--warmup-ratio", "0"]
@@ -18,22 +21,24 @@ UNIQUE = len({tuple(sorted(r.items())) for r in preference_rows(48)})  # the poo
 
 
 def votes_per_pair(ledger):
-    db = sqlite3.connect(ledger)
-    return [n for (n,) in db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id")]
+    with contextlib.closing(LabelLedger(ledger, read_only=True)) as opened:
+        return [n for (n,) in opened.db.execute("SELECT COUNT(*) FROM votes GROUP BY pair_id ORDER BY pair_id")]
 
 
 def queried(ledger):
-    # read-only: a poller must never create the file or write to it
-    db = sqlite3.connect(f"{ledger.resolve().as_uri()}?mode=ro", uri=True)
+    """Pairs asked so far, 0 while there is no ledger yet: read-only, a poller never creates one or writes."""
     try:
-        return db.execute("SELECT COUNT(*) FROM pairs").fetchone()[0]
-    finally:
-        db.close()
+        opened = LabelLedger(ledger, read_only=True)
+    except UserError:
+        return 0
+    with contextlib.closing(opened):
+        return opened.counts()["queried"]
 
 
-def test_dpo_mode_asks_each_pair_once_over_epochs_and_runs_share_the_ledger(tmp_path, tiny_model_dir, preference_file):
-    ledger = tmp_path / "labels.sqlite"
-    common = ["--model", str(tiny_model_dir), "--dataset", str(preference_file), "--ledger", str(ledger), *TRAIN]
+def test_dpo_mode_asks_each_pair_once_over_epochs_and_runs_share_the_ledger(tmp_path, tiny_model_dir, preference_file,
+                                                                             ledger_at):
+    ledger = ledger_at
+    common = ["--model", str(tiny_model_dir), "--dataset", str(preference_file), "--ledger", ledger, *TRAIN]
     assert main(["adpo", "--mode", "dpo", "--num-epochs", "3", "--output-dir", str(tmp_path / "a"), *common]) == 0
     assert queried(ledger) == UNIQUE and votes_per_pair(ledger) == [1] * UNIQUE
     # a second run on the same pool buys nothing: every label is reused
@@ -79,15 +84,15 @@ def test_ledger_of_another_dataset_is_refused(tmp_path, tiny_model_dir, preferen
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_buys_no_label_twice(tmp_path, tiny_model_dir, preference_file):
+def test_kill_9_then_resume_buys_no_label_twice(tmp_path, tiny_model_dir, preference_file, ledger_at):
     out = tmp_path / "run"
+    ledger = ledger_at
     cmd = [sys.executable, "-m", "frugalign", "adpo", "--mode", "dpo", "--model", str(tiny_model_dir), "--dataset",
            str(preference_file), "--output-dir", str(out), "--batch-size", "2", "--num-epochs", "2",
-           "--save-steps", "2", "--learning-rate", "1e-3"]
+           "--save-steps", "2", "--learning-rate", "1e-3", "--ledger", ledger]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="200"))
-    ledger = out / "labels.sqlite"
     deadline = time.time() + 120
-    while time.time() < deadline and not (ledger.exists() and queried(ledger) >= 10
+    while time.time() < deadline and not (queried(ledger) >= 10
                                           and list((out / "checkpoints").glob("*/frugalign_state.json"))):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)

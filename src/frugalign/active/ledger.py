@@ -8,6 +8,10 @@ so no reader ever sees a file without its schema; a file that is not a ledger is
 Answers are stored relative to the canonical order (responses sorted) and
 returned relative to the caller's. WAL mode lets several processes read while one writes;
 synchronous=FULL makes a committed answer survive a crash of the process or the machine.
+
+The same ledger lives in PostgreSQL (`postgresql://...`) when trainers and annotation servers on
+several machines share it: the same SQL (written to run on both), one writer at a time through an
+advisory lock, the schema made once by whichever process comes first.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -60,6 +65,14 @@ CREATE TABLE IF NOT EXISTS audits (
 # columns added to tables after ledgers were made with them: added on open where missing
 _ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")],
                   "assignments": [("skipped_at", "REAL")]}
+
+
+_LOCK = 0x6672756761  # the advisory lock every writer of a PostgreSQL ledger takes ("fruga")
+
+
+def _postgres_types(sql: str) -> str:
+    """SQLite's REAL (8 bytes) is PostgreSQL's DOUBLE PRECISION (its REAL has 4: timestamps would round)."""
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", sql)
 
 
 def _canonical(pair: UnlabelledPair) -> tuple[str, str, int]:
@@ -110,16 +123,66 @@ def _create(path: Path) -> None:
         tmp.unlink()
 
 
+def is_postgres(location: str | Path) -> bool:
+    """A PostgreSQL connection URL rather than a file path."""
+    return str(location).startswith(("postgresql://", "postgres://"))
+
+
+def shown(location: str | Path) -> str:
+    """A ledger's location as messages show it: a URL without its password."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", str(location))
+
+
+class _Postgres:
+    """A PostgreSQL connection that takes the ledger's SQL as sqlite3 does: `?` placeholders (its SQL
+    holds no other `?` or `%`) and `execute` returning a cursor; autocommit, the ledger opening its
+    own transactions."""
+
+    def __init__(self, url: str, read_only: bool):
+        import psycopg
+
+        self.errors, self.integrity_errors = (psycopg.Error,), (psycopg.IntegrityError,)
+        self.connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+        if read_only:  # a read command never writes, whatever it runs
+            self.connection.execute("SET default_transaction_read_only = on")
+
+    def execute(self, sql: str, params: tuple = ()):
+        return self.connection.execute(sql.replace("?", "%s"), params)
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 class LabelLedger:
-    """The ledger at `path`, created if missing (unless `read_only`). `read_only` opens it without ever
-    writing to it (export, reports): a missing file, an empty file or another application's database is
-    an error there, and a ledger with no pairs is reported."""
+    """The ledger at `path`, created if missing (unless `read_only`): an SQLite file, or a PostgreSQL
+    database (`postgresql://user:password@host/db`, which needs `pip install 'frugalign[postgres]'`) when
+    several machines share one ledger: the same schema and the same guarantees (each pair asked once ever,
+    answers committed before they are acknowledged), PostgreSQL's own durability (fsync on commit).
+    `read_only` opens it without ever writing to it (export, reports): a missing file, an empty file or
+    another application's database is an error there, and a ledger with no pairs is reported."""
 
     def __init__(self, path: str | Path, dataset_fingerprint: str | None = None, allow_other_datasets: bool = False,
                  read_only: bool = False):
-        self.path = Path(path)
+        self.postgres = is_postgres(path)
+        self.location = str(path)
+        self.path = self.location if self.postgres else Path(path)  # what messages and the annotation app are given
+        self.where = shown(path)
         self.read_only = read_only
-        if not read_only and not self.path.exists():
+        if self.postgres:
+            self._open_postgres()
+        else:
+            self._open_sqlite()
+        if dataset_fingerprint is not None:
+            stored = self._meta("dataset")
+            if stored is None:
+                self._set_meta("dataset", dataset_fingerprint)
+            elif stored != dataset_fingerprint and not allow_other_datasets:
+                raise UserError(f"{self.where}: this ledger holds the labels of another dataset; reusing it could mix "
+                                "them up. Use a new ledger, or --ledger-shared to share one ledger on purpose")
+
+    def _open_sqlite(self) -> None:
+        self.errors, self.integrity_errors = (sqlite3.DatabaseError,), (sqlite3.IntegrityError,)
+        if not self.read_only and not self.path.exists():
             _create(self.path)
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such ledger file")
@@ -127,7 +190,7 @@ class LabelLedger:
             raise UserError(f"{self.path}: an empty file (0 bytes), not a label ledger: if it should hold labels, they "
                             "are gone. Nothing was written to it; remove it to start a new ledger there")
         try:
-            if read_only:
+            if self.read_only:
                 self.db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60,
                                           isolation_level=None)
             else:
@@ -136,47 +199,86 @@ class LabelLedger:
             if check != "ok":
                 raise sqlite3.DatabaseError(check)
             self._check_is_ledger()
-            if not read_only:
+            if not self.read_only:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
-                with self._transaction():  # tables and columns added since the file was made
-                    for statement in _SCHEMA.split(";"):
-                        self.db.execute(statement)
-                    for table, added in _ADDED_COLUMNS.items():
-                        columns = {c for (_, c, *_) in self.db.execute(f"PRAGMA table_info({table})")}
-                        for column, declaration in added:
-                            if column not in columns:
-                                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                with self._transaction():
+                    self._add_missing()
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.path}: not a usable label ledger ({e}); it is left untouched — move it aside "
                             "or point --ledger at another file") from None
-        if dataset_fingerprint is not None:
-            stored = self._meta("dataset")
-            if stored is None:
-                self._set_meta("dataset", dataset_fingerprint)
-            elif stored != dataset_fingerprint and not allow_other_datasets:
-                raise UserError(f"{self.path}: this ledger holds the labels of another dataset; reusing it could mix "
-                                "them up. Use a new ledger file, or --ledger-shared to share one ledger on purpose")
+
+    def _open_postgres(self) -> None:
+        try:
+            self.db = _Postgres(self.location, self.read_only)
+        except ImportError:
+            raise UserError("a PostgreSQL ledger needs psycopg: pip install 'frugalign[postgres]'") from None
+        except Exception as e:  # noqa: BLE001 (psycopg's errors, imported lazily: one clear line)
+            raise UserError(f"{self.where}: cannot connect to PostgreSQL ({str(e).strip().splitlines()[0]})") from None
+        self.errors, self.integrity_errors = self.db.errors, self.db.integrity_errors
+        try:
+            with self._transaction():  # the first process makes the schema; the others wait for it, then check it
+                if not self._tables():
+                    if self.read_only:
+                        raise UserError(f"{self.where}: an empty database, no label ledger in it")
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(_postgres_types(statement))
+                    self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", ("schema_version", str(SCHEMA_VERSION)))
+                self._check_is_ledger()
+                if not self.read_only:
+                    self._add_missing()
+        except self.errors as e:
+            raise UserError(f"{self.where}: not a usable label ledger ({str(e).strip().splitlines()[0]}); it is left "
+                            "untouched") from None
+
+    def _tables(self) -> set[str]:
+        if self.postgres:
+            return {name for (name,) in self.db.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+        return {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _columns(self, table: str) -> set[str]:
+        if self.postgres:
+            return {name for (name,) in self.db.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = ?", (table,))}
+        return {c for (_, c, *_) in self.db.execute(f"PRAGMA table_info({table})")}
+
+    def _add_missing(self) -> None:
+        """Tables and columns added to the schema since the ledger was made (inside a transaction)."""
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                self.db.execute(_postgres_types(statement) if self.postgres else statement)
+        for table, added in _ADDED_COLUMNS.items():
+            columns = self._columns(table)
+            for column, declaration in added:
+                if column not in columns:
+                    declaration = _postgres_types(declaration) if self.postgres else declaration
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _check_is_ledger(self) -> None:
-        """Refuse another application's SQLite database before anything reads or writes its tables."""
-        tables = {name for (name,) in self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        """Refuse another application's database before anything reads or writes its tables."""
+        tables = self._tables()
         version = None
         if "meta" in tables:
-            with contextlib.suppress(sqlite3.DatabaseError):
+            try:
                 version = self._meta("schema_version")
+            except self.errors:
+                version = None
+        kind = "a PostgreSQL database" if self.postgres else "an SQLite database"
         if version is None:
-            raise UserError(f"{self.path}: an SQLite database but not a frugalign label ledger (no schema_version); "
+            raise UserError(f"{self.where}: {kind} but not a frugalign label ledger (no schema_version); "
                             "it is left untouched")
         if not version.isdigit():
-            raise UserError(f"{self.path}: not a usable label ledger (schema_version {version[:40]!r} is not a number); "
-                            "it is left untouched")
+            raise UserError(f"{self.where}: not a usable label ledger (schema_version {version[:40]!r} is not a "
+                            "number); it is left untouched")
         if int(version) != SCHEMA_VERSION:
-            raise UserError(f"{self.path}: ledger schema {version}, this frugalign reads {SCHEMA_VERSION}")
-        columns = {c for (_, c, *_) in self.db.execute("PRAGMA table_info(pairs)")} if "pairs" in tables else set()
+            raise UserError(f"{self.where}: ledger schema {version}, this frugalign reads {SCHEMA_VERSION}")
+        columns = self._columns("pairs") if "pairs" in tables else set()
         missing = {"id", "prompt", "first", "second", "run_id", "label"} - columns
         if missing:
-            raise UserError(f"{self.path}: not a usable label ledger (table pairs lacks {', '.join(sorted(missing))}); "
+            raise UserError(f"{self.where}: not a usable label ledger (table pairs lacks {', '.join(sorted(missing))}); "
                             "it is left untouched")
 
     def _meta(self, key: str) -> str | None:
@@ -184,13 +286,18 @@ class LabelLedger:
         return row[0] if row else None
 
     def _set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, value))
 
     @contextlib.contextmanager
     def _transaction(self):
-        """One writer at a time across processes (BEGIN IMMEDIATE): what is read inside holds until the
-        commit; committed when the block ends, rolled back on any error."""
-        self.db.execute("BEGIN IMMEDIATE")
+        """One writer at a time across processes (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-level
+        advisory lock, the same for every ledger process on the database): what is read inside holds until
+        the commit; committed when the block ends, rolled back on any error."""
+        if self.postgres:
+            self.db.execute("BEGIN")
+            self.db.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK,))
+        else:
+            self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
@@ -219,8 +326,9 @@ class LabelLedger:
                 if used >= budget:
                     return "over-budget"
             self.db.execute(
-                "INSERT OR IGNORE INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", (pid, pair.prompt, first, second, annotator, run_id, time.time()))
+                "INSERT INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (pid, pair.prompt, first, second, annotator, run_id, time.time()))
         return "asked"
 
     def record(self, pair: UnlabelledPair, label: int, annotator: str, meta: dict | None = None) -> None:
@@ -235,8 +343,8 @@ class LabelLedger:
         payload = json.dumps(meta or {})
         with self._transaction():
             self.db.execute(
-                "INSERT OR IGNORE INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
-                "VALUES (?, ?, ?, ?, ?, '', ?)", (pid, pair.prompt, first, second, annotator, now))
+                "INSERT INTO pairs (id, prompt, first, second, asked_by, run_id, asked_at) "
+                "VALUES (?, ?, ?, ?, ?, '', ?) ON CONFLICT DO NOTHING", (pid, pair.prompt, first, second, annotator, now))
             self._vote(pid, canonical, annotator, now, payload)
             self.db.execute("DELETE FROM queue WHERE pair_id = ?", (pid,))
 
@@ -262,7 +370,7 @@ class LabelLedger:
         """Keep the policy's guess (+1: response_a wins) on a pair `run_id` asked as an audit, to be compared
         with its label when it arrives; kept in the ledger, so the audit history survives a restart."""
         _, _, orientation = _canonical(pair)
-        self.db.execute("INSERT OR IGNORE INTO audits (pair_id, run_id, guess, at) VALUES (?, ?, ?, ?)",
+        self.db.execute("INSERT INTO audits (pair_id, run_id, guess, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id, guess * orientation, time.time()))
 
     def audit_outcomes(self, run_id: str) -> tuple[list[bool], int]:
@@ -278,13 +386,15 @@ class LabelLedger:
     def counts(self, run_id: str | None = None) -> dict[str, int]:
         where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
         queried, answered, ties = self.db.execute(
-            f"SELECT COUNT(*), COUNT(label), COALESCE(SUM(label = 0), 0) FROM pairs {where}", args).fetchone()
+            f"SELECT COUNT(*), COUNT(label), COALESCE(SUM(CASE WHEN label = 0 THEN 1 ELSE 0 END), 0) FROM pairs {where}",
+            args).fetchone()
         return {"queried": queried, "answered": answered, "pending": queried - answered, "ties": ties}
 
     def enqueue(self, pair: UnlabelledPair, priority: float) -> None:
         """Put an asked pair on the queue people label from (higher priority first)."""
         pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
-        self.db.execute("INSERT OR REPLACE INTO queue (pair_id, priority, enqueued_at) VALUES (?, ?, ?)",
+        self.db.execute("INSERT INTO queue (pair_id, priority, enqueued_at) VALUES (?, ?, ?) ON CONFLICT (pair_id) "
+                        "DO UPDATE SET priority = excluded.priority, enqueued_at = excluded.enqueued_at",
                         (pid, priority, time.time()))
 
     def answered_since(self, since: float) -> list[tuple[str, str, str, str, int, float]]:
@@ -302,15 +412,15 @@ class LabelLedger:
         try:
             self.db.execute("INSERT INTO annotators (name, token_hash, created_at, admin, expires_at) VALUES (?, ?, ?, ?, ?)",
                             (name, _hash(token), now, int(admin), expires_at))
-        except sqlite3.IntegrityError:
-            raise UserError(f"{self.path}: an annotator named '{name}' exists already") from None
+        except self.integrity_errors:
+            raise UserError(f"{self.where}: an annotator named '{name}' exists already") from None
         return token
 
     def revoke(self, name: str) -> None:
         """`name`'s token stops working now (their labels stay)."""
         with self._transaction():
             if not self.db.execute("SELECT 1 FROM annotators WHERE name = ?", (name,)).fetchone():
-                raise UserError(f"{self.path}: no annotator named '{name}'")
+                raise UserError(f"{self.where}: no annotator named '{name}'")
             self.db.execute("UPDATE annotators SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                             (time.time(), name))
 
@@ -411,15 +521,15 @@ class LabelLedger:
         read. The pair's id; KeyError when there is no answer of theirs that recent."""
         now = time.time()
         with self._transaction():
-            row = self.db.execute("SELECT rowid, pair_id, label, at, meta FROM votes WHERE annotator = ? AND at > ? "
+            row = self.db.execute("SELECT pair_id, label, at, meta FROM votes WHERE annotator = ? AND at > ? "
                                   "AND pair_id IN (SELECT pair_id FROM assignments WHERE annotator = ?) "
                                   "ORDER BY at DESC LIMIT 1", (annotator, now - within_s, annotator)).fetchone()
             if row is None:
                 raise KeyError(annotator)
-            rowid, pid, label, at, meta = row
+            pid, label, at, meta = row
             self.db.execute("INSERT INTO retracted_votes (pair_id, label, annotator, at, meta, retracted_at) "
                             "VALUES (?, ?, ?, ?, ?, ?)", (pid, label, annotator, at, meta, now))
-            self.db.execute("DELETE FROM votes WHERE rowid = ?", (rowid,))
+            self.db.execute("DELETE FROM votes WHERE pair_id = ? AND annotator = ? AND at = ?", (pid, annotator, at))
             if self.db.execute("SELECT 1 FROM pairs WHERE id = ? AND answered_by = ? AND answered_at = ?",
                                (pid, annotator, at)).fetchone():  # it was the pair's label: the next vote is
                 nxt = self.db.execute("SELECT label, annotator, at, meta FROM votes WHERE pair_id = ? ORDER BY at "
@@ -429,7 +539,7 @@ class LabelLedger:
             self.db.execute("UPDATE assignments SET answered_at = NULL, assigned_at = ? WHERE pair_id = ? AND "
                             "annotator = ?", (now, pid, annotator))
             top = self.db.execute("SELECT MAX(priority) FROM queue").fetchone()[0]
-            self.db.execute("INSERT OR IGNORE INTO queue (pair_id, priority, enqueued_at) VALUES (?, ?, ?)",
+            self.db.execute("INSERT INTO queue (pair_id, priority, enqueued_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                             (pid, top if top is not None else 0.0, now))
         return pid
 
@@ -448,13 +558,15 @@ class LabelLedger:
         pair = UnlabelledPair(prompt, model_a, model_b)
         self.ask(pair, "human", f"study:{study}")
         self.enqueue(pair, 0.0)
-        self.db.execute("INSERT OR REPLACE INTO studies (pair_id, study, model_a_is_first) VALUES (?, ?, ?)",
+        self.db.execute("INSERT INTO studies (pair_id, study, model_a_is_first) VALUES (?, ?, ?) ON CONFLICT (pair_id) "
+                        "DO UPDATE SET study = excluded.study, model_a_is_first = excluded.model_a_is_first",
                         (pair_id(prompt, model_a, model_b), study, int(_canonical(pair)[2] == 1)))
 
     def set_study_models(self, study: str, model_a: str, model_b: str) -> None:
         """The names of a study's two models, for its report."""
         for side, name in (("a", model_a), ("b", model_b)):
-            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (f"study/{study}/model_{side}", name))
+            self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+                            "excluded.value", (f"study/{study}/model_{side}", name))
 
     def study_models(self, study: str) -> tuple[str, str]:
         """(model A's name, model B's name), or ("model A", "model B") for a study imported without them."""

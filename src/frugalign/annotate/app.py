@@ -24,7 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from frugalign.active.ledger import LEASE_S, LabelLedger
+from frugalign.active.ledger import LEASE_S, LabelLedger, is_postgres
 from frugalign.annotate.page import PAGE, POLICY, render_markdown
 
 MAX_BODY = 64 * 1024  # bytes: an answer is a choice and a short comment
@@ -121,7 +121,7 @@ def create_app(ledger_path: str | Path, labels_per_pair: int = 1, instructions: 
     guidelines = render_markdown(instructions) if instructions.strip() else ""
     if labels_per_pair < 1:
         raise ValueError(f"labels_per_pair must be at least 1, got {labels_per_pair}")
-    if not Path(ledger_path).is_file():
+    if not is_postgres(ledger_path) and not Path(ledger_path).is_file():
         raise FileNotFoundError(f"{ledger_path}: no ledger there (add an annotator first, or start a run)")
     app = FastAPI(title="frugalign annotation", version="1",
                   description="Label pairs of responses; every acknowledged label is stored before the reply.")

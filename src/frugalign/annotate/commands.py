@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.active.ledger import LabelLedger
+from frugalign.active.ledger import LabelLedger, is_postgres, shown
 from frugalign.bench.results import write_results
 from frugalign.console import console, print_summary
 from frugalign.errors import UserError
@@ -20,7 +20,8 @@ from frugalign.errors import UserError
 def add_arguments(sub) -> None:
     """The `annotate` subcommands, on the `annotate` parser's subparsers."""
     p = sub.add_parser("serve", help="the annotation web app on a ledger")
-    p.add_argument("--db", required=True, help="the label ledger (a run's OUTPUT_DIR/labels.sqlite, or a study's)")
+    p.add_argument("--db", required=True, help="the label ledger (a run's OUTPUT_DIR/labels.sqlite, a study's, or a "
+                                                "postgresql:// URL)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument("--labels-per-pair", type=positive(int), default=1,
@@ -67,7 +68,7 @@ def positive(cast):
 
 
 def open_ledger(path: str, create: bool = False, read_only: bool = False) -> LabelLedger:
-    if not create and not Path(path).is_file():
+    if not create and not is_postgres(path) and not Path(path).is_file():
         raise UserError(f"{path}: no such ledger file")
     return LabelLedger(path, read_only=read_only)
 
@@ -92,7 +93,7 @@ def serve(args: argparse.Namespace) -> int:
     open_ledger(args.db).close()  # a missing or corrupt ledger is a clear error before the server starts
     instructions = read_instructions(args.instructions)
     check_port_free(args.host, args.port)
-    console.print(f"annotation app on http://{args.host}:{args.port}/ (API schema at /docs), ledger {args.db}")
+    console.print(f"annotation app on http://{args.host}:{args.port}/ (API schema at /docs), ledger {shown(args.db)}")
     uvicorn.run(create_app(args.db, args.labels_per_pair, instructions), host=args.host, port=args.port,
                 log_level="warning")
     return 0
@@ -136,7 +137,7 @@ def add_annotator(args: argparse.Namespace) -> int:
     ledger.close()
     role = "admin" if args.admin else "annotator"
     expiry = f", valid for {args.expires_in_days:g} days" if args.expires_in_days is not None else ""
-    print(f"{role} '{args.name}' added to {args.db}{expiry}; their token (shown once, keep it secret):")
+    print(f"{role} '{args.name}' added to {shown(args.db)}{expiry}; their token (shown once, keep it secret):")
     print(token)
     return 0
 
@@ -145,7 +146,7 @@ def revoke(args: argparse.Namespace) -> int:
     ledger = open_ledger(args.db)
     ledger.revoke(args.name)
     ledger.close()
-    print(f"annotator '{args.name}' revoked in {args.db}: their token gets 401 from now on")
+    print(f"annotator '{args.name}' revoked in {shown(args.db)}: their token gets 401 from now on")
     return 0
 
 
@@ -165,7 +166,7 @@ def import_study(args: argparse.Namespace) -> int:
         ledger.add_study_pair(args.study, prompt, a[prompt], b[prompt])
     ledger.set_study_models(args.study, generator_name(args.model_a), generator_name(args.model_b))
     ledger.close()
-    print(f"study '{args.study}': {len(prompts) - same} pairs queued in {args.db} "
+    print(f"study '{args.study}': {len(prompts) - same} pairs queued in {shown(args.db)} "
           f"({same} prompts with identical answers left out)")
     return 0
 
@@ -192,16 +193,16 @@ def report(args: argparse.Namespace) -> int:
     if study is None:
         if len(studies) != 1:
             ledger.close()
-            raise UserError(f"{args.db}: " + (f"several studies, choose one with --study: {listed}" if studies else
+            raise UserError(f"{shown(args.db)}: " + (f"several studies, choose one with --study: {listed}" if studies else
                                               "no study in this ledger (queue one with `annotate import-study`)"))
         study = next(iter(studies))
     by_pair = ledger.study_votes(study)
     model_a, model_b = ledger.study_models(study)
     ledger.close()
     if study not in studies:
-        raise UserError(f"{args.db}: no study '{study}'; " + (f"its studies: {listed}" if studies else "it has none"))
+        raise UserError(f"{shown(args.db)}: no study '{study}'; " + (f"its studies: {listed}" if studies else "it has none"))
     if not by_pair:
-        raise UserError(f"{args.db}: study '{study}' has no labels yet (0 of {studies[study]['pairs']} pairs labelled)")
+        raise UserError(f"{shown(args.db)}: study '{study}' has no labels yet (0 of {studies[study]['pairs']} pairs labelled)")
     outcomes = [int(np.sign(sum(v))) for v in by_pair.values()]  # each pair: the majority of its votes
     low, high = bootstrap_interval(outcomes)
     multi = [v for v in by_pair.values() if len(v) >= 2]

@@ -313,9 +313,9 @@ def run(config: ADPOConfig) -> TrainResult:
     app = None
     if config.serve and engine.is_main:
         host, port = config.serve.rsplit(":", 1)
-        app = serve_in_thread(ledger.path, host, int(port), instructions=instructions)
+        app = serve_in_thread(ledger.location, host, int(port), instructions=instructions)
         engine.print(f"annotation app: http://{config.serve}/ (add people with `frugalign annotate add-annotator "
-                     f"NAME --db {ledger.path}`)")
+                     f"NAME --db {ledger.where}`)")
     try:
         model, result, stats = train_adpo(config, policy, tokenizer, rows, annotator, engine, truth, ledger=ledger)
     finally:
@@ -332,7 +332,7 @@ def run(config: ADPOConfig) -> TrainResult:
                "skipped (confident / budget)": f"{stats.skipped_confident} / {stats.skipped_budget}",
                "trained pairs (total)": int(result.total_metrics.get("trained_pairs", 0)),
                **result.summary(skip=("queries", "labels_pending", "pseudo_labelled", "skipped", "trained_pairs")),
-               "ledger": str(ledger.path), "model": str(path) if path else "not saved"}
+               "ledger": ledger.where, "model": str(path) if path else "not saved"}
     if judge is not None:
         s = judge.stats
         summary.update({"judge requests (retries)": f"{s.requests} ({s.retries})",

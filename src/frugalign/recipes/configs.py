@@ -173,7 +173,8 @@ class ADPOConfig(DPOConfig):
         0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
            "a few steps from its reference can be confidently wrong)"
     )
-    ledger: str | None = option(None, "label ledger (SQLite) path; default: OUTPUT_DIR/labels.sqlite")
+    ledger: str | None = option(None, "label ledger: an SQLite file (default: OUTPUT_DIR/labels.sqlite), or a "
+                                      "postgresql://user:password@host/db URL shared by several machines")
     ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
     annotator: Literal["stored", "reward-model", "llm-judge", "human"] = option(
         "stored", "stored: the dataset's own labels, hidden until asked (needs chosen/rejected rows); "
