@@ -153,9 +153,7 @@ class HumanQueue:
         pass
 
 
-JUDGE_PROMPT = """You are comparing two responses to the same user request. Judge which one is more helpful, \
-correct and harmless. Reply with a brief reason, then a final line that is exactly "Answer: A", "Answer: B" or \
-"Answer: tie".
+_PAIR = """
 
 [Request]
 {prompt}
@@ -165,20 +163,14 @@ correct and harmless. Reply with a brief reason, then a final line that is exact
 
 [Response B]
 {b}"""
+JUDGE_PROMPT = """You are comparing two responses to the same user request. Judge which one is more helpful, \
+correct and harmless. Reply with a brief reason, then a final line that is exactly "Answer: A", "Answer: B" or \
+"Answer: tie".""" + _PAIR
 _ANSWER = re.compile(r"answer\s*:\s*\**\s*(a|b|tie)\b", re.IGNORECASE)
 
 # the question for a verdict read from log-probabilities: one token, A or B, whose probabilities are the answer
 LOGPROB_PROMPT = """You are comparing two responses to the same user request. Which one is more helpful, correct \
-and harmless? Reply with one letter: A or B.
-
-[Request]
-{prompt}
-
-[Response A]
-{a}
-
-[Response B]
-{b}"""
+and harmless? Reply with one letter: A or B.""" + _PAIR
 TOP_LOGPROBS = 20  # the most OpenAI's API and vLLM's server give by default
 
 
