@@ -131,3 +131,37 @@ def test_label_efficiency_summary_reads_the_curves_the_right_way_round():
     assert area_under(fast, 200) > area_under(slow, 200)
     assert area_under([{"queries": 100.0, "gold_reward": 0.3}], 200) == pytest.approx(0.3)
 
+
+
+def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    from frugalign.bench import adpo as adpo_bench
+    from frugalign.cli import main
+
+    calls = []
+
+    def fake_run(task, mode, seed, args, settings, workdir, budget):
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # the machine goes away during seed 1's second mode
+        calls.append((seed, mode, budget))
+        queries = {"dpo": 100, "adpo": 40 + seed, "adpo-nopl": 30, "random": budget}[mode]
+        return {"method": mode, "seed": seed, "params": {}, "gold_reward": 0.1 * len(calls), "gold_reward_ci95": 0.0,
+                "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [{"queries": queries, "gold_reward": 0.1}]}
+
+    monkeypatch.setattr(adpo_bench, "run_mode", fake_run)
+    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: object())
+    monkeypatch.setattr(adpo_bench, "task_settings", lambda task, args, quick_epochs: {"learning_rate": 1e-5})
+    out = tmp_path / "adpo.json"
+    command = ["bench", "adpo", "--task", "arith", "--seeds", "0", "1", "--out", str(out)]
+    assert main(command) == 130  # Ctrl-C: "rerun with --resume"
+    partial = json.loads(out.read_text())
+    assert partial["partial"] and [(r["seed"], r["method"]) for r in partial["runs"]] == [
+        (0, "dpo"), (0, "adpo"), (0, "adpo-nopl"), (0, "random"), (1, "dpo")]
+    assert main(command + ["--gamma", "0.2", "--resume"]) == 2  # other options: refused, the file untouched
+    assert "other options (gamma)" in capsys.readouterr().err and json.loads(out.read_text()) == partial
+    calls.clear()
+    assert main(command + ["--resume"]) == 0
+    assert calls == [(1, "adpo", -1), (1, "adpo-nopl", -1), (1, "random", 41)]  # random: the resumed seed's budget
+    result = json.loads(out.read_text())
+    assert "partial" not in result and len(result["runs"]) == 8 and result["summary"]["dpo"]["seeds"] == 2
+    assert main(command + ["--resume"]) == 2  # finished: nothing to resume
+    assert "a finished bench result" in capsys.readouterr().err

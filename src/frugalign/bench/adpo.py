@@ -17,7 +17,7 @@ import numpy as np
 
 from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint
-from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
+from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
@@ -183,26 +183,32 @@ def plot(result: dict, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
-    runs: list[dict] = []
-    began = time.perf_counter()
+    done = BenchRuns("adpo", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
-            task = bench_task(args, seed)
-            settings = task_settings(task, args, quick_epochs=2)
+            task = config = None
             by_mode = {}
-            for mode in ("dpo", "adpo", "adpo-nopl"):
-                by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=-1)
-            by_mode["random"] = run_mode(task, "random", seed, args, settings, Path(tmp),
-                                         budget=max(1, by_mode["adpo"]["queries"]))
-            runs += list(by_mode.values())
-            console.print(" · ".join(f"{m}: gold {r['gold_reward']:.3f}, {r['queries']} queries" for m, r in by_mode.items()))
+            for mode in MODES:
+                by_mode[mode] = done.find(seed=seed, method=mode)
+                if by_mode[mode] is not None:
+                    continue
+                if task is None:
+                    task = bench_task(args, seed)
+                    settings = task_settings(task, args, quick_epochs=2)
+                    config = {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
+                              "audit_rate": args.audit_rate, "audit_window": args.audit_window,
+                              "min_agreement": args.min_agreement, **settings, "model": args.model,
+                              "prompts": args.prompts, "gold_reward": args.gold_reward}
+                # random gets ADPO's budget: the same number of labels, drawn uniformly
+                budget = max(1, by_mode["adpo"]["queries"]) if mode == "random" else -1
+                by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=budget)
+                done.add(by_mode[mode], config)
+            console.print(f"seed {seed}: " + " · ".join(f"{m}: gold {r['gold_reward']:.3f}, {r['queries']} queries"
+                                                        for m, r in by_mode.items()))
+    runs = [done.find(seed=seed, method=mode) for seed in seeds for mode in MODES]
     result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
-                         "audit_rate": args.audit_rate, "audit_window": args.audit_window,
-                         "min_agreement": args.min_agreement, **settings, "model": args.model, "prompts": args.prompts,
-                         "gold_reward": args.gold_reward},
-              "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs,
-              "summary": summarise(runs)}
+              "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(),
+              "runs": runs, "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     s = result["summary"]

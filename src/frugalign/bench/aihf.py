@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
+from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
@@ -102,17 +102,21 @@ def run(args: argparse.Namespace) -> int:
     methods = args.methods or list(METHODS)
     n = 32 if args.quick else args.n
     iterations = 1 if args.quick else args.iterations
-    runs: list[dict] = []
-    began = time.perf_counter()
+    done = BenchRuns("aihf", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-aihf-") as tmp:
         for seed in seeds:
+            if all(done.find(seed=seed, method=m, regime=r) for m in methods for r in regimes):
+                continue
             task = bench_task(args, seed)
             settings = task_settings(task, args, quick_epochs=1)
-            base = gold_eval(task, task.model, task.eval_prompts, ref_model=task.model, samples_per_prompt=task.eval_samples,
-                             seed=seed, progress=False)
-            runs.append({"method": "base", "seed": seed, "params": {}, "gold_reward": base.mean,
-                         "gold_reward_ci95": base.ci95, "kl": base.kl, "queries": 0, "generations": 0,
-                         "time_s": {"total": 0.0}})
+            config = {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes, **settings,
+                      "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward}
+            if not done.find(seed=seed, method="base"):
+                base = gold_eval(task, task.model, task.eval_prompts, ref_model=task.model,
+                                 samples_per_prompt=task.eval_samples, seed=seed, progress=False)
+                done.add({"method": "base", "seed": seed, "params": {}, "gold_reward": base.mean,
+                          "gold_reward_ci95": base.ci95, "kl": base.kl, "queries": 0, "generations": 0,
+                          "time_s": {"total": 0.0}}, config)
             rng = random.Random(seed)
             all_demos = [Demonstration(d["prompt"], d["completion"]) for d in task.demonstrations]
             pool, _ = task.labelled_pool(args.tau, seed)
@@ -122,21 +126,23 @@ def run(args: argparse.Namespace) -> int:
                 demos = rng.sample(all_demos, min(len(all_demos), n // d_div))
                 prefs = rng.sample(all_prefs, min(len(all_prefs), n // p_div))
                 for method in methods:
-                    began = time.perf_counter()
+                    if done.find(seed=seed, method=method, regime=regime):
+                        continue  # the seeded draws above are made all the same, so later regimes see the same data
+                    started = time.perf_counter()
                     policy, costs = run_method(method, task, demos, prefs, settings, seed, Path(tmp) / f"{seed}-{regime}",
                                                iterations)
                     ev = gold_eval(task, policy, task.eval_prompts, ref_model=task.model,
                                    samples_per_prompt=task.eval_samples, seed=seed, progress=False)
-                    runs.append({"method": method, "seed": seed, "params": {"regime": regime, "demonstrations": len(demos),
-                                                                            "preferences": len(prefs), "tau": args.tau},
-                                 "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl,
-                                 "queries": costs["preference_pairs"], "generations": costs["generations"],
-                                 "time_s": {"total": time.perf_counter() - began}})
+                    done.add({"method": method, "seed": seed, "params": {"regime": regime, "demonstrations": len(demos),
+                                                                         "preferences": len(prefs), "tau": args.tau},
+                              "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl,
+                              "queries": costs["preference_pairs"], "generations": costs["generations"],
+                              "time_s": {"total": time.perf_counter() - started}}, config)
                     console.print(f"seed {seed} · {regime} · {method}: gold {ev.mean:.3f}, KL {ev.kl:.2f}")
+    runs = [done.find(seed=seed, method="base") for seed in seeds]
+    runs += [done.find(seed=seed, method=m, regime=r) for seed in seeds for r in regimes for m in methods]
     result = {"bench": "aihf", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes, **settings,
-                         "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward},
-              "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs,
+              "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
               "summary": summarise(runs, regimes, methods)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))

@@ -1,18 +1,24 @@
 """What the gold-oracle benches share: the task options (built-in tasks, or the user's own with
 `--task custom --prompts FILE --gold-reward MODULE:FUNCTION [--model M]`), the seeds, the task's
-training settings with the command line's overrides, and the reward-against-KL frontier plot."""
+training settings with the command line's overrides, the runs written as they finish (so that an
+interrupted bench resumes), and the reward-against-KL frontier plot."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.results import ci95
+from frugalign.bench.results import ci95, write_results
+from frugalign.errors import UserError
 from frugalign.tasks import TASKS, Task, load_task
 
 
-def add_task_arguments(parser: argparse.ArgumentParser, default: str, default_seeds: str = "0 1 2; quick: 0") -> None:
+def add_task_arguments(parser: argparse.ArgumentParser, default: str, default_seeds: str = "0 1 2; quick: 0",
+                       resumable: bool = True) -> None:
     parser.add_argument("--task", choices=TASKS, default=default,
                         help="gold-oracle task: arith, sentiment (tiny toy policies, fast); review, smol (the embedded "
                              "SmolLM2, where claims are tested); custom (your --prompts and --gold-reward)")
@@ -23,6 +29,10 @@ def add_task_arguments(parser: argparse.ArgumentParser, default: str, default_se
                         help="custom: FUNCTION(prompt, response) -> float, from an importable module or a .py file")
     parser.add_argument("--quick", action="store_true", help="one seed, small sizes: a smoke test, not evidence")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default: {default_seeds})")
+    if resumable:
+        parser.add_argument("--resume", action="store_true",
+                            help="go on with an interrupted bench: keep the runs --out already holds (it is written "
+                                 "after every run) when it was started with the same options")
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:
@@ -69,3 +79,55 @@ def plot_frontier(ax, runs: list[dict], label) -> None:
     ax.set_ylabel("gold reward (held-out prompts)")
     ax.set_title("reward against KL (mean over seeds, 95% t intervals)")
     ax.legend(fontsize=7)
+
+
+class BenchRuns:
+    """A bench's runs, written to --out after each one (`"partial": true` until the bench writes its
+    result), so that an interruption loses at most the run under way; with --resume the runs already
+    there are kept, when the file was written by the same bench with the same options."""
+
+    def __init__(self, bench: str, args: argparse.Namespace):
+        self.bench, self.out = bench, Path(args.out)
+        # the options that decide what is measured: the bench's own, but --resume (not the words typed)
+        self.options = {k: v for k, v in sorted(vars(args).items()) if k not in ("resume", "argv", "command", "bench")
+                        and (v is None or isinstance(v, (str, int, float, bool, list)))}
+        self.runs: list[dict] = []
+        self.config: dict = {}
+        self.started, self.before = time.perf_counter(), 0.0  # seconds spent by the interrupted invocations
+        if args.resume:
+            self._resume()
+
+    def _resume(self) -> None:
+        if not self.out.is_file():
+            return  # nothing was written: the bench starts from its first run
+        try:
+            saved = json.loads(self.out.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{self.out}: not a bench result to resume ({e})") from None
+        if not isinstance(saved, dict) or not saved.get("partial"):
+            raise UserError(f"{self.out}: a finished bench result, nothing to resume (another --out runs it again)")
+        theirs = saved.get("options", {})
+        differ = sorted(k for k in set(theirs) | set(self.options) if theirs.get(k) != self.options.get(k))
+        if saved.get("bench") != self.bench or differ:
+            raise UserError(f"{self.out}: written by `bench {saved.get('bench')}` with other options "
+                            f"({', '.join(differ) or 'bench'}): resume with the same ones, or choose another --out")
+        self.runs, self.config = saved.get("runs", []), saved.get("config", {})
+        self.before = float(saved.get("bench_seconds", 0.0))
+        print(f"{self.out}: resuming with the {len(self.runs)} run(s) it holds")
+
+    def find(self, **key) -> dict | None:
+        """The run done already whose fields (`params` entries included) have these values, or None."""
+        for run in self.runs:
+            if all(run.get(k, run.get("params", {}).get(k)) == v for k, v in key.items()):
+                return run
+        return None
+
+    def seconds(self) -> float:
+        """Wall time of the bench, interrupted invocations included."""
+        return self.before + time.perf_counter() - self.started
+
+    def add(self, run: dict, config: dict) -> None:
+        self.runs.append(run)
+        self.config = config
+        write_results(self.out, {"bench": self.bench, "partial": True, "options": self.options, "config": config,
+                                 "bench_seconds": self.seconds(), "runs": self.runs})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
+from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import PreferenceExample, tokenize_preferences
@@ -128,17 +128,19 @@ def plot(result: dict, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
-    runs: list[dict] = []
-    began = time.perf_counter()
+    done = BenchRuns("dpo", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
+            if done.find(seed=seed, method=args.loss):
+                continue
             seed_runs, settings = run_seed(args, seed, Path(tmp))
-            runs += seed_runs
+            for run in seed_runs:
+                done.add(run, {"tau": args.tau, "loss": args.loss, **settings, "curve_points": args.curve_points,
+                               "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward})
+    runs = [done.find(seed=seed, method=method) for seed in seeds for method in ("base", args.loss)]
     result = {
         "bench": "dpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-        "config": {"tau": args.tau, "loss": args.loss, **settings, "curve_points": args.curve_points,
-                   "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward},
-        "bench_seconds": time.perf_counter() - began,
+        "config": done.config, "bench_seconds": done.seconds(),
         "machine": machine_info(), "runs": runs, "summary": summarise(runs),
     }
     out = write_results(args.out, result)

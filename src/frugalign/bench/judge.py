@@ -25,7 +25,7 @@ MODES = ("text", "logprobs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_task_arguments(parser, default="review", default_seeds="0: one pool")
+    add_task_arguments(parser, default="review", default_seeds="0: one pool", resumable=False)
     parser.add_argument("--judge-url", required=True, help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1)")
     parser.add_argument("--judge-model", default=None, help="model name (default: the server's, when it serves one)")
     parser.add_argument("--verdicts", nargs="+", choices=MODES, default=list(MODES), help="verdict modes to measure")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import add_task_arguments, bench_task, plot_frontier, seeds_of
+from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
@@ -170,23 +170,25 @@ def plot(result: dict, path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
-    began = time.perf_counter()
     rhos = args.rhos or ([0.5, 1.0] if args.quick else [0.3, 0.5, 0.7, 1.0])
     grid = settings_grid(rhos, args.losses or (["wdpo"] if args.quick else ["dpo", "wdpo"]))
-    runs: list[dict] = []
+    done = BenchRuns("optune", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
             for setting in grid:
+                if done.find(seed=seed, **setting):
+                    continue
                 run, settings = run_setting(args, seed, setting, Path(tmp))
-                runs.append(run)
+                done.add(run, {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
+                               "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
+                               "generation_backend": "hf", **settings, "model": args.model,
+                               "prompts": args.prompts, "gold_reward": args.gold_reward})
                 console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
                               f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
+    runs = [done.find(seed=seed, **setting) for seed in seeds for setting in grid]
     result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
-                         "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
-                         "generation_backend": "hf", **settings, "model": args.model,
-                         "prompts": args.prompts, "gold_reward": args.gold_reward},
-              "bench_seconds": time.perf_counter() - began, "machine": machine_info(), "runs": runs, "summary": summarise(runs)}
+              "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
+              "summary": summarise(runs)}
     out = write_results(args.out, result)
     plot(result, out.with_suffix(".png"))
     rows = {k: (f"gold {v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f}, {v['generations']:.0f} generations, "
