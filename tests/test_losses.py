@@ -83,3 +83,21 @@ def test_dpo_gradient_pushes_chosen_up_and_rejected_down():
     losses.dpo_loss(margin, beta=0.1).sum().backward()
     assert chosen.grad.item() < 0 < rejected.grad.item()
     assert chosen.grad.item() == pytest.approx(-0.05)  # -beta * sigma(0)
+
+
+def test_simpo_loss_hand_computed_and_its_margin_is_the_target():
+    # beta * (avg_w - avg_l) - gamma = 2 * (-1.0 - -1.5) - 0.5 = 0.5
+    loss = losses.simpo_loss(torch.tensor([0.5]), beta=2.0, gamma=0.5)
+    assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.5))), rel=1e-6)
+    # the chosen response more likely per token: a lower loss; the other way round, a higher one
+    better, worse = losses.simpo_loss(torch.tensor([0.5, -0.5]), beta=2.0, gamma=0.5)
+    assert better < worse
+
+
+def test_orpo_loss_hand_computed_from_odds():
+    c, r = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.2)])  # p_w = 0.5 (odds 1), p_l = 0.2 (odds 1/4)
+    expected = -math.log(0.5) - 0.1 * math.log(1 / (1 + math.exp(-math.log(4.0))))
+    assert losses.orpo_loss(c, r, lam=0.1).item() == pytest.approx(expected, rel=1e-6)
+    # its odds-ratio term (the loss less the chosen NLL) is lower the right way round
+    assert losses.orpo_loss(c, r, lam=1.0) + c < losses.orpo_loss(r, c, lam=1.0) + r
+    assert torch.isfinite(losses.orpo_loss(torch.tensor([0.0]), torch.tensor([-1.0]), lam=0.1)).all()  # p = 1

@@ -37,6 +37,22 @@ def ipo_loss(avg_margin: torch.Tensor, beta: float) -> torch.Tensor:
     return (avg_margin - 1.0 / (2.0 * beta)) ** 2
 
 
+def simpo_loss(avg_margin: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """SimPO per-pair loss -log sigma(beta * (avg logp(y_w) - avg logp(y_l)) - gamma): the policy's own
+    per-token averaged log-probs, no reference model, and a target reward margin gamma."""
+    return -F.logsigmoid(beta * avg_margin - gamma)
+
+
+def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, lam: float) -> torch.Tensor:
+    """ORPO per-pair loss: the chosen response's per-token NLL plus lam * -log sigma(log odds(y_w) -
+    log odds(y_l)), with odds(y) = p / (1 - p) and p = exp(avg logp(y)); no reference model."""
+
+    def log_odds(avg: torch.Tensor) -> torch.Tensor:
+        return avg - torch.log1p(-torch.exp(avg).clamp(max=1.0 - 1e-6))  # p = 1 exactly would be infinite odds
+
+    return -chosen_avg_logps - lam * F.logsigmoid(log_odds(chosen_avg_logps) - log_odds(rejected_avg_logps))
+
+
 def wdpo_weights(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, beta2: float) -> torch.Tensor:
     """OPTune's wDPO weight R = sigma(beta2 * (r(y_w) - r(y_l))), detached: rewards are data."""
     return torch.sigmoid(beta2 * (chosen_rewards - rejected_rewards)).detach()

@@ -157,3 +157,35 @@ def test_tensorboard_tracker_writes_event_files(tmp_path, tiny_model_dir, prefer
     assert main(["dpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
                  "--max-steps", "2", "--report-to", "tensorboard"]) == 0
     assert list(out.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("loss", ["simpo", "orpo"])
+def test_reference_free_losses_learn_without_building_a_reference(tmp_path, tiny_model_dir, monkeypatch, loss):
+    from frugalign.recipes import dpo
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError(f"{loss} must not build a reference model")
+
+    monkeypatch.setattr(dpo, "Reference", no_reference)
+    train = write(tmp_path / "train.jsonl", preference_rows(64, seed=0))
+    held = write(tmp_path / "held.jsonl", preference_rows(32, seed=1))
+    out = tmp_path / loss
+    beta = ["--beta", "2.0", "--simpo-gamma", "0.5"] if loss == "simpo" else ["--beta", "0.1"]
+    assert main(["dpo", "--loss", loss, "--model", str(tiny_model_dir), "--dataset", str(train), "--eval-dataset",
+                 str(held), "--output-dir", str(out), "--eval-steps", "4", *beta, *TRAIN]) == 0
+    evals = eval_metrics(out)
+    assert evals[-1]["eval/rewards/accuracies"] >= 0.9 and evals[-1]["eval/loss"] < evals[0]["eval/loss"]
+    assert not torch.equal(final_weights(out), torch.cat(
+        [p.flatten() for p in AutoModelForCausalLM.from_pretrained(tiny_model_dir).parameters()]))
+
+
+def test_reference_free_losses_refuse_options_that_need_a_reference(tmp_path, preference_file, capsys):
+    assert main(["dpo", "--loss", "simpo", "--reference", "precomputed", "--dataset", str(preference_file),
+                 "--output-dir", str(tmp_path / "a")]) == 2
+    assert "uses no reference model" in capsys.readouterr().err
+    assert main(["dpo", "--loss", "orpo", "--label-smoothing", "0.1", "--dataset", str(preference_file),
+                 "--output-dir", str(tmp_path / "b")]) == 2
+    assert "label_smoothing applies to the dpo loss only" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # adpo's confidence needs a reference: it offers dpo and ipo only
+        main(["adpo", "--loss", "simpo", "--dataset", str(preference_file), "--output-dir", str(tmp_path / "c")])
+    assert refused.value.code == 2 and "invalid choice: 'simpo'" in capsys.readouterr().err

@@ -52,6 +52,8 @@ def task_settings(task: Task, args: argparse.Namespace, quick_epochs: int) -> di
         settings["learning_rate"] = args.learning_rate
     if "num_epochs" in args and args.num_epochs is not None:
         settings["num_epochs"] = args.num_epochs
+    if "beta" in args and args.beta is not None:
+        settings["beta"] = args.beta
     if args.quick:
         settings["num_epochs"] = min(settings["num_epochs"], quick_epochs)
     return settings

@@ -21,7 +21,11 @@ from frugalign.evaluate.gold import gold_eval
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="arith")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
-    parser.add_argument("--loss", choices=["dpo", "ipo"], default="dpo", help="pairwise loss")
+    parser.add_argument("--loss", choices=["dpo", "ipo", "simpo", "orpo"], default="dpo",
+                        help="pairwise loss (simpo, orpo: no reference model)")
+    parser.add_argument("--beta", type=float, default=None, help="override the task's beta (simpo: its reward scale, "
+                                                                 "e.g. 2; orpo: lambda, e.g. 0.1)")
+    parser.add_argument("--simpo-gamma", type=float, default=0.5, help="simpo: the target reward margin")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
     parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")
     parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
@@ -51,7 +55,7 @@ def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
     pool, ties = task.labelled_pool(tau=args.tau, seed=seed)
     rows = tokenize_pool(task, pool)
     config = DPOConfig(output_dir=str(workdir / f"{args.loss}-seed{seed}"), seed=seed, loss=args.loss,
-                       logging_steps=10, **settings)
+                       simpo_gamma=args.simpo_gamma, logging_steps=10, **settings)
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
     config.eval_steps = max(1, steps // max(1, args.curve_points))
     reference = task.model
@@ -135,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             seed_runs, settings = run_seed(args, seed, Path(tmp))
             for run in seed_runs:
-                done.add(run, {"tau": args.tau, "loss": args.loss, **settings, "curve_points": args.curve_points,
+                done.add(run, {"tau": args.tau, "loss": args.loss, **settings, "simpo_gamma": args.simpo_gamma,
+                               "curve_points": args.curve_points,
                                "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward})
     runs = [done.find(seed=seed, method=method) for seed in seeds for method in ("base", args.loss)]
     result = {

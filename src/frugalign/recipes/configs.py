@@ -51,8 +51,12 @@ class SFTConfig(RecipeConfig):
 class DPOConfig(RecipeConfig):
     """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
 
-    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
-    beta: float = option(0.1, "strength of the KL regularisation to the reference")
+    loss: Literal["dpo", "ipo", "simpo", "orpo"] = option(
+        "dpo", "pairwise loss: dpo (sigmoid), ipo (squared, length-normalised); without a reference model: simpo "
+               "(length-normalised, target margin --simpo-gamma), orpo (NLL of the chosen response + odds ratio)")
+    beta: float = option(0.1, "dpo, ipo: strength of the KL regularisation to the reference; simpo: the reward "
+                              "scale (its paper: 2 to 2.5); orpo: lambda, the weight of the odds-ratio term (0.1)")
+    simpo_gamma: float = option(0.5, "simpo: the target reward margin gamma (its paper: about half of beta)")
     label_smoothing: float = option(0.0, "conservative DPO: probability that a label is flipped (dpo loss only)")
     reference: Literal["copy", "precomputed"] = option(
         "copy",
@@ -72,7 +76,9 @@ class DPOConfig(RecipeConfig):
             raise UserError(f"option beta must be positive, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise UserError(f"option label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss == "ipo":
+        if self.loss in ("simpo", "orpo") and self.reference == "precomputed":
+            raise UserError(f"loss {self.loss} uses no reference model: --reference precomputed does not apply")
+        if self.label_smoothing and self.loss != "dpo":
             raise UserError("label_smoothing applies to the dpo loss only")
 
 
@@ -152,6 +158,8 @@ class OnlineConfig(DPOConfig):
 class ADPOConfig(DPOConfig):
     """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
 
+    # its confidence is the implicit reward margin against the reference: the losses that have one
+    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
     mode: Literal["adpo", "adpo-nopl", "dpo", "random"] = option(
         "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
                 "random: ask a random subset of max_queries pairs"
@@ -219,6 +227,7 @@ class ADPOConfig(DPOConfig):
 class AIHFConfig(DPOConfig):
     """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
 
+    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
     variant: Literal["explicit", "dpo", "self-play"] = option(
         "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
                "self-play: lambda*DPO(P) + SPIN(demonstrations)")

@@ -1,8 +1,9 @@
-"""Offline preference optimisation: DPO and IPO, with label smoothing and per-pair weights.
+"""Offline preference optimisation: DPO and IPO, with label smoothing and per-pair weights; SimPO and
+ORPO, which need no reference model (none is built for them).
 
 Per step: one forward of the policy over the chosen and rejected responses of the micro-batch, the
 reference log-probs (a frozen copy, the LoRA base with its adapter disabled, or precomputed once
-before training), the per-pair loss, and the weighted mean sum(w*l)/sum(w).
+before training; DPO and IPO only), the per-pair loss, and the weighted mean sum(w*l)/sum(w).
 """
 
 from __future__ import annotations
@@ -23,11 +24,19 @@ from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_s
 from frugalign.recipes.common import hold_out, load_policy, to_device
 from frugalign.recipes.configs import DPOConfig
 
+REFERENCE_FREE = ("simpo", "orpo")  # losses of the policy's own log-probs
+
 
 def pair_losses(
-    config: DPOConfig, chosen: SequenceLogps, rejected: SequenceLogps, ref_chosen: SequenceLogps, ref_rejected: SequenceLogps
+    config: DPOConfig, chosen: SequenceLogps, rejected: SequenceLogps, ref_chosen: SequenceLogps | None,
+    ref_rejected: SequenceLogps | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-pair losses and the margin h (summed log-ratios) for the configured loss."""
+    """Per-pair losses and the margin for the configured loss: h (summed log-ratios) for DPO and IPO, the
+    difference of per-token averaged log-probs for the reference-free SimPO and ORPO."""
+    if config.loss == "simpo":
+        return losses.simpo_loss(chosen.mean - rejected.mean, config.beta, config.simpo_gamma), chosen.mean - rejected.mean
+    if config.loss == "orpo":
+        return losses.orpo_loss(chosen.mean, rejected.mean, config.beta), chosen.mean - rejected.mean
     margin = losses.pair_margin(chosen.sum, rejected.sum, ref_chosen.sum, ref_rejected.sum)
     if config.loss == "ipo":
         avg_margin = losses.pair_margin(chosen.mean, rejected.mean, ref_chosen.mean, ref_rejected.mean)
@@ -38,14 +47,18 @@ def pair_losses(
 def pair_metrics(
     beta: float, margin: torch.Tensor, chosen: SequenceLogps, rejected: SequenceLogps, ref_chosen, ref_rejected
 ) -> dict[str, float]:
-    """Implicit rewards beta*u(y) and how often the chosen response's reward is the higher one."""
-    reward_chosen = beta * (chosen.sum - ref_chosen.sum).detach()
-    reward_rejected = beta * (rejected.sum - ref_rejected.sum).detach()
+    """Implicit rewards and how often the chosen response's reward is the higher one: beta*u(y) with a
+    reference, beta * avg logp(y) without one (SimPO's reward; what TRL logs for ORPO)."""
+    if ref_chosen is None:
+        reward_chosen, reward_rejected = beta * chosen.mean.detach(), beta * rejected.mean.detach()
+    else:
+        reward_chosen = beta * (chosen.sum - ref_chosen.sum).detach()
+        reward_rejected = beta * (rejected.sum - ref_rejected.sum).detach()
     return {
         "rewards/chosen": reward_chosen.mean().item(),
         "rewards/rejected": reward_rejected.mean().item(),
         "rewards/accuracies": (margin.detach() > 0).float().mean().item(),
-        "rewards/margins": (beta * margin.detach()).mean().item(),
+        "rewards/margins": (reward_chosen - reward_rejected).mean().item(),
         "logps/chosen": chosen.sum.detach().mean().item(),
         "logps/rejected": rejected.sum.detach().mean().item(),
     }
@@ -180,17 +193,17 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
-    reference = Reference(config, engine, policy, scorer)
+    reference = None if config.loss in REFERENCE_FREE else Reference(config, engine, policy, scorer)
     # rows may carry their own reference log-probs (recipes whose reference is not the initial policy)
     missing = [r for r in train_rows + list(eval_rows or []) if "ref_chosen_logp" not in r]
-    if reference.precomputed and missing:
+    if reference is not None and reference.precomputed and missing:
         reference.precompute(policy, missing, config.batch_size, scorer, str(config.model),
                              Path(config.output_dir) / "reference_logps.pt")
 
     def step(model, rows: list[dict]):
         tensors = scorer.chosen_rejected(rows, engine.device)
         chosen, rejected = scorer(model, tensors)
-        ref_chosen, ref_rejected = reference(model, rows, tensors, chosen, rejected)
+        ref_chosen, ref_rejected = reference(model, rows, tensors, chosen, rejected) if reference else (None, None)
         per_pair, margin = pair_losses(config, chosen, rejected, ref_chosen, ref_rejected)
         weights = torch.tensor([r.get("weight", 1.0) for r in rows], device=engine.device)
         loss = losses.weighted_mean(per_pair, weights)
