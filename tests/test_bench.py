@@ -152,16 +152,20 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     monkeypatch.setattr(adpo_bench, "task_settings", lambda task, args, quick_epochs: {"learning_rate": 1e-5})
     out = tmp_path / "adpo.json"
     command = ["bench", "adpo", "--task", "arith", "--seeds", "0", "1", "--out", str(out)]
+    out.write_text('{"bench": "adpo", "an earlier": "result"}')  # a finished result stays until the new one replaces it
     assert main(command) == 130  # Ctrl-C: "rerun with --resume"
-    partial = json.loads(out.read_text())
+    assert json.loads(out.read_text()) == {"bench": "adpo", "an earlier": "result"}
+    partial = json.loads((tmp_path / "adpo.partial.json").read_text())
     assert partial["partial"] and [(r["seed"], r["method"]) for r in partial["runs"]] == [
         (0, "dpo"), (0, "adpo"), (0, "adpo-nopl"), (0, "random"), (1, "dpo")]
     assert main(command + ["--gamma", "0.2", "--resume"]) == 2  # other options: refused, the file untouched
-    assert "other options (gamma)" in capsys.readouterr().err and json.loads(out.read_text()) == partial
+    assert "other options (gamma)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "adpo.partial.json").read_text()) == partial
     calls.clear()
     assert main(command + ["--resume"]) == 0
     assert calls == [(1, "adpo", -1), (1, "adpo-nopl", -1), (1, "random", 41)]  # random: the resumed seed's budget
     result = json.loads(out.read_text())
     assert "partial" not in result and len(result["runs"]) == 8 and result["summary"]["dpo"]["seeds"] == 2
+    assert not (tmp_path / "adpo.partial.json").exists()
     assert main(command + ["--resume"]) == 2  # finished: nothing to resume
     assert "a finished bench result" in capsys.readouterr().err

@@ -80,3 +80,14 @@ def test_resume_without_a_folder_is_refused(capsys):
     assert main(["dpo", "--dataset", "none.jsonl", "--resume"]) == 2
     assert "--resume needs --output-dir" in capsys.readouterr().err
 
+
+
+def test_a_ledger_password_stays_out_of_the_run_folder(tmp_path, preference_file):
+    from frugalign.cli import main
+
+    out = tmp_path / "run"
+    url = "postgresql://team:hunter22@127.0.0.1:9/labels"
+    assert main(["adpo", "--dataset", str(preference_file), "--ledger", url, "--output-dir", str(out)]) == 2
+    for name in ("config.yaml", "command.txt"):
+        text = (out / name).read_text()
+        assert "hunter22" not in text and "postgresql://team:***@127.0.0.1:9/labels" in text

@@ -32,7 +32,7 @@ from rich.progress import Progress, TextColumn
 
 from frugalign.config import TrainConfig
 from frugalign.console import console, format_duration, progress_bar, progress_line
-from frugalign.errors import UserError
+from frugalign.errors import UserError, redact
 
 # step_fn(model, rows) and eval_fn(model) get the prepared model (DDP-wrapped under several processes)
 StepFn = Callable[[object, list[dict]], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
@@ -114,7 +114,7 @@ class Engine:
             project_dir=str(self.output_dir),
         )
         if trackers:
-            self.accelerator.init_trackers("frugalign", config={k: str(v) for k, v in vars(config).items()})
+            self.accelerator.init_trackers("frugalign", config={k: redact(str(v)) for k, v in vars(config).items()})
         set_seed(config.seed)
 
     @property
@@ -366,14 +366,18 @@ def transformer_blocks(model) -> torch.nn.ModuleList:
     raise UserError(f"{type(model).__name__}: no list of {count} transformer blocks found; use trainable_layers 0")
 
 
+DROPOUT_NUMBERS = ("attention_dropout", "dropout", "activation_dropout")  # applied as numbers, not as modules
+
+
 def disable_dropout(model) -> None:
-    """Every dropout probability of `model` set to 0: its `nn.Dropout` modules, and the attention dropout
-    that transformers' attention modules apply as a number (`attention_dropout`), not as a module."""
+    """Every dropout probability of `model` set to 0: its `nn.Dropout` modules, and the dropouts that
+    transformers' modules apply as numbers (Llama's `attention_dropout`, BART's `dropout`, ...)."""
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0
+        for name in DROPOUT_NUMBERS:
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def train_only_top_blocks(model, n: int) -> None:

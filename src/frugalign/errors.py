@@ -1,4 +1,20 @@
-"""Errors caused by a user's input. The CLI prints their message, without a traceback, and exits 2."""
+"""Errors caused by a user's input. The CLI prints their message, without a traceback, and exits 2.
+Also `redact`, which masks the secrets a message or a saved file must never show."""
+
+import re
+
+# a database URL's user information (up to the last @ before its host) and a conninfo's password=...
+_URL_USERINFO = re.compile(r"(postgres(?:ql)?://)([^\s/?#'\"]*)@")
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s'\"]*", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every PostgreSQL URL (and any `password=` parameter) in it masked."""
+    def userinfo(m: re.Match) -> str:
+        user, has_password, _ = m.group(2).partition(":")
+        return f"{m.group(1)}{user}{':***' if has_password else ''}@"
+
+    return _PASSWORD_PARAM.sub(r"\1***", _URL_USERINFO.sub(userinfo, text))
 
 
 class UserError(Exception):

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from frugalign.config import to_dict
-from frugalign.errors import UserError
+from frugalign.errors import UserError, redact
 
 # what a run that trained leaves behind; config.yaml and command.txt alone are a run that stopped before it
 # produced anything (a refused dataset, say), and the same command may be run again there
@@ -70,5 +70,6 @@ def _prepare(path: Path, config, argv: list[str]) -> None:
             if entry.name not in LEDGER_FILES:
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    (path / "command.txt").write_text(shlex.join(["frugalign", *argv]) + "\n")
+    # a ledger URL's password stays out of the run's files
+    (path / "config.yaml").write_text(redact(yaml.safe_dump(to_dict(config), sort_keys=False)))
+    (path / "command.txt").write_text(redact(shlex.join(["frugalign", *argv])) + "\n")

@@ -171,9 +171,9 @@ class ChatServer(ThreadingHTTPServer):
             text = "\n\n".join(m["content"] for m in messages) + "\n\n"
         return tok(text)["input_ids"]
 
-    def sample(self, prompt_ids: list[int], s: Sampling, client: ClientGone) -> list[Choice] | None:
-        """`s.n` answers to the prompt; None if the client went away meanwhile. BadRequest: a prompt the
-        model cannot take."""
+    def sample(self, prompt_ids: list[int], s: Sampling, client: ClientGone) -> tuple[int, list[Choice] | None]:
+        """The request's number and `s.n` answers to the prompt (None if the client went away meanwhile).
+        BadRequest: a prompt the model cannot take."""
         from transformers import StoppingCriteriaList
 
         from frugalign.generation import generate
@@ -193,19 +193,19 @@ class ChatServer(ThreadingHTTPServer):
                             s.n, seed=number if s.seed is None else s.seed, progress=False, prompt_ids=[prompt_ids],
                             stopping_criteria=StoppingCriteriaList(criteria))
             if client.gone():
-                return None
+                return number, None
             choices = [self._choice(ids, s.stop) for ids in gens.token_ids[0]]
             if s.top_logprobs is not None:
                 for choice in choices:
                     choice.logprobs = self._logprobs(prompt_ids, choice.token_ids, s.top_logprobs)
-        return choices
+        return number, choices
 
     def _choice(self, ids: list[int], stop: list[str]) -> Choice:
         tok = self.tokenizer
         eos = tok.eos_token_id
         ids = [t for t in ids if t != tok.pad_token_id or t == eos]  # rows stopped early are padded
         finished = bool(ids) and ids[-1] == eos
-        for k in range(1, len(ids) + 1):  # the shortest prefix whose text holds a stop string ends the answer
+        for k in range(1, len(ids) + 1 if stop else 0):  # the shortest prefix whose text holds a stop string ends the answer
             text = tok.decode(ids[:k], skip_special_tokens=True)
             cuts = [text.find(x) for x in stop if x in text]
             if cuts:
@@ -355,7 +355,7 @@ class ChatHandler(BaseHTTPRequestHandler):
                 if not isinstance(prompt, str):
                     raise BadRequest("prompt must be a string (one prompt per request)", "prompt")
                 prompt_ids = self.server.tokenizer(prompt)["input_ids"]
-            choices = self.server.sample(prompt_ids, s, ClientGone(self.connection))
+            number, choices = self.server.sample(prompt_ids, s, ClientGone(self.connection))
         except BadRequest as e:
             return self.error(e.status, str(e), e.param, e.code)
         except Exception as e:  # noqa: BLE001 (a reply, not a dropped connection; the traceback goes to stderr)
@@ -365,7 +365,7 @@ class ChatHandler(BaseHTTPRequestHandler):
         if choices is None:
             self.close_connection = True  # the client has gone
             return
-        number, created = self.server.requests, int(time.time())
+        created = int(time.time())
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{number}", "created": created, "model": self.server.name}
         if chat:
             answers = [{"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason,

@@ -68,7 +68,7 @@ class Judge(BaseHTTPRequestHandler):
             # it knows too, but leans to whatever is shown first: enough to be wrong when 7 is shown second
             right, wrong, lean = 0.6, 0.3, 0.4
             a, b = (right + lean, wrong) if "[Response A]\n7" in prompt else (wrong + lean, right)
-            top = [{"token": " A", "logprob": math.log(a)}, {"token": "b", "logprob": math.log(b)},
+            top = [{"token": " A", "logprob": math.log(a)}, {"token": "B", "logprob": math.log(b)},
                    {"token": "The", "logprob": math.log(0.05)}]
             if action == "garbage":
                 top = [{"token": "I", "logprob": math.log(0.9)}]
@@ -196,7 +196,7 @@ def test_preference_from_logprobs_weighs_a_against_b():
 
     top = [{"token": " A", "logprob": math.log(0.3)}, {"token": "a", "logprob": math.log(0.1)},
            {"token": "B", "logprob": math.log(0.4)}, {"token": "Both", "logprob": math.log(0.2)}]
-    assert preference_from_logprobs(top) == pytest.approx(0.5)
+    assert preference_from_logprobs(top) == pytest.approx(0.3 / 0.7)  # "a" is not A: it may be the article
     assert preference_from_logprobs(top[:2]) == pytest.approx(1.0)
     assert preference_from_logprobs([{"token": "Sure", "logprob": 0.0}]) is None
 
@@ -219,6 +219,22 @@ def test_logprob_judge_on_a_server_without_logprobs_says_so(server):
         judge.preference("q", "7", "3")
     Judge.script = ["garbage"] * 3
     judge = LLMJudge(server, "m", backoff=0.01, max_retries=2, verdict_from="logprobs")
-    with pytest.raises(JudgeError, match="after 3 attempts: an answer without a verdict"):
+    # neither A nor B among the top tokens: at temperature 0 the same reply would come back, so no retry
+    with pytest.raises(JudgeError, match="after 1 attempt: an answer without a verdict"):
         judge.preference("q", "7", "3")
-    assert judge.stats.garbage == 3
+    assert judge.stats.garbage == 1 and judge.stats.requests == 1
+
+
+def test_human_queue_hands_each_label_over_once_even_after_an_undo(tmp_path):
+    ledger = LabelLedger(tmp_path / "l.sqlite")
+    ledger.add_annotator("ann")
+    queue = HumanQueue(ledger)
+    ledger.ask(PAIR, "human", "run")
+    queue.submit([PAIR])
+    assigned = ledger.assign("ann")
+    ledger.submit("ann", assigned["pair_id"], "A" if assigned["a"] == PAIR.response_a else "B")  # a wins
+    assert queue.collect() == {pid(PAIR): 1}
+    ledger.undo("ann")  # a mis-click, reopened after the run read it ...
+    ledger.submit("ann", assigned["pair_id"], "B" if assigned["a"] == PAIR.response_a else "A")  # ... answered again
+    assert queue.collect() == {}  # the run keeps what it read and trained on
+    assert ledger.label(PAIR) == -1  # the ledger holds the corrected answer

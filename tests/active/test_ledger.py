@@ -212,3 +212,24 @@ def test_a_postgresql_database_of_another_application_is_refused_and_left_untouc
 def test_a_postgresql_ledger_that_cannot_be_reached_is_one_clear_line():
     with pytest.raises(UserError, match=r"postgresql://u:\*\*\*@127.0.0.1:9/x: cannot connect to PostgreSQL"):
         LabelLedger("postgresql://u:secret@127.0.0.1:9/x")
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://u:s3cretpw@127.0.0.1:9/x", "s3cretpw"),  # refused connection
+    ("postgresql://u:p%zzss@127.0.0.1:9/x", "p%zzss"),  # the driver quotes the bad password alone
+    ("postgresql://u:s3cret@[::1/x", "s3cret"),  # the driver quotes the whole URL
+    ("postgresql://u:pass@word99@127.0.0.1:9/x", "word99"),  # an unencoded @
+])
+def test_a_postgresql_password_never_appears_in_a_message(url, secret):
+    pytest.importorskip("psycopg")
+    with pytest.raises(UserError) as refused:
+        LabelLedger(url)
+    assert secret not in str(refused.value) and "cannot connect to PostgreSQL" in str(refused.value)
+
+
+def test_redact_masks_database_passwords_in_text():
+    from frugalign.errors import redact
+
+    assert redact("--ledger postgresql://u:pw@h/db x") == "--ledger postgresql://u:***@h/db x"
+    assert redact("postgres://h/db?password=pw&sslmode=require") == "postgres://h/db?password=***&sslmode=require"
+    assert redact("postgresql://u@h/db and labels.sqlite") == "postgresql://u@h/db and labels.sqlite"

@@ -343,3 +343,16 @@ def test_unlabelled_pairs_keep_plain_text_for_the_ledger_and_train_on_the_render
     (reference,), _ = tokenize_preferences([messages], chat_tokenizer, 64, 64, "m")
     assert (row["prompt_ids"], row["a_ids"], row["b_ids"]) == (reference["prompt_ids"], reference["chosen_ids"],
                                                                 reference["rejected_ids"])
+
+
+def test_a_tokenizer_that_appends_eos_itself_still_gives_one_eos():
+    from tokenizers.processors import TemplateProcessing
+
+    tok = bpe_tokenizer()
+    eos = tok.eos_token_id
+    tok.backend_tokenizer.post_processor = TemplateProcessing(single="$A <eos>", special_tokens=[("<eos>", eos)])
+    assert tok("The answer is")["input_ids"][-1] == eos  # as Llama's with add_eos_token=True
+    (row,), _ = tokenize_preferences([PreferenceExample("The answer is ", "yes", "no <eos>\n")], tok, 64, 64, "t")
+    for ids in (row["chosen_ids"], row["rejected_ids"]):
+        assert ids.count(eos) == 1 and ids[-1] == eos
+    assert eos not in row["prompt_ids"]

@@ -158,6 +158,7 @@ class AgreesWithAudits:
     """Answers every audit with the policy's own guess (read back from the ledger), other pairs truthfully."""
 
     name = "agreeing"
+    records_in_ledger = False
 
     def __init__(self, pairs, labels, ledger):
         from frugalign.active.annotators import StoredLabels

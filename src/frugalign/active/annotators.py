@@ -31,6 +31,7 @@ from frugalign.tasks.base import simulate_preference
 
 class Annotator(Protocol):
     name: str
+    records_in_ledger: bool  # its answers are in the ledger already when collected (people, through the app)
 
     def submit(self, pairs: list[UnlabelledPair], priorities: list[float] | None = None) -> None: ...
 
@@ -47,6 +48,7 @@ class _Synchronous:
     """Annotators that answer at once: `submit` computes, `collect` hands the answers over."""
 
     name = "synchronous"
+    records_in_ledger = False
 
     def __init__(self):
         self._ready: dict[str, int] = {}
@@ -128,6 +130,7 @@ class HumanQueue:
     most uncertain first), `collect` returns the answers that have reached the ledger since."""
 
     name = "human"
+    records_in_ledger = True
 
     def __init__(self, ledger: LabelLedger):
         self.ledger = ledger
@@ -141,10 +144,12 @@ class HumanQueue:
             self.ledger.enqueue(pair, priorities[k] if priorities else 0.0)
 
     def collect(self) -> dict[str, int]:
+        """Each submitted pair's label once: an answer reopened and given again later (the app's undo)
+        is not handed over a second time; the run keeps what it read."""
         out = {}
         for pid, _, first, _, label, answered_at in self.ledger.answered_since(self.since):
             self.since = max(self.since, answered_at)
-            pair = self.submitted.get(pid)
+            pair = self.submitted.pop(pid, None)
             if pair is not None:
                 out[pid] = label * (1 if pair.response_a == first else -1)
         return out
@@ -176,10 +181,11 @@ TOP_LOGPROBS = 20  # the most OpenAI's API and vLLM's server give by default
 
 def preference_from_logprobs(top: list[dict]) -> float | None:
     """P(A is better) from the first answer token's top log-probabilities: the probability of the tokens
-    that read "A" against those that read "B" (" A", "a" ... count); None when neither is among them."""
+    that read "A" against those that read "B" (" A" counts; lowercase does not: "a" is also an article);
+    None when neither is among them."""
     mass = {"A": 0.0, "B": 0.0}
     for entry in top:
-        letter = str(entry.get("token", "")).strip().upper()
+        letter = str(entry.get("token", "")).strip()
         if letter in mass:
             mass[letter] += float(np.exp(entry["logprob"]))
     total = mass["A"] + mass["B"]
@@ -252,6 +258,7 @@ class LLMJudge:
     a rating prompt."""
 
     name = "llm-judge"
+    records_in_ledger = False
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None, timeout: float = 30.0,
                  max_retries: int = 4, concurrency: int = 4, backoff: float = 1.0, price_per_1k_tokens: float = 0.0,
@@ -317,11 +324,13 @@ class LLMJudge:
                                  "verdicts from them: use text verdicts (--judge-verdict text)")
             return preference_from_logprobs(logprobs["content"][0].get("top_logprobs") or [])
 
-        return self._ask({"max_tokens": 1, "logprobs": True, "top_logprobs": TOP_LOGPROBS, "messages": messages}, read)
+        # temperature 0, one token: a reply without A or B would come back the same; it is not asked again
+        return self._ask({"max_tokens": 1, "logprobs": True, "top_logprobs": TOP_LOGPROBS, "messages": messages}, read,
+                         retry_no_verdict=False)
 
-    def _ask(self, request: dict, read: Callable[[dict], float | int | None]):
+    def _ask(self, request: dict, read: Callable[[dict], float | int | None], retry_no_verdict: bool = True):
         """`read` of the server's reply to `request` (model and temperature 0 added), retried while the
-        server fails or the reply holds no verdict."""
+        server fails or (`retry_no_verdict`) the reply holds no verdict."""
         try:
             model = self.model_name()
         except JudgeError as e:
@@ -345,6 +354,8 @@ class LLMJudge:
                     return verdict
                 self.stats.garbage += 1
                 last = "an answer without a verdict"
+                if not retry_no_verdict:
+                    break
             except JudgeError as e:
                 self._failed(str(e))
                 raise

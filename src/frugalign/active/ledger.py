@@ -1,4 +1,4 @@
-"""The label ledger: every query and every answer, written to SQLite before it is used.
+"""The label ledger: every query and every answer, written to SQLite (or PostgreSQL) before it is used.
 
 Labels cost money; none may be lost or bought twice. A pair is identified by the content of its prompt
 and its two responses, unordered, so (a, b) and (b, a) are one comparison. `ask` marks a pair as asked
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from frugalign.data.formats import UnlabelledPair
-from frugalign.errors import UserError
+from frugalign.errors import UserError, redact
 
 SCHEMA_VERSION = 1
 LEASE_S = 600.0  # seconds an annotator holds the pair they were given
@@ -130,7 +130,7 @@ def is_postgres(location: str | Path) -> bool:
 
 def shown(location: str | Path) -> str:
     """A ledger's location as messages show it: a URL without its password."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", str(location))
+    return redact(str(location))
 
 
 class _Postgres:
@@ -214,7 +214,13 @@ class LabelLedger:
         except ImportError:
             raise UserError("a PostgreSQL ledger needs psycopg: pip install 'frugalign[postgres]'") from None
         except Exception as e:  # noqa: BLE001 (psycopg's errors, imported lazily: one clear line)
-            raise UserError(f"{self.where}: cannot connect to PostgreSQL ({str(e).strip().splitlines()[0]})") from None
+            # psycopg's message may quote the URL, or its password alone
+            reason = redact(str(e).replace(self.location, self.where).strip().splitlines()[0])
+            password = self.location.split("://", 1)[-1].rpartition("@")[0].partition(":")[2]
+            pieces = {password, *(piece for piece in password.split("@") if len(piece) >= 4)}  # an unencoded @ splits it
+            for secret in sorted(pieces - {""}, key=len, reverse=True):
+                reason = reason.replace(secret, "***")
+            raise UserError(f"{self.where}: cannot connect to PostgreSQL ({reason})") from None
         self.errors, self.integrity_errors = self.db.errors, self.db.integrity_errors
         try:
             with self._transaction():  # the first process makes the schema; the others wait for it, then check it
@@ -229,8 +235,8 @@ class LabelLedger:
                 if not self.read_only:
                     self._add_missing()
         except self.errors as e:
-            raise UserError(f"{self.where}: not a usable label ledger ({str(e).strip().splitlines()[0]}); it is left "
-                            "untouched") from None
+            raise UserError(f"{self.where}: not a usable label ledger ({redact(str(e).strip().splitlines()[0])}); it "
+                            "is left untouched") from None
 
     def _tables(self) -> set[str]:
         if self.postgres:

@@ -1,6 +1,7 @@
 """The annotation web app (FastAPI) over the label ledger: the page, and a JSON API that the same bearer
-token authenticates. Every acknowledged answer is committed to the ledger (SQLite, synchronous=FULL)
-before the response is sent; the OpenAPI schema is at /docs and /openapi.json.
+token authenticates. Every acknowledged answer is committed to the ledger (SQLite with synchronous=FULL,
+or PostgreSQL) before the response is sent; the OpenAPI schema is at /docs and /openapi.json. Each
+server thread holds its own connection to the ledger.
 
     GET  /              the annotator's page
     GET  /api/next      the pair assigned to the signed-in annotator (text and rendered HTML) and their progress

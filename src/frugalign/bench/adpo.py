@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(),
               "runs": runs, "summary": summarise(runs)}
     out = write_results(args.out, result)
+    done.finish()
     plot(result, out.with_suffix(".png"))
     s = result["summary"]
     table = {}

@@ -145,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
               "summary": summarise(runs, regimes, methods)}
     out = write_results(args.out, result)
+    done.finish()
     plot(result, out.with_suffix(".png"))
     table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
     table.update({f"{regime} · {m}": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"

@@ -84,12 +84,14 @@ def plot_frontier(ax, runs: list[dict], label) -> None:
 
 
 class BenchRuns:
-    """A bench's runs, written to --out after each one (`"partial": true` until the bench writes its
-    result), so that an interruption loses at most the run under way; with --resume the runs already
-    there are kept, when the file was written by the same bench with the same options."""
+    """A bench's runs, written after each one to OUT's partial file (`bench-adpo.partial.json` beside
+    `bench-adpo.json`), so that an interruption loses at most the run under way and a finished result at
+    OUT stays as it was until the new one replaces it. With --resume the runs of the partial file are
+    kept, when it was written by the same bench with the same options; `finish` removes it."""
 
     def __init__(self, bench: str, args: argparse.Namespace):
         self.bench, self.out = bench, Path(args.out)
+        self.partial = self.out.with_name(f"{self.out.stem}.partial{self.out.suffix or '.json'}")
         # the options that decide what is measured: the bench's own, but --resume (not the words typed)
         self.options = {k: v for k, v in sorted(vars(args).items()) if k not in ("resume", "argv", "command", "bench")
                         and (v is None or isinstance(v, (str, int, float, bool, list)))}
@@ -98,24 +100,28 @@ class BenchRuns:
         self.started, self.before = time.perf_counter(), 0.0  # seconds spent by the interrupted invocations
         if args.resume:
             self._resume()
+        elif self.partial.is_file():
+            print(f"{self.partial}: an interrupted run of this bench; starting over replaces it (--resume goes on "
+                  "from it)")
 
     def _resume(self) -> None:
-        if not self.out.is_file():
+        if not self.partial.is_file():
+            if self.out.is_file():
+                raise UserError(f"{self.out}: a finished bench result, nothing to resume (another --out runs it again)")
             return  # nothing was written: the bench starts from its first run
         try:
-            saved = json.loads(self.out.read_text())
+            saved = json.loads(self.partial.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{self.out}: not a bench result to resume ({e})") from None
-        if not isinstance(saved, dict) or not saved.get("partial"):
-            raise UserError(f"{self.out}: a finished bench result, nothing to resume (another --out runs it again)")
-        theirs = saved.get("options", {})
+            raise UserError(f"{self.partial}: not a bench result to resume ({e})") from None
+        theirs = saved.get("options", {}) if isinstance(saved, dict) else {}
         differ = sorted(k for k in set(theirs) | set(self.options) if theirs.get(k) != self.options.get(k))
-        if saved.get("bench") != self.bench or differ:
-            raise UserError(f"{self.out}: written by `bench {saved.get('bench')}` with other options "
-                            f"({', '.join(differ) or 'bench'}): resume with the same ones, or choose another --out")
+        if not isinstance(saved, dict) or saved.get("bench") != self.bench or differ:
+            raise UserError(f"{self.partial}: written by `bench {saved.get('bench') if isinstance(saved, dict) else '?'}` "
+                            f"with other options ({', '.join(differ) or 'bench'}): resume with the same ones, or "
+                            "choose another --out")
         self.runs, self.config = saved.get("runs", []), saved.get("config", {})
         self.before = float(saved.get("bench_seconds", 0.0))
-        print(f"{self.out}: resuming with the {len(self.runs)} run(s) it holds")
+        print(f"{self.partial}: resuming with the {len(self.runs)} run(s) it holds")
 
     def find(self, **key) -> dict | None:
         """The run done already whose fields (`params` entries included) have these values, or None."""
@@ -131,5 +137,9 @@ class BenchRuns:
     def add(self, run: dict, config: dict) -> None:
         self.runs.append(run)
         self.config = config
-        write_results(self.out, {"bench": self.bench, "partial": True, "options": self.options, "config": config,
-                                 "bench_seconds": self.seconds(), "runs": self.runs})
+        write_results(self.partial, {"bench": self.bench, "partial": True, "options": self.options, "config": config,
+                                     "bench_seconds": self.seconds(), "runs": self.runs})
+
+    def finish(self) -> None:
+        """The result is written: the partial file has served."""
+        self.partial.unlink(missing_ok=True)

@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_info(), "runs": runs, "summary": summarise(runs),
     }
     out = write_results(args.out, result)
+    done.finish()
     png = out.with_suffix(".png")
     plot(result, png)
     table = {f"{m} gold reward": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"

@@ -190,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
               "summary": summarise(runs)}
     out = write_results(args.out, result)
+    done.finish()
     plot(result, out.with_suffix(".png"))
     rows = {k: (f"gold {v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f}, {v['generations']:.0f} generations, "
                 f"{v['time_s']:.1f} s ({v['generation_share']:.0%} generating)") if isinstance(v, dict) else str(v)

@@ -54,14 +54,14 @@ class _Lengths:
     def split(self, prompt: str, responses: list[str], templated: bool) -> tuple[list[int], list[list[int]]]:
         """The prompt's ids and each response's, split where the joined texts' ids leave the prompt's."""
         special = not templated
-        eos = self.tok.eos_token or ""
+        eos, eos_id = self.tok.eos_token or "", self.tok.eos_token_id
         if not templated and eos:  # the EOS id is appended below: not twice
-            responses = [r[: -len(eos)] if r.endswith(eos) else r for r in responses]
+            responses = [r.rstrip()[: -len(eos)] if r.rstrip().endswith(eos) else r for r in responses]
         prompt_ids = self.tok(prompt, add_special_tokens=special)["input_ids"]
         joined = [self.tok(prompt + r, add_special_tokens=special)["input_ids"] for r in responses]
         cut = min(_shared_prefix(prompt_ids, ids) for ids in joined)
-        tail = [] if templated else [self.tok.eos_token_id]
-        return prompt_ids[:cut], [ids[cut:] + tail for ids in joined]
+        # one EOS: appended unless the template ended the turn or the tokenizer added one (add_eos_token)
+        return prompt_ids[:cut], [ids[cut:] + ([] if templated or ids[-1:] == [eos_id] else [eos_id]) for ids in joined]
 
     def prompt(self, ids: list[int], row: int) -> list[int] | None:
         if len(ids) <= self.max_prompt:

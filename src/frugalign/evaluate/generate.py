@@ -62,7 +62,8 @@ def answer(model, tokenizer, prompts: list[str], chat: bool, max_new_tokens: int
     """One answer per prompt, batched on the model's device."""
     from frugalign.generation import generate
 
-    texts = [render_prompt(tokenizer, p) if chat else p for p in prompts]  # a task's prompts are rendered already
+    # a prompt rendered already (a SmolLM2 task's) is left as it is
+    texts = [render_prompt(tokenizer, p) if chat else p for p in prompts]
     gens = generate(model, tokenizer, texts, 1, max_new_tokens, temperature, top_p, batch_size, seed=seed,
                     description="answering")
     return [group[0].strip() for group in gens.texts]

@@ -129,7 +129,8 @@ def train_adpo(
         stats.answers += len(answers)
         for pid, label in answers.items():
             pair = state.asked[pid]
-            if ledger.label(pair) is None:  # written before it is used (the app may have written it already)
+            # written before it is used; people's answers are there already (and may since have been undone)
+            if not annotator.records_in_ledger and ledger.label(pair) is None:
                 ledger.record(pair, label, annotator.name)
             state.known[pid] = label * orientation(pair)
             row = state.waiting.pop(pid, None)

@@ -13,6 +13,12 @@ from frugalign.errors import UserError
 GenerationBackend = Literal["auto", "hf", "vllm"]
 
 
+# the option of every command that reads plain-string rows or prompts (the rule: frugalign.data.formats)
+CHAT_TEMPLATE_HELP = ("plain-string rows and prompts: auto: rendered as a user turn and the assistant's answer with the "
+                      "tokenizer's chat template when it has one (as eval generate and the benches prompt); on: always; "
+                      "off: raw text (as TRL treats strings)")
+
+
 @dataclass
 class RecipeConfig(TrainConfig):
     """Model and data options of every training command, on top of the engine's."""
@@ -25,10 +31,6 @@ class RecipeConfig(TrainConfig):
     max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
     max_response_length: int = option(512, "response tokens kept, EOS included (the start is kept)")
     overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
-    chat_template: Literal["auto", "on", "off"] = option(
-        "auto", "plain-string rows and prompts: auto: rendered as a user turn and the assistant's answer with the "
-                "tokenizer's chat template when it has one (as eval generate and the benches prompt); on: always; "
-                "off: raw text (as TRL treats strings)")
     lora_r: int = option(0, "LoRA rank; 0 trains all weights")
     lora_alpha: int = option(16, "LoRA scaling numerator")
     lora_dropout: float = option(0.0, "dropout on the LoRA branch (kept only with --disable-dropout false)")
@@ -46,11 +48,14 @@ class RecipeConfig(TrainConfig):
 class SFTConfig(RecipeConfig):
     """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
 
+    chat_template: Literal["auto", "on", "off"] = option("auto", CHAT_TEMPLATE_HELP)
+
 
 @dataclass
 class DPOConfig(RecipeConfig):
     """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
 
+    chat_template: Literal["auto", "on", "off"] = option("auto", CHAT_TEMPLATE_HELP)
     loss: Literal["dpo", "ipo", "simpo", "orpo"] = option(
         "dpo", "pairwise loss: dpo (sigmoid), ipo (squared, length-normalised); without a reference model: simpo "
                "(length-normalised, target margin --simpo-gamma), orpo (NLL of the chosen response + odds ratio)")
@@ -96,6 +101,8 @@ class RewardConfig(RecipeConfig):
 @dataclass
 class RLHFConfig(RecipeConfig):
     """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+
+    chat_template: Literal["auto", "on", "off"] = option("auto", CHAT_TEMPLATE_HELP)
 
     reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
     kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")

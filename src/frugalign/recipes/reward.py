@@ -45,7 +45,8 @@ def load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]
         raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
-        examples = preference_examples(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
+        # a reward model scores plain text, here and wherever it judges: strings are not templated
+        examples = preference_examples(load_rows(source, config.dataset_split), source, tokenizer, "off")
         if is_main_process():
             console.print(f"{source}: {len(examples)} pairs")
         return [{"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "weight": e.weight,
