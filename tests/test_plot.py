@@ -87,3 +87,12 @@ def test_bench_replot_names_the_file_that_is_not_a_bench_result(tmp_path, capsys
     assert main(["bench", "replot", str(partial)]) == 2
     assert "partial.json: the optune result lacks what its plot needs (KeyError: 'runs')" in capsys.readouterr().err
     assert not (tmp_path / "partial.png").exists()
+
+
+def test_a_judge_that_gave_no_verdict_is_drawn_as_such(tmp_path):
+    summary = {"text": {"pairs": 4, "agreement": None, "agreement_ci95": [0.0, 1.0], "completion_tokens_per_pair": 300},
+               "logprobs": {"pairs": 4, "agreement": 0.5, "agreement_ci95": [0.2, 0.8], "completion_tokens_per_pair": 2}}
+    out = tmp_path / "judge.json"
+    out.write_text(json.dumps({"bench": "judge", "task": "review", "config": {"judge_model": "m"}, "runs": [],
+                               "summary": summary}))
+    assert main(["bench", "replot", str(out)]) == 0 and (tmp_path / "judge.png").stat().st_size > 5000

@@ -111,9 +111,14 @@ def plot(result: dict, path) -> None:
     modes = [m for m in MODES if m in result["summary"]]
     s = result["summary"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    values = [s[m]["agreement"] or 0.0 for m in modes]
-    errors = np.array([[v - s[m]["agreement_ci95"][0], s[m]["agreement_ci95"][1] - v] for m, v in zip(modes, values)]).T
-    left.bar(modes, values, yerr=errors, capsize=4, color=["#1f77b4", "#ff7f0e"][: len(modes)])
+    for i, mode in enumerate(modes):
+        value, (low, high) = s[mode]["agreement"], s[mode]["agreement_ci95"]
+        if value is None:  # no verdict at all: nothing to draw, say so
+            left.text(i, 0.05, f"no verdict\n(0 of {s[mode]['pairs']})", ha="center")
+            continue
+        left.bar(i, value, yerr=[[value - low], [high - value]], capsize=4, color=["#1f77b4", "#ff7f0e"][i % 2])
+    left.set_xticks(range(len(modes)), modes)
+    left.set_xlim(-0.6, len(modes) - 0.4)
     left.axhline(0.5, color="grey", ls=":", lw=1, label="chance")
     left.set_ylim(0, 1)
     left.set_ylabel("agreement with the gold preference")
