@@ -68,7 +68,7 @@ postgres:
 	  pg_ctlcluster $$cluster start >/dev/null 2>&1; \
 	  port=$$(pg_lsclusters -h | head -n 1 | awk '{print $$3}'); \
 	  password=$$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n'); \
-	  su postgres -c "psql -q -p $$port -c \"DO \\\$$\\\$$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'frugalign') \
+	  su postgres -c "cd / && psql -q -p $$port -c \"DO \\\$$\\\$$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'frugalign') \
 	    THEN CREATE ROLE frugalign LOGIN CREATEDB; END IF; END\\\$$\\\$$;\" \
 	    -c \"ALTER ROLE frugalign NOSUPERUSER CREATEDB PASSWORD '$$password'\"" && \
 	  (umask 077 && echo "postgresql://frugalign:$$password@127.0.0.1:$$port/postgres" > .postgres-url); \
