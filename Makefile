@@ -51,9 +51,10 @@ browser:
 	  else echo "chromium missing and not root: the browser test will be skipped"; fi; \
 	fi
 
-# Debian's PostgreSQL, started, with a role for the tests that may create databases (not a superuser) and
-# a fresh random password each time: the ledger's PostgreSQL back end is tested against it (the URL goes to
-# .postgres-url, readable by its owner only). Where it cannot be installed or started, those tests skip.
+# Debian's PostgreSQL, started, with a role for the tests named after this user that may create databases
+# (not a superuser) and logs in over the local socket by peer authentication: no password anywhere. The
+# ledger's PostgreSQL back end is tested against it (the URL goes to .postgres-url). Where it cannot be
+# installed or started, those tests skip and say why.
 postgres:
 	@rm -f .postgres-url
 	@if ! command -v pg_ctlcluster >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -66,12 +67,10 @@ postgres:
 	  [ -n "$$cluster" ] || { pg_createcluster $$(ls /usr/lib/postgresql | sort -n | tail -n 1) main >/dev/null && \
 	                          cluster=$$(pg_lsclusters -h | head -n 1 | awk '{print $$1, $$2}'); }; \
 	  pg_ctlcluster $$cluster start >/dev/null 2>&1; \
-	  port=$$(pg_lsclusters -h | head -n 1 | awk '{print $$3}'); \
-	  password=$$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n'); \
-	  su postgres -c "cd / && psql -q -p $$port -c \"DO \\\$$\\\$$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'frugalign') \
-	    THEN CREATE ROLE frugalign LOGIN CREATEDB; END IF; END\\\$$\\\$$;\" \
-	    -c \"ALTER ROLE frugalign NOSUPERUSER CREATEDB PASSWORD '$$password'\"" && \
-	  (umask 077 && echo "postgresql://frugalign:$$password@127.0.0.1:$$port/postgres" > .postgres-url); \
+	  port=$$(pg_lsclusters -h | head -n 1 | awk '{print $$3}'); user=$$(id -un); \
+	  su postgres -c "cd / && psql -q -p $$port -c \"DO \\\$$\\\$$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$$user') \
+	    THEN CREATE ROLE \\\"$$user\\\" LOGIN CREATEDB; END IF; END\\\$$\\\$$;\"" && \
+	  echo "postgresql:///postgres?host=/var/run/postgresql&port=$$port" > .postgres-url; \
 	fi
 	@[ -f .postgres-url ] || echo "no PostgreSQL server: the PostgreSQL ledger tests will be skipped"
 

@@ -130,7 +130,8 @@ def postgres_database(request) -> str:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     request.addfinalizer(drop)
-    return f"{base.rsplit('/', 1)[0]}/{name}"
+    head, _, query = base.partition("?")  # the database is the path's last part; host and port may be a query
+    return f"{head.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
