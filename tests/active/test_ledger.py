@@ -233,3 +233,11 @@ def test_redact_masks_database_passwords_in_text():
     assert redact("--ledger postgresql://u:pw@h/db x") == "--ledger postgresql://u:***@h/db x"
     assert redact("postgres://h/db?password=pw&sslmode=require") == "postgres://h/db?password=***&sslmode=require"
     assert redact("postgresql://u@h/db and labels.sqlite") == "postgresql://u@h/db and labels.sqlite"
+
+
+def test_a_mistyped_postgresql_url_is_never_taken_for_an_sqlite_file(tmp_path, monkeypatch):
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError, match="PostgreSQL"):
+        LabelLedger("postgresql:/frugalign_test?host=/nonexistent/socket&port=9")
+    assert list(tmp_path.iterdir()) == []

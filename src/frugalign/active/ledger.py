@@ -124,8 +124,10 @@ def _create(path: Path) -> None:
 
 
 def is_postgres(location: str | Path) -> bool:
-    """A PostgreSQL connection URL rather than a file path."""
-    return str(location).startswith(("postgresql://", "postgres://"))
+    """A PostgreSQL connection URL rather than a file path. Any `postgresql:` or `postgres:` prefix counts, so that
+    a mistyped URL (one slash) fails to connect with a clear message instead of becoming an SQLite file named
+    like a URL in the working folder."""
+    return str(location).startswith(("postgresql:", "postgres:"))
 
 
 def shown(location: str | Path) -> str:
