@@ -63,6 +63,39 @@ def test_select_prompts_rules():
     assert len(online.select_prompts(pool, 1, cfg, rng)) == 2
 
 
+def test_gap_selection_regenerates_the_nearest_ties():
+    pool = online.PromptPool(["a", "b", "c", "d"], chosen_reward=[0.9, 0.1, 0.5, -1.0],
+                             rejected_reward=[0.0, 0.05, -0.5, -1.2])  # gaps 0.9, 0.05, 1.0, 0.2
+    cfg = online.OnlineConfig(rho=0.5, selection="gap")
+    assert online.select_prompts(pool, 1, cfg, __import__("random").Random(0)) == [1, 3]
+
+
+def test_stale_selection_regenerates_the_oldest_pairs_lowest_reward_first():
+    pool = online.PromptPool(["a", "b", "c", "d"], chosen_reward=[0.9, 0.1, 0.5, -1.0], sampled_at=[0, 1, 0, 1])
+    cfg = online.OnlineConfig(rho=0.5, selection="stale")
+    assert online.select_prompts(pool, 3, cfg, __import__("random").Random(0)) == [0, 2]
+    cfg.rho = 0.75  # the two oldest, then the lower reward of the two newer ones
+    assert online.select_prompts(pool, 3, cfg, __import__("random").Random(0)) == [0, 2, 3]
+
+
+def test_mixed_selection_takes_the_lowest_rewards_and_a_random_share():
+    rewards = [float(x) for x in range(100)]
+    pool = online.PromptPool([str(i) for i in range(100)], chosen_reward=rewards)
+    cfg = online.OnlineConfig(rho=0.2, selection="mixed", random_share=0.25)
+    picked = online.select_prompts(pool, 1, cfg, __import__("random").Random(0))
+    assert len(picked) == 20 and set(range(15)) <= set(picked)  # 15 lowest, 5 drawn from the other 85
+    assert len(set(picked) - set(range(15))) == 5
+    cfg.random_share = 0.0
+    assert online.select_prompts(pool, 1, cfg, __import__("random").Random(0)) == list(range(20))
+
+
+def test_the_pool_records_which_iteration_sampled_each_pair(tmp_path, task):
+    cfg = config(tmp_path, iterations=2, rho=0.5, selection="stale")
+    online.run_online(cfg, task.model, task.tokenizer, task.train_prompts[:8], task.gold_rewards)
+    pool = online.PromptPool.load(tmp_path / "pool.json")
+    assert sorted(pool.sampled_at) == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
 def test_nan_rewards_are_refused(tmp_path, task):
     with pytest.raises(UserError, match="refusing to train"):
         online.run_online(config(tmp_path, iterations=1), task.model, task.tokenizer, task.train_prompts[:8],

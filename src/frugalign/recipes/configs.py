@@ -127,7 +127,11 @@ class OnlineConfig(DPOConfig):
     beta2: float = option(1.0, "wDPO: scale of the reward gap in the pair weight")
     iterations: int = option(3, "generate-score-train iterations")
     rho: float = option(1.0, "fraction of prompts regenerated per iteration after the first")
-    selection: Literal["optune", "random", "all"] = option("optune", "which prompts are regenerated")
+    selection: Literal["optune", "gap", "stale", "mixed", "random", "all"] = option(
+        "optune", "which prompts are regenerated after the first iteration: optune (lowest chosen reward, the "
+        "paper's rule), gap (smallest chosen-rejected reward gap), stale (oldest pairs first), mixed (lowest reward "
+        "plus a --random-share drawn at random), random, all")
+    random_share: float = option(0.5, "selection mixed: share of the regenerated prompts drawn at random")
     samples_per_prompt: int = option(2, "responses sampled per regenerated prompt (best vs worst)")
     max_new_tokens: int = option(64, "tokens sampled per response")
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
@@ -155,6 +159,8 @@ class OnlineConfig(DPOConfig):
             raise UserError(f"option iterations must be at least 1, got {self.iterations}")
         if not 0.0 < self.rho <= 1.0:
             raise UserError(f"option rho must be in (0, 1], got {self.rho}")
+        if not 0.0 <= self.random_share <= 1.0:
+            raise UserError(f"option random_share must be in [0, 1], got {self.random_share}")
         if self.samples_per_prompt < 2:
             raise UserError("option samples_per_prompt must be at least 2 (a pair)")
         if self.lora_r > 0:

@@ -2,9 +2,10 @@
 
 Every prompt keeps a pair (its best and worst sampled response) and the reward of the best. Per
 iteration t:
-  1. choose the prompts to regenerate: all of them at t = 0 (so every method starts equal); then the
-     ceil(rho * |P|) prompts whose chosen response has the lowest reward (`optune`), as many at random
-     (`random`), or all (`all`);
+  1. choose the prompts to regenerate: all of them at t = 0 (so every method starts equal); then
+     ceil(rho * |P|) prompts by the `--selection` rule (`select_prompts`): OPTune's lowest chosen reward
+     (`optune`), the smallest reward gap (`gap`), the oldest pairs (`stale`), lowest reward with a random
+     share (`mixed`), uniformly at random (`random`), or all (`all`);
   2. sample `samples_per_prompt` responses for each chosen prompt from the current policy;
   3. score them; the best becomes the chosen response and the worst the rejected one;
   4. train one pass of DPO over every prompt's pair, the reference reset to the current policy; with
@@ -52,6 +53,7 @@ class PromptPool:
     rejected: list[str | None] = field(default_factory=list)
     chosen_reward: list[float] = field(default_factory=list)
     rejected_reward: list[float] = field(default_factory=list)
+    sampled_at: list[int] = field(default_factory=list)  # the iteration whose policy sampled each prompt's pair
 
     def __post_init__(self):
         n = len(self.prompts)
@@ -59,6 +61,7 @@ class PromptPool:
         self.rejected = self.rejected or [None] * n
         self.chosen_reward = self.chosen_reward or [float("nan")] * n
         self.rejected_reward = self.rejected_reward or [float("nan")] * n
+        self.sampled_at = self.sampled_at or [-1] * n
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
@@ -71,13 +74,32 @@ class PromptPool:
 
 
 def select_prompts(pool: PromptPool, iteration: int, config: OnlineConfig, rng: random.Random) -> list[int]:
+    """The prompts regenerated at `iteration`: all at the first (every rule starts from the same pool), then
+    ceil(rho * n) of them, ties broken by prompt order:
+      optune: the lowest chosen reward first (OPTune: the prompts the policy answers worst gain most);
+      gap: the smallest chosen-minus-rejected reward gap first (a near-tie teaches little, and wDPO gives it
+        almost no weight: a fresh pair may be worth more);
+      stale: the pairs sampled longest ago first, the lowest reward first among those (every prompt in turn,
+        so no pair lags the policy by more than 1/rho iterations);
+      mixed: a share `random_share` uniformly at random, the rest by lowest reward (OPTune's focus, with some
+        coverage of the prompts it would never revisit);
+      random: uniformly at random; all: every prompt."""
     n = len(pool.prompts)
     if iteration == 0 or config.selection == "all":
         return list(range(n))
     k = math.ceil(config.rho * n)
     if config.selection == "random":
         return sorted(rng.sample(range(n), k))
-    return sorted(sorted(range(n), key=lambda i: pool.chosen_reward[i])[:k])  # the lowest rewards first
+    lowest_reward = sorted(range(n), key=lambda i: pool.chosen_reward[i])
+    if config.selection == "optune":
+        return sorted(lowest_reward[:k])
+    if config.selection == "gap":
+        return sorted(sorted(range(n), key=lambda i: pool.chosen_reward[i] - pool.rejected_reward[i])[:k])
+    if config.selection == "stale":
+        return sorted(sorted(range(n), key=lambda i: (pool.sampled_at[i], pool.chosen_reward[i]))[:k])
+    focused = lowest_reward[:k - round(config.random_share * k)]  # mixed
+    chosen = set(focused)
+    return sorted(focused + rng.sample([i for i in range(n) if i not in chosen], k - len(focused)))
 
 
 def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scorer: Scorer,
@@ -123,6 +145,7 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
                     best, worst = int(np.argmax(group)), int(np.argmin(group))
                     pool.chosen[i], pool.rejected[i] = texts[best], texts[worst]
                     pool.chosen_reward[i], pool.rejected_reward[i] = float(group[best]), float(group[worst])
+                    pool.sampled_at[i] = t
                 record.update(gain_split(before, pool.chosen_reward))
                 pool.save(out / "pool.json")
                 phase = "train"
