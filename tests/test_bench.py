@@ -66,11 +66,19 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     parser = argparse.ArgumentParser()
     optune_bench.add_arguments(parser)
     out = tmp_path / "optune.json"
-    args = ["--quick", "--iterations", "2", "--samples-per-prompt", "3", "--generation-batch-size", "8", "--out", str(out)]
+    args = ["--quick", "--iterations", "2", "--samples-per-prompt", "3", "--generation-batch-size", "8", "--out", str(out),
+            "--selections", "optune", "gap", "random", "--optimizer", "rmsprop"]
     assert optune_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
     by = {optune_bench.key(r["params"]): r for r in result["runs"]}
-    assert set(by) == {"optune/rho=0.5/wdpo", "random/rho=0.5/wdpo", "all/rho=1.0/wdpo"}
+    assert set(by) == {"optune/rho=0.5/wdpo", "gap/rho=0.5/wdpo", "random/rho=0.5/wdpo", "all/rho=1.0/wdpo"}
+    # the settings the runs really used are recorded: one epoch per iteration, the optimizer asked for
+    assert result["config"]["epochs_per_iteration"] == 1 and "num_epochs" not in result["config"]
+    assert result["config"]["optimizer"] == "rmsprop"
+    summary = result["summary"]
+    assert summary["gap/rho=0.5/wdpo"]["minus_random"] == by["gap/rho=0.5/wdpo"]["gold_reward"] - by["random/rho=0.5/wdpo"]["gold_reward"]
+    assert "minus_random" not in summary["random/rho=0.5/wdpo"] and "minus_random" not in summary["all/rho=1.0/wdpo"]
+    assert summary["all/rho=1.0/wdpo"]["share_of_gain_from_bottom_half"] is not None  # Fig. 2's comparable figure
     full, half = by["all/rho=1.0/wdpo"], by["optune/rho=0.5/wdpo"]
     # iteration 0 regenerates everything for every method; then half the prompts
     assert half["curve"][0]["generations"] == full["curve"][0]["generations"]
@@ -78,6 +86,25 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     assert result["config"]["samples_per_prompt"] == 3 and full["curve"][0]["generations"] % 3 == 0
     assert set(half["time_s"]) >= {"total", "generation", "scoring", "training"}
     assert out.with_suffix(".png").exists()
+
+
+def test_optune_summary_times_each_setting_to_rho_1s_interval():
+    from frugalign.bench.optune import summarise
+
+    def run(selection, rho, seed, golds, times):
+        return {"seed": seed, "params": {"selection": selection, "rho": rho, "loss": "wdpo"}, "gold_reward": golds[-1],
+                "gold_reward_ci95": 0.0, "kl": 0.1, "generations": 10, "time_s": {"total": times[-1], "generation": 1.0},
+                "curve": [{"time_s": t, "generations": 1, "gold_reward": g} for g, t in zip(golds, times)]}
+
+    runs = [run("all", 1.0, s, [0.1, 0.5, 0.6 + 0.01 * s], [10, 20, 30]) for s in range(3)]
+    runs += [run("optune", 0.5, s, [0.1, 0.6, 0.7], [10, 15, 20]) for s in range(3)]
+    runs += [run("random", 0.5, s, [0.1, 0.3, 0.4 + 0.1 * s], [10, 15, 20]) for s in range(3)]
+    summary = summarise(runs)
+    full, optune, rnd = summary["all/rho=1.0/wdpo"], summary["optune/rho=0.5/wdpo"], summary["random/rho=0.5/wdpo"]
+    assert full["gold_reward_ci95"] > 0 and full["seconds_to_reach_rho1_interval"] == 30
+    assert optune["seconds_to_reach_rho1_interval"] == 15 and optune["speedup_to_reach_rho1_interval"] == 2.0
+    assert rnd["seconds_to_reach_rho1_interval"] is None  # never reaches 0.61 - its interval
+    assert abs(optune["minus_random"] - 0.2) < 1e-9 and optune["minus_random_ci95"] > 0
 
 
 def test_bench_generation_quick_reports_tokens_per_second_per_batch_size(tmp_path):

@@ -1,7 +1,11 @@
 """`frugalign bench optune`: online DPO that regenerates only part of the prompts (OPTune) against
-regenerating all of them, with OPTune's lowest-reward selection against random selection, and wDPO
-against DPO; the gold reward is the scorer, and gold reward on held-out prompts is measured after
-every iteration, against responses generated and against wall time."""
+regenerating all of them, with selection rules (OPTune's lowest reward, the smallest reward gap, the
+oldest pairs, lowest reward with a random share) against random selection at the same rho, and wDPO
+against DPO. The gold reward is the scorer, and gold reward on held-out prompts is measured after every
+iteration, against responses generated and against time. The summary gives, per setting, the time to
+reach the lower end of rho=1's final interval, the difference to random selection at the same rho
+(paired by seed), and OPTune's Fig. 2 split (the share of the reward gain from the bottom half of the
+prompts), whose comparable figure is rho=1's: with a selection rule, only the regenerated prompts can gain."""
 
 from __future__ import annotations
 
@@ -18,11 +22,25 @@ from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
 
 
+SELECTIONS = ("optune", "gap", "stale", "mixed", "random")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="arith")
     parser.add_argument("--rhos", type=float, nargs="+", default=None, help="default: 0.3 0.5 0.7 1.0 (quick: 0.5 1.0)")
+    parser.add_argument("--selections", nargs="+", choices=SELECTIONS, default=["optune", "random"],
+                        help="selection rules run at every rho below 1 (frugalign online --selection)")
+    parser.add_argument("--random-share", type=float, default=0.5, help="selection mixed: share drawn at random")
     parser.add_argument("--iterations", type=int, default=3, help="online iterations")
     parser.add_argument("--losses", nargs="+", choices=["dpo", "wdpo"], default=None, help="default: dpo wdpo (quick: wdpo)")
+    parser.add_argument("--train-prompts", type=int, default=None,
+                        help="use the first N of the task's train prompts (default: all of them)")
+    parser.add_argument("--optimizer", choices=["adamw", "rmsprop"], default="adamw",
+                        help="the policy's optimizer (the OPTune paper used RMSprop)")
+    parser.add_argument("--trainable-layers", type=int, default=0,
+                        help="train only the last N transformer blocks (0: every weight)")
+    parser.add_argument("--generation-backend", choices=["hf", "vllm"], default="hf",
+                        help="hf: Hugging Face generate; vllm: vLLM in this process (its CPU or GPU build)")
     parser.add_argument("--samples-per-prompt", type=int, default=2, help="responses per regenerated prompt (best vs worst)")
     parser.add_argument("--generation-batch-size", type=int, default=64, help="prompts per generate call")
     parser.add_argument("--train-pairs", choices=["all", "regenerated"], default="all",
@@ -30,11 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=str, default="bench-optune.json", help="result JSON (a PNG is written beside it)")
 
 
-def settings_grid(rhos: list[float], losses: list[str]) -> list[dict]:
+def settings_grid(rhos: list[float], losses: list[str], selections: list[str]) -> list[dict]:
     grid = []
     for loss in losses:
         for rho in rhos:
-            for selection in (["all"] if rho >= 1.0 else ["optune", "random"]):
+            for selection in (["all"] if rho >= 1.0 else selections):
                 grid.append({"rho": rho, "selection": selection, "loss": loss})
     return grid
 
@@ -48,10 +66,13 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
     base = task.settings
     config = OnlineConfig(output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
                           seed=seed, iterations=args.iterations, rho=setting["rho"], selection=setting["selection"],
-                          loss=setting["loss"], learning_rate=base["learning_rate"], beta=base["beta"],
-                          batch_size=base["batch_size"], max_new_tokens=task.max_new_tokens, temperature=1.0, top_p=0.9,
-                          samples_per_prompt=args.samples_per_prompt, generation_batch_size=args.generation_batch_size,
-                          train_pairs=args.train_pairs, generation_backend="hf", logging_steps=50)
+                          random_share=args.random_share, loss=setting["loss"], learning_rate=base["learning_rate"],
+                          beta=base["beta"], batch_size=base["batch_size"], optimizer=args.optimizer,
+                          trainable_layers=args.trainable_layers, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                          top_p=0.9, samples_per_prompt=args.samples_per_prompt,
+                          generation_batch_size=args.generation_batch_size, train_pairs=args.train_pairs,
+                          generation_backend=args.generation_backend, logging_steps=50)
+    prompts = task.train_prompts[:args.train_prompts] if args.train_prompts else task.train_prompts
     began = time.perf_counter()
     curve: list[dict] = []
     generated = 0
@@ -61,7 +82,7 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
                        seed=seed, progress=False)
         return {"gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl}
 
-    _, records = run_online(config, policy, task.tokenizer, task.train_prompts, task.gold_rewards, evaluate)
+    _, records = run_online(config, policy, task.tokenizer, prompts, task.gold_rewards, evaluate)
     elapsed = 0.0
     for r in records:
         generated += r["generated"]
@@ -73,7 +94,8 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
     return {"method": "online", "seed": seed, "params": dict(setting), "gold_reward": last["gold_reward"],
             "gold_reward_ci95": last["gold_reward_ci95"], "kl": last["kl"], "queries": 0, "generations": generated,
             "time_s": {"total": sum(time_split.values()), **time_split, "wall": time.perf_counter() - began},
-            "curve": curve}, base
+            "curve": curve}, {"learning_rate": base["learning_rate"], "beta": base["beta"],
+                              "batch_size": base["batch_size"], "train_prompts": len(prompts)}
 
 
 def key(params: dict) -> str:
@@ -81,30 +103,39 @@ def key(params: dict) -> str:
 
 
 def summarise(runs: list[dict]) -> dict:
+    """Per setting: final gold reward (mean, t interval over seeds), generations, time, the share of time spent
+    generating, Fig. 2's bottom-half share of the reward gain (iterations after the first, mean over seeds),
+    and, against rho=1 with the same loss, the seconds until the seed-mean curve reaches the lower end of
+    rho=1's final interval and rho=1's end-to-end time over that; below rho=1, the difference to random
+    selection at the same rho and loss (paired by seed, with its t interval)."""
     summary: dict = {}
     for k in dict.fromkeys(key(r["params"]) for r in runs):
         mine = [r for r in runs if key(r["params"]) == k]
         values = [r["gold_reward"] for r in mine]
+        shares = [p["share_bottom_half"] for r in mine for p in r["curve"][1:] if p.get("share_bottom_half") is not None]
         summary[k] = {"gold_reward": float(np.mean(values)),
                       "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
+                      "kl": float(np.mean([r["kl"] for r in mine])) if all(r.get("kl") is not None for r in mine) else None,
                       "generations": float(np.mean([r["generations"] for r in mine])),
                       "time_s": float(np.mean([r["time_s"]["total"] for r in mine])),
-                      "generation_share": float(np.mean([r["time_s"]["generation"] / r["time_s"]["total"] for r in mine]))}
-    for loss in ("dpo", "wdpo"):
-        full = summary.get(f"all/rho=1.0/{loss}")
-        half = summary.get(f"optune/rho=0.5/{loss}")
-        if full and half:
-            summary[f"{loss}: speed-up of optune rho=0.5 over rho=1"] = full["time_s"] / half["time_s"]
-            summary[f"{loss}: optune rho=0.5 within rho=1 interval"] = (
-                half["gold_reward"] >= full["gold_reward"] - full["gold_reward_ci95"])
+                      "generation_share": float(np.mean([r["time_s"]["generation"] / r["time_s"]["total"] for r in mine])),
+                      "share_of_gain_from_bottom_half": float(np.mean(shares)) if shares else None}
+    for k, row in list(summary.items()):
+        params = next(r["params"] for r in runs if key(r["params"]) == k)
+        full_key = f"all/rho=1.0/{params['loss']}"
+        full = summary.get(full_key)
+        if full:
             target = full["gold_reward"] - full["gold_reward_ci95"]
-            mine = [r for r in runs if key(r["params"]) == f"optune/rho=0.5/{loss}"]
-            theirs = [r for r in runs if key(r["params"]) == f"all/rho=1.0/{loss}"]
-            reached, reached_full = time_to_reach(mine, target), time_to_reach(theirs, target)
-            summary[f"{loss}: seconds until optune rho=0.5 reaches rho=1's final interval"] = reached
-            summary[f"{loss}: seconds until rho=1 itself first reaches it"] = reached_full
-            summary[f"{loss}: rho=1's end-to-end seconds over optune rho=0.5's time to reach it"] = (
-                full["time_s"] / reached if reached else None)
+            reached = time_to_reach([r for r in runs if key(r["params"]) == k], target)
+            row["seconds_to_reach_rho1_interval"] = reached
+            row["speedup_to_reach_rho1_interval"] = full["time_s"] / reached if reached else None
+        if params["rho"] < 1.0 and params["selection"] != "random":
+            rnd = f"random/rho={params['rho']}/{params['loss']}"
+            diffs = [r["gold_reward"] - o["gold_reward"] for r in runs if key(r["params"]) == k
+                     for o in runs if key(o["params"]) == rnd and o["seed"] == r["seed"]]
+            if diffs:
+                row["minus_random"] = float(np.mean(diffs))
+                row["minus_random_ci95"] = ci95(diffs)
     return summary
 
 
@@ -142,7 +173,7 @@ def plot(result: dict, path: Path) -> None:
     rhos = sorted({c["params"]["rho"] for c in curves.values()})
     # one colour per rho, one line style per selection rule: a reader matches lines across panels
     colors = {rho: ("black" if rho >= 1.0 else plt.get_cmap("tab10")(i)) for i, rho in enumerate(rhos)}
-    styles = {"optune": "-", "random": "--", "all": "-"}
+    styles = {"optune": "-", "gap": "-.", "stale": ":", "mixed": (0, (5, 1, 1, 1)), "random": "--", "all": "-"}
     fig, axes = plt.subplots(len(losses), 3, figsize=(16, 4.2 * len(losses)), squeeze=False)
     for row, loss in zip(axes, losses):
         for k, curve in curves.items():
@@ -160,7 +191,8 @@ def plot(result: dict, path: Path) -> None:
         for ax in row[:2]:
             ax.set_ylabel("gold reward (held-out prompts)")
             ax.set_title(f"{loss}: mean over {len(result['seeds'])} seeds, 95% t interval")
-        row[0].legend(fontsize=7, title="solid: lowest reward (OPTune); dashed: random", title_fontsize=7)
+        row[0].legend(fontsize=7, title="a colour per rho; solid: lowest reward (OPTune), dashed: random",
+                      title_fontsize=7)
         plot_frontier(row[2], [r for r in result["runs"] if r["params"]["loss"] == loss], lambda r: key(r["params"]))
     fig.suptitle(f"{result['task']}: online DPO, regenerating a share rho of the prompts each iteration")
     fig.tight_layout()
@@ -171,7 +203,7 @@ def plot(result: dict, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
     rhos = args.rhos or ([0.5, 1.0] if args.quick else [0.3, 0.5, 0.7, 1.0])
-    grid = settings_grid(rhos, args.losses or (["wdpo"] if args.quick else ["dpo", "wdpo"]))
+    grid = settings_grid(rhos, args.losses or (["wdpo"] if args.quick else ["dpo", "wdpo"]), args.selections)
     done = BenchRuns("optune", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
@@ -179,9 +211,12 @@ def run(args: argparse.Namespace) -> int:
                 if done.find(seed=seed, **setting):
                     continue
                 run, settings = run_setting(args, seed, setting, Path(tmp))
-                done.add(run, {"rhos": rhos, "iterations": args.iterations, "samples_per_prompt": args.samples_per_prompt,
+                # what the runs really used: one DPO epoch per iteration, whatever the task's DPO settings say
+                done.add(run, {"rhos": rhos, "selections": args.selections, "random_share": args.random_share,
+                               "iterations": args.iterations, "epochs_per_iteration": 1, "optimizer": args.optimizer,
+                               "trainable_layers": args.trainable_layers, "samples_per_prompt": args.samples_per_prompt,
                                "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
-                               "generation_backend": "hf", **settings, "model": args.model,
+                               "generation_backend": args.generation_backend, **settings, "model": args.model,
                                "prompts": args.prompts, "gold_reward": args.gold_reward})
                 console.print(f"seed {seed} · {key(setting)}: gold {run['gold_reward']:.3f}, "
                               f"{run['generations']} generations, {run['time_s']['total']:.1f} s")
@@ -192,8 +227,19 @@ def run(args: argparse.Namespace) -> int:
     out = write_results(args.out, result)
     done.finish()
     plot(result, out.with_suffix(".png"))
-    rows = {k: (f"gold {v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f}, {v['generations']:.0f} generations, "
-                f"{v['time_s']:.1f} s ({v['generation_share']:.0%} generating)") if isinstance(v, dict) else str(v)
-            for k, v in result["summary"].items()}
+    rows = {k: describe(v) for k, v in result["summary"].items()}
     console.print(summary_table(f"bench optune · {args.task} · seeds {seeds}", {**rows, "results": str(out)}))
     return 0
+
+
+def describe(row: dict) -> str:
+    """One summary row as the closing table shows it."""
+    text = (f"gold {row['gold_reward']:.3f} ± {row['gold_reward_ci95']:.3f}, {row['generations']:.0f} generations, "
+            f"{row['time_s']:.0f} s ({row['generation_share']:.0%} generating)")
+    if row.get("speedup_to_reach_rho1_interval"):
+        text += f", reaches rho=1's interval {row['speedup_to_reach_rho1_interval']:.2f}x sooner than rho=1 ends"
+    if "minus_random" in row:
+        text += f", {row['minus_random']:+.3f} ± {row['minus_random_ci95']:.3f} vs random"
+    if row.get("share_of_gain_from_bottom_half") is not None:
+        text += f", {row['share_of_gain_from_bottom_half']:.0%} of the gain from the bottom half"
+    return text
