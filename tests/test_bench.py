@@ -175,3 +175,31 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     assert not (tmp_path / "adpo.partial.json").exists()
     assert main(command + ["--resume"]) == 2  # finished: nothing to resume
     assert "a finished bench result" in capsys.readouterr().err
+
+
+def test_random_budgets_run_random_at_fractions_of_dpos_labels(tmp_path, monkeypatch):
+    from frugalign.bench import adpo as adpo_bench
+    from frugalign.cli import main
+
+    calls = []
+
+    def fake_run(task, mode, seed, args, settings, workdir, budget):
+        calls.append((mode, budget, workdir.name))
+        queries = {"dpo": 100, "adpo": 40, "adpo-nopl": 30}.get(mode, budget)
+        gold = queries / 200
+        return {"method": mode, "seed": seed, "params": {"tau": 0.0}, "gold_reward": gold, "gold_reward_ci95": 0.01,
+                "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [{"queries": queries, "gold_reward": gold, "gold_reward_ci95": 0.01}]}
+
+    monkeypatch.setattr(adpo_bench, "run_mode", fake_run)
+    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: object())
+    monkeypatch.setattr(adpo_bench, "task_settings", lambda task, args, quick_epochs: {"learning_rate": 1e-5})
+    out = tmp_path / "adpo.json"
+    assert main(["bench", "adpo", "--task", "arith", "--seeds", "0", "--random-budgets", "0.25", "0.5",
+                 "--out", str(out)]) == 0
+    # each budget: mode random, a fraction of DPO's 100 labels, its own folder (its own ledger)
+    assert calls[-2:] == [("random", 25, "random@0.25"), ("random", 50, "random@0.5")]
+    result = json.loads(out.read_text())
+    by = {r["method"]: r for r in result["runs"]}
+    assert by["random@0.25"]["queries"] == 25 and by["random@0.25"]["params"]["budget_fraction"] == 0.25
+    assert result["summary"]["random@0.5"]["gold_reward"] == 0.25 and out.with_suffix(".png").exists()
+    assert main(["bench", "adpo", "--task", "arith", "--random-budgets", "1.5", "--out", str(out)]) == 2
