@@ -187,8 +187,9 @@ def test_random_budgets_run_random_at_fractions_of_dpos_labels(tmp_path, monkeyp
         calls.append((mode, budget, workdir.name))
         queries = {"dpo": 100, "adpo": 40, "adpo-nopl": 30}.get(mode, budget)
         gold = queries / 200
+        point = {"queries": queries, "gold_reward": gold, "gold_reward_ci95": 0.01}
         return {"method": mode, "seed": seed, "params": {"tau": 0.0}, "gold_reward": gold, "gold_reward_ci95": 0.01,
-                "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [{"queries": queries, "gold_reward": gold, "gold_reward_ci95": 0.01}]}
+                "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [point]}
 
     monkeypatch.setattr(adpo_bench, "run_mode", fake_run)
     monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: object())

@@ -1,5 +1,6 @@
-"""APL's acquisition rule (Muldrew et al., "Active Preference Learning for Large Language Models", ICML 2024):
-which unlabelled pool pairs to buy labels for next. Model-free: it sees numbers the policy gave, never the policy.
+"""APL's acquisition rule (Muldrew et al., "Active Preference Learning for Large Language Models", ICML 2024;
+docs/algorithms.md, section 2): which unlabelled pool pairs to buy labels for next. Model-free: it sees the
+numbers the policy gave, never the policy.
 
 Two stages, as the paper's hybrid rule:
 1. predictive entropy of the policy on a prompt, estimated from the pool's responses to it,

@@ -12,7 +12,7 @@ Then the pairwise loss on the pairs oriented by their labels, weighted (ties, sk
 pairs have weight 0). `dpo` asks about every pair; `random` asks about a random subset of the pool
 of size `max_queries` and skips the rest.
 
-`apl` (docs/algorithms.md, section 3) buys its labels in rounds instead: each round scores the pool with
+`apl` (APL, docs/algorithms.md, section 2) buys its labels in rounds instead: each round scores the pool with
 the current policy, buys the `acquisition_batch_size` pairs `active/acquisition.py` chooses, then trains
 DPO (a new optimizer and schedule, continuing from the current policy) on every pair labelled so far, for
 `apl_epochs_per_round` epochs, or `num_epochs` after the last purchase. The pairs are asked, and their
