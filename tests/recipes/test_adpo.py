@@ -246,3 +246,16 @@ def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothin
     other = [str(tmp_path / "other") if arg == str(out) else arg for arg in command]
     assert main([*other, "--ledger", str(ledger)]) == 0
     assert queried(ledger) == min(40, UNIQUE) and votes_per_pair(ledger) == [1] * min(40, UNIQUE)
+
+
+def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
+    from frugalign.recipes.configs import ADPOConfig
+
+    with pytest.raises(UserError, match="mode apl needs a budget"):
+        ADPOConfig(mode="apl").validate()
+    for bad in ({"max_steps": 5}, {"save_steps": 2}, {"save_final_checkpoint": True}):
+        with pytest.raises(UserError, match="rounds of epochs"):
+            ADPOConfig(mode="apl", max_queries=8, **bad).validate()
+    with pytest.raises(UserError, match="acquisition_batch_size"):
+        ADPOConfig(mode="apl", max_queries=8, acquisition_batch_size=0).validate()
+    ADPOConfig(mode="apl", max_queries=8, resume=True).validate()  # resuming reuses the ledger
