@@ -40,23 +40,28 @@ def test_bench_dpo_quick_writes_the_schema(tmp_path, monkeypatch):
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
-def test_bench_adpo_quick_compares_four_modes_with_equal_random_budget(tmp_path, monkeypatch):
+def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(tmp_path, monkeypatch):
     from frugalign.bench import adpo as adpo_bench
 
     monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser()
     adpo_bench.add_arguments(parser)
     out = tmp_path / "adpo.json"
-    args = ["--task", "arith", "--quick", "--gamma", "0.1", "--audit-rate", "0", "--out", str(out)]
+    args = ["--task", "arith", "--quick", "--gamma", "0.1", "--audit-rate", "0", "--acquisition-batch-size", "16",
+            "--out", str(out)]
     assert adpo_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
     by = {r["method"]: r for r in result["runs"]}
-    assert set(by) == {"dpo", "adpo", "adpo-nopl", "random"}
+    assert set(by) == {"dpo", "adpo", "adpo-nopl", "random", "apl"}
     assert 0 < by["dpo"]["queries"] <= by["dpo"]["pool"]  # every unique pair at most once
-    assert by["random"]["queries"] == by["adpo"]["queries"]  # the same budget
+    assert by["random"]["queries"] == by["apl"]["queries"] == by["adpo"]["queries"]  # the same budget
+    # apl: one gold evaluation after each round of 16 labels, the last round buying the rest
+    assert [p["queries"] for p in by["apl"]["curve"]] == [min(16 * (i + 1), by["adpo"]["queries"])
+                                                          for i in range(-(-by["adpo"]["queries"] // 16))]
     assert by["adpo"]["pseudo_labelled"] > 0 and by["adpo"]["pseudo_label_agreement"] is not None
     assert all(r["curve"] and r["curve"][-1]["queries"] == r["queries"] for r in result["runs"])
-    assert "adpo_query_fraction" in result["summary"] and out.with_suffix(".png").exists()
+    assert "adpo_query_fraction" in result["summary"] and "apl_minus_random" in result["summary"]
+    assert "curve" in result["summary"]["apl"] and out.with_suffix(".png").exists()
 
 
 def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch):
@@ -167,10 +172,10 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     calls = []
 
     def fake_run(task, mode, seed, args, settings, workdir, budget):
-        if len(calls) == 5:
+        if len(calls) == 6:
             raise KeyboardInterrupt  # the machine goes away during seed 1's second mode
         calls.append((seed, mode, budget))
-        queries = {"dpo": 100, "adpo": 40 + seed, "adpo-nopl": 30, "random": budget}[mode]
+        queries = {"dpo": 100, "adpo": 40 + seed, "adpo-nopl": 30, "random": budget, "apl": budget}[mode]
         return {"method": mode, "seed": seed, "params": {}, "gold_reward": 0.1 * len(calls), "gold_reward_ci95": 0.0,
                 "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [{"queries": queries, "gold_reward": 0.1}]}
 
@@ -184,15 +189,45 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     assert json.loads(out.read_text()) == {"bench": "adpo", "an earlier": "result"}
     partial = json.loads((tmp_path / "adpo.partial.json").read_text())
     assert partial["partial"] and [(r["seed"], r["method"]) for r in partial["runs"]] == [
-        (0, "dpo"), (0, "adpo"), (0, "adpo-nopl"), (0, "random"), (1, "dpo")]
+        (0, "dpo"), (0, "adpo"), (0, "adpo-nopl"), (0, "random"), (0, "apl"), (1, "dpo")]
     assert main(command + ["--gamma", "0.2", "--resume"]) == 2  # other options: refused, the file untouched
     assert "other options (gamma)" in capsys.readouterr().err
     assert json.loads((tmp_path / "adpo.partial.json").read_text()) == partial
     calls.clear()
     assert main(command + ["--resume"]) == 0
-    assert calls == [(1, "adpo", -1), (1, "adpo-nopl", -1), (1, "random", 41)]  # random: the resumed seed's budget
+    # random and apl: the resumed seed's budget
+    assert calls == [(1, "adpo", -1), (1, "adpo-nopl", -1), (1, "random", 41), (1, "apl", 41)]
     result = json.loads(out.read_text())
-    assert "partial" not in result and len(result["runs"]) == 8 and result["summary"]["dpo"]["seeds"] == 2
+    assert "partial" not in result and len(result["runs"]) == 10 and result["summary"]["dpo"]["seeds"] == 2
     assert not (tmp_path / "adpo.partial.json").exists()
     assert main(command + ["--resume"]) == 2  # finished: nothing to resume
     assert "a finished bench result" in capsys.readouterr().err
+
+
+def test_random_budgets_run_random_at_fractions_of_dpos_labels(tmp_path, monkeypatch):
+    from frugalign.bench import adpo as adpo_bench
+    from frugalign.cli import main
+
+    calls = []
+
+    def fake_run(task, mode, seed, args, settings, workdir, budget):
+        calls.append((mode, budget, workdir.name))
+        queries = {"dpo": 100, "adpo": 40, "adpo-nopl": 30}.get(mode, budget)
+        gold = queries / 200
+        point = {"queries": queries, "gold_reward": gold, "gold_reward_ci95": 0.01}
+        return {"method": mode, "seed": seed, "params": {"tau": 0.0}, "gold_reward": gold, "gold_reward_ci95": 0.01,
+                "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [point]}
+
+    monkeypatch.setattr(adpo_bench, "run_mode", fake_run)
+    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: object())
+    monkeypatch.setattr(adpo_bench, "task_settings", lambda task, args, quick_epochs: {"learning_rate": 1e-5})
+    out = tmp_path / "adpo.json"
+    assert main(["bench", "adpo", "--task", "arith", "--seeds", "0", "--random-budgets", "0.25", "0.5",
+                 "--out", str(out)]) == 0
+    # each budget: mode random, a fraction of DPO's 100 labels, its own folder (its own ledger)
+    assert calls[-2:] == [("random", 25, "random@0.25"), ("random", 50, "random@0.5")]
+    result = json.loads(out.read_text())
+    by = {r["method"]: r for r in result["runs"]}
+    assert by["random@0.25"]["queries"] == 25 and by["random@0.25"]["params"]["budget_fraction"] == 0.25
+    assert result["summary"]["random@0.5"]["gold_reward"] == 0.25 and out.with_suffix(".png").exists()
+    assert main(["bench", "adpo", "--task", "arith", "--random-budgets", "1.5", "--out", str(out)]) == 2

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "RewardConfig", R + "reward")
     _train_command(sub, "online", "online DPO with OPTune's selective regeneration and wDPO", "OnlineConfig",
                    R + "online")
-    _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs", "ADPOConfig",
+    _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs (APL: --mode apl)", "ADPOConfig",
                    R + "adpo")
     _train_command(sub, "spin", "SPIN: iterations of DPO of demonstrations against the previous iterate's samples",
                    "AIHFConfig", R + "aihf", "run_spin")

@@ -180,8 +180,10 @@ class Engine:
         step_fn: StepFn,
         eval_fn: EvalFn | None = None,
         description: str = "training",
+        epochs: int | None = None,
     ) -> tuple[object, TrainResult]:
-        """Train `model` on `rows` with `step_fn`; returns the prepared model and a summary.
+        """Train `model` on `rows` with `step_fn`; returns the prepared model and a summary. `epochs`: passes over
+        `rows` in place of the config's num_epochs or max_steps (a run that trains in rounds: adpo's apl mode).
 
         `step_fn` gets the prepared model and the rows of one micro-batch and returns the micro-batch loss and metrics;
         metrics are averaged over micro-batches and processes before they are logged."""
@@ -195,7 +197,7 @@ class Engine:
             train_only_top_blocks(model, c.trainable_layers)
         if c.disable_dropout:
             disable_dropout(model)
-        total = self.total_steps(len(rows))
+        total = self.total_steps(len(rows)) if epochs is None else self.steps_per_epoch(len(rows)) * epochs
         optimizer = self.make_optimizer(model)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(c.lr_scheduler, int(c.warmup_ratio * total), total)

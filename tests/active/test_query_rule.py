@@ -70,11 +70,13 @@ def test_confident_pairs_are_audited_early_then_skipped_until_trusted_then_pseud
         assert rule.decide(pid, 0.9, answered=5, trust=UNTRUSTED, audits_asked=30) == AUDIT
 
 
-def test_warm_up_dpo_and_random_modes():
+def test_warm_up_dpo_random_and_apl_modes():
     warm = QueryRule("adpo", gamma=0.5, audit_rate=0.1, seed=0, audit_window=30, query_warmup=10)
     assert warm.decide("p", 0.9, answered=9, trust=TRUSTED, audits_asked=0) == ASK  # a question, not an audit
     assert warm.decide("p", 0.9, answered=10, trust=TRUSTED, audits_asked=0) in (PSEUDO, AUDIT)
     assert QueryRule("dpo", 0.5, 0.1, 0, 30).decide("p", 5.0, answered=0, trust=TRUSTED, audits_asked=0) == ASK
+    # apl trains only on the pairs it bought: a confident one is asked, never pseudo-labelled or skipped
+    assert QueryRule("apl", 0.5, 0.1, 0, 30).decide("p", 5.0, answered=0, trust=TRUSTED, audits_asked=0) == ASK
     rnd = QueryRule("random", 0.5, 0.1, 0, 30)
     assert rnd.decide("p", 0.0, answered=0, trust=UNTRUSTED, audits_asked=0, in_random_subset=True) == ASK
     assert rnd.decide("p", 0.0, answered=0, trust=UNTRUSTED, audits_asked=0, in_random_subset=False) == SKIP

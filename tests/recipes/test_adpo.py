@@ -219,3 +219,43 @@ def test_judge_that_never_gives_a_verdict_fails_the_run_and_reports_its_counts(t
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"judge_requests", "judge_failures", "judge_no_verdict"} <= set(last)
     assert not (out / "model").exists()
+
+
+def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothing_twice(tmp_path, tiny_model_dir,
+                                                                                         preference_file):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "apl"
+    ledger = out / "labels.sqlite"
+    command = ["adpo", "--mode", "apl", "--model", str(tiny_model_dir), "--dataset", str(preference_file),
+               "--output-dir", str(out), "--max-queries", "20", "--acquisition-batch-size", "8", "--logging-steps", "1",
+               *TRAIN]
+    assert main(command) == 0
+    assert queried(ledger) == 20 and votes_per_pair(ledger) == [1] * 20
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    bought_by_round = {int(m["round"]): m["queries"] for m in metrics}  # the last line of each round
+    assert bought_by_round == {1: 8.0, 2: 16.0, 3: 20.0}
+    trained = AutoModelForCausalLM.from_pretrained(out / "model")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), base.parameters()))
+    # resumed: its budget is spent, it trains on the labels it has and buys nothing
+    assert main([*command, "--resume"]) == 0
+    assert queried(ledger) == 20 and votes_per_pair(ledger) == [1] * 20
+    # another run on the ledger buys only pairs nobody bought
+    other = [str(tmp_path / "other") if arg == str(out) else arg for arg in command]
+    assert main([*other, "--ledger", str(ledger)]) == 0
+    assert queried(ledger) == min(40, UNIQUE) and votes_per_pair(ledger) == [1] * min(40, UNIQUE)
+
+
+def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
+    from frugalign.recipes.configs import ADPOConfig
+
+    with pytest.raises(UserError, match="mode apl needs a budget"):
+        ADPOConfig(mode="apl").validate()
+    for bad in ({"max_steps": 5}, {"save_steps": 2}, {"save_final_checkpoint": True}):
+        with pytest.raises(UserError, match="rounds of epochs"):
+            ADPOConfig(mode="apl", max_queries=8, **bad).validate()
+    with pytest.raises(UserError, match="acquisition_batch_size"):
+        ADPOConfig(mode="apl", max_queries=8, acquisition_batch_size=0).validate()
+    ADPOConfig(mode="apl", max_queries=8, resume=True).validate()  # resuming reuses the ledger

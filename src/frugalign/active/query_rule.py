@@ -72,7 +72,8 @@ class Trust:
 
 @dataclass
 class QueryRule:
-    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo or random."""
+    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo, random or apl (APL trains only
+    on the pairs its acquisition bought, so each is asked: `active/acquisition.py` decides, not this rule)."""
 
     mode: str
     gamma: float
@@ -85,7 +86,7 @@ class QueryRule:
                in_random_subset: bool = False) -> str:
         """ASK, AUDIT, PSEUDO or SKIP. `answered`: labels this run has; `audits_asked`: audits this run
         has asked, answered or not; `in_random_subset`: the pair is in mode random's budgeted subset."""
-        if self.mode == "dpo" or answered < self.query_warmup:
+        if self.mode in ("dpo", "apl") or answered < self.query_warmup:
             return ASK
         if self.mode == "random":
             return ASK if in_random_subset else SKIP

@@ -3,7 +3,11 @@ pair pool, with a simulated annotator behind the real ledger:
 - `dpo`: asks about every pair;
 - `adpo`: asks only when |beta * (u(a) - u(b))| <= gamma, pseudo-labels the rest;
 - `adpo-nopl`: the same queries, confident pairs skipped;
-- `random`: DPO on a uniformly random subset of the pool of ADPO's size (same budget).
+- `random`: DPO on a uniformly random subset of the pool of ADPO's size (same budget);
+- `apl`: the same budget bought in rounds by APL's rule (high-entropy prompts, then the most certain
+  pairs), DPO on all labels so far after each round; evaluated at the end of each round;
+- `random@F` (with --random-budgets): `random` with the fraction F of DPO's labels, so that uniform
+  sampling's final gold reward is known at several budgets (its label-efficiency curve).
 Gold reward on held-out prompts against the number of queries spent."""
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, pl
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
+from frugalign.errors import UserError
 from frugalign.evaluate.gold import gold_eval
 
-MODES = ("dpo", "adpo", "adpo-nopl", "random")
+MODES = ("dpo", "adpo", "adpo-nopl", "random", "apl")
+BUDGETED = ("random", "apl")  # the modes that get ADPO's number of labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-agreement", type=float, default=0.75,
                         help="ADPO: lower 95%% Wilson bound of the audit agreement needed to pseudo-label")
     parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
+    parser.add_argument("--acquisition-batch-size", type=int, default=32, help="APL: labels bought per round")
+    parser.add_argument("--apl-epochs-per-round", type=int, default=1,
+                        help="APL: epochs on all labels so far after each round but the last (that one: the task's)")
+    parser.add_argument("--random-budgets", type=float, nargs="*", default=[], metavar="FRACTION",
+                        help="also random at these fractions of DPO's labels (e.g. 0.25 0.5): uniform sampling's final "
+                             "gold reward against its budget")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
     parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")
     parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
@@ -51,13 +63,16 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     config = ADPOConfig(output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
                         query_warmup=args.query_warmup if "adpo" in mode else 0, audit_rate=args.audit_rate,
                         audit_window=args.audit_window, min_agreement=args.min_agreement,
-                        max_queries=budget if mode == "random" else -1, logging_steps=10, **settings)
+                        max_queries=budget if mode in BUDGETED else -1,
+                        acquisition_batch_size=args.acquisition_batch_size,
+                        apl_epochs_per_round=args.apl_epochs_per_round, logging_steps=10, **settings)
     rows = unlabelled_rows(pairs, task.tokenizer, config, f"{task.name} pool")
     ledger = LabelLedger(Path(config.output_dir) / "labels.sqlite", fingerprint(pairs))
     oracle = GoldOracle(task.gold_reward, tau=args.tau, seed=seed)
     truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
-    config.eval_steps = max(1, steps // max(1, args.curve_points))
+    # apl: the gold evaluation after each round (its own curve points), none within one
+    config.eval_steps = 0 if mode == "apl" else max(1, steps // max(1, args.curve_points))
     policy = bench_task(args, seed).model
     curve: list[dict] = []
     began = time.perf_counter()
@@ -73,7 +88,10 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
                                   eval_fn=gold_curve, ledger=ledger)
     final = curve[-1]
     ledger.close()
-    return {"method": mode, "seed": seed, "params": {"tau": args.tau, "gamma": args.gamma if "adpo" in mode else None},
+    params = {"tau": args.tau, "gamma": args.gamma if "adpo" in mode else None}
+    if mode == "apl":
+        params.update(acquisition_batch_size=args.acquisition_batch_size, apl_epochs_per_round=args.apl_epochs_per_round)
+    return {"method": mode, "seed": seed, "params": params,
             "gold_reward": final["gold_reward"], "gold_reward_ci95": final["gold_reward_ci95"], "kl": final["kl"],
             "queries": stats.asked, "generations": 0, "pseudo_labelled": stats.pseudo,
             "pseudo_label_agreement": stats.pseudo_agree / stats.pseudo_checked if stats.pseudo_checked else None,
@@ -81,6 +99,11 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
             "pool": len(rows),
             "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
             "curve": curve}
+
+
+def methods_of(runs: list[dict]) -> list[str]:
+    """The methods of these runs, in the order they ran."""
+    return list(dict.fromkeys(r["method"] for r in runs))
 
 
 def mean_curve(runs: list[dict], mode: str) -> list[dict]:
@@ -123,7 +146,7 @@ def area_under(curve: list[dict], budget: float) -> float | None:
 
 def summarise(runs: list[dict]) -> dict:
     summary: dict = {}
-    for mode in MODES:
+    for mode in methods_of(runs):
         mine = [r for r in runs if r["method"] == mode]
         if not mine:
             continue
@@ -138,11 +161,16 @@ def summarise(runs: list[dict]) -> dict:
         summary["adpo_within_or_above_dpo_interval"] = adpo["gold_reward"] >= dpo["gold_reward"] - dpo["gold_reward_ci95"]
     if adpo and rnd:
         summary["adpo_minus_random"] = adpo["gold_reward"] - rnd["gold_reward"]
+    apl = summary.get("apl")
+    if apl and adpo:
+        summary["apl_minus_adpo"] = apl["gold_reward"] - adpo["gold_reward"]
+    if apl and rnd:
+        summary["apl_minus_random"] = apl["gold_reward"] - rnd["gold_reward"]
     if dpo:
         # the level every mode is asked to reach: the lower end of DPO's final interval over seeds
         level = dpo["gold_reward"] - dpo["gold_reward_ci95"]
         summary["dpo_interval_low"] = level
-        for mode in MODES:
+        for mode in methods_of(runs):
             curve = mean_curve(runs, mode)
             if mode in summary and curve:
                 summary[mode]["curve"] = curve
@@ -158,7 +186,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, frontier_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
-    colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f"}
+    colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f", "apl": "#9467bd"}
+    s = result["summary"]
     for mode in MODES:
         curve = mean_curve(result["runs"], mode)
         if curve:
@@ -167,7 +196,12 @@ def plot(result: dict, path: Path) -> None:
             ci = np.array([p["gold_reward_ci95"] for p in curve])
             ax.plot(xs, ys, marker="o", color=colors[mode], label=mode)
             ax.fill_between(xs, ys - ci, ys + ci, color=colors[mode], alpha=0.12)
-    low = result["summary"].get("dpo_interval_low")
+    budgets = sorted((s[m]["queries"], s[m]["gold_reward"], s[m]["gold_reward_ci95"]) for m in s
+                     if m.startswith("random@") or m == "random")
+    if len(budgets) > 1:  # uniform sampling's final gold reward at each budget
+        xs, ys, ci = (np.array(v) for v in zip(*budgets))
+        ax.errorbar(xs, ys, yerr=ci, color="black", ls="--", marker="s", capsize=3, label="random, final, by budget")
+    low = s.get("dpo_interval_low")
     if low is not None:
         ax.axhline(low, color=colors["dpo"], ls=":", lw=1, label="DPO's final interval, lower end")
     ax.set_xlabel("labels bought (queries to the annotator)")
@@ -182,13 +216,16 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not all(0 < f <= 1 for f in args.random_budgets):
+        raise UserError(f"--random-budgets: fractions of DPO's labels, in (0, 1]; got {args.random_budgets}")
+    names = [*MODES, *(f"random@{f:g}" for f in args.random_budgets)]
     seeds = seeds_of(args)
     done = BenchRuns("adpo", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
             task = config = None
             by_mode = {}
-            for mode in MODES:
+            for mode in names:
                 by_mode[mode] = done.find(seed=seed, method=mode)
                 if by_mode[mode] is not None:
                     continue
@@ -197,15 +234,23 @@ def run(args: argparse.Namespace) -> int:
                     settings = task_settings(task, args, quick_epochs=2)
                     config = {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
                               "audit_rate": args.audit_rate, "audit_window": args.audit_window,
-                              "min_agreement": args.min_agreement, **settings, "model": args.model,
+                              "min_agreement": args.min_agreement, "acquisition_batch_size": args.acquisition_batch_size,
+                              "apl_epochs_per_round": args.apl_epochs_per_round,
+                              "random_budgets": args.random_budgets, **settings, "model": args.model,
                               "prompts": args.prompts, "gold_reward": args.gold_reward}
-                # random gets ADPO's budget: the same number of labels, drawn uniformly
-                budget = max(1, by_mode["adpo"]["queries"]) if mode == "random" else -1
-                by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=budget)
+                if mode.startswith("random@"):
+                    fraction = float(mode.removeprefix("random@"))
+                    budget = max(1, round(fraction * by_mode["dpo"]["queries"]))
+                    by_mode[mode] = run_mode(task, "random", seed, args, settings, Path(tmp) / mode, budget=budget)
+                    by_mode[mode].update(method=mode, params={**by_mode[mode]["params"], "budget_fraction": fraction})
+                else:
+                    # random and apl get ADPO's budget: the same number of labels, drawn uniformly or by APL's rule
+                    budget = max(1, by_mode["adpo"]["queries"]) if mode in BUDGETED else -1
+                    by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=budget)
                 done.add(by_mode[mode], config)
             console.print(f"seed {seed}: " + " · ".join(f"{m}: gold {r['gold_reward']:.3f}, {r['queries']} queries"
                                                         for m, r in by_mode.items()))
-    runs = [done.find(seed=seed, method=mode) for seed in seeds for mode in MODES]
+    runs = [done.find(seed=seed, method=mode) for seed in seeds for mode in names]
     result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(),
               "runs": runs, "summary": summarise(runs)}
@@ -214,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     plot(result, out.with_suffix(".png"))
     s = result["summary"]
     table = {}
-    for m in (m for m in MODES if m in s):
+    for m in (m for m in names if m in s):
         reach = s[m].get("labels_to_reach_dpo_interval")
         table[m] = (f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries, "
                     + (f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval"))

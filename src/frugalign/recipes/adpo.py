@@ -11,10 +11,17 @@ Per step, for each pair of the micro-batch, in the forward pass that also gives 
 Then the pairwise loss on the pairs oriented by their labels, weighted (ties, skipped and waiting
 pairs have weight 0). `dpo` asks about every pair; `random` asks about a random subset of the pool
 of size `max_queries` and skips the rest.
+
+`apl` (APL, docs/algorithms.md, section 2) buys its labels in rounds instead: each round scores the pool with
+the current policy, buys the `acquisition_batch_size` pairs `active/acquisition.py` chooses, then trains
+DPO (a new optimizer and schedule, continuing from the current policy) on every pair labelled so far, for
+`apl_epochs_per_round` epochs, or `num_epochs` after the last purchase. The pairs are asked, and their
+labels stored, by the same steps as in the other modes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import time
@@ -25,6 +32,7 @@ from pathlib import Path
 import torch
 
 from frugalign import losses, models
+from frugalign.active.acquisition import apl_acquire, prompt_entropies
 from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJudge, RewardModelJudge, StoredLabels
 from frugalign.active.ledger import LabelLedger, fingerprint, orientation, pair_id
 from frugalign.active.query_rule import AUDIT, PSEUDO, SKIP, QueryRule, Trust, pseudo_label
@@ -69,6 +77,7 @@ class ActiveState:
     answered: int = 0  # labels this run has (from the ledger at each step: survives a restart)
     trust: Trust | None = None  # the audits' verdict on the policy's confidence (from the ledger at each step)
     audits_asked: int = 0
+    round: int = 0  # apl: the purchase round under way
 
 
 def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
@@ -86,6 +95,18 @@ def orient(signs: torch.Tensor, a: SequenceLogps, b: SequenceLogps) -> tuple[Seq
     a_wins = signs >= 0
     return (SequenceLogps(torch.where(a_wins, a.sum, b.sum), torch.where(a_wins, a.count, b.count)),
             SequenceLogps(torch.where(a_wins, b.sum, a.sum), torch.where(a_wins, b.count, a.count)))
+
+
+def merge_results(results: list[TrainResult]) -> TrainResult:
+    """One summary of training runs made one after another (apl's rounds)."""
+    totals: dict[str, float] = {}
+    for result in results:
+        for key, value in result.total_metrics.items():
+            totals[key] = totals.get(key, 0.0) + value
+    steps = sum(r.steps for r in results)
+    return TrainResult(steps=steps, seconds=sum(r.seconds for r in results), last_metrics=results[-1].last_metrics,
+                       eval_metrics=results[-1].eval_metrics, mean_metrics={k: v / steps for k, v in totals.items()},
+                       total_metrics=totals)
 
 
 def train_adpo(
@@ -252,10 +273,55 @@ def train_adpo(
             metrics["audit_agreement_lower_bound"] = state.trust.lower_bound
         if isinstance(annotator, LLMJudge):
             metrics.update(judge_metrics(annotator))
+        if config.mode == "apl":
+            metrics["round"] = float(state.round)
         return loss, metrics
 
+    @torch.no_grad()
+    def score_pool(model) -> tuple[list[float], list[float]]:
+        """Per row: APL's entropy estimate for its prompt and its margin m, by the current policy."""
+        model.eval()
+        responses, margins = [], []
+        for start in range(0, len(rows), config.batch_size):
+            batch = rows[start:start + config.batch_size]
+            tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
+                                     [r["b_ids"] for r in batch], engine.device)
+            a, b = scorer(model, tensors)
+            ref_a, ref_b = reference.live(model, tensors)
+            margins += (config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum)).tolist()
+            for row, mean_a, mean_b in zip(batch, a.mean.tolist(), b.mean.tolist()):
+                pair = row["pair"]
+                responses += [(pair.prompt, pair.response_a, mean_a), (pair.prompt, pair.response_b, mean_b)]
+        model.train()
+        entropy = prompt_entropies(responses)
+        return [entropy[r["pair"].prompt] for r in rows], margins
+
+    def apl_rounds():
+        """Buy a batch of labels, train on all labels so far; again until the budget or the pool is spent."""
+        model, results, last = policy, [], False
+        ids = [r["pair_id"] for r in rows]
+        while not last:
+            # labelled or asked already (by this run before a restart, or by another run sharing the ledger)
+            taken = subset | set(ledger.pending()) | {r["pair_id"] for r in rows if known_label(r) is not None}
+            left = min(config.max_queries - ledger.counts(run_id)["queried"], len(set(ids) - taken))
+            entropy, margins = score_pool(model) if left > 0 else ([], [])
+            bought = apl_acquire(ids, entropy, margins, taken, min(config.acquisition_batch_size, left),
+                                 config.apl_oversample)
+            subset.update(bought)
+            last = len(bought) >= left
+            state.round += 1
+            labelled = [r for r in rows if r["pair_id"] in subset or r["pair_id"] in taken]
+            model, result = engine.fit(engine.unwrap(model), labelled, step, eval_fn,
+                                       description=f"adpo (apl) round {state.round}: {len(bought)} pairs to buy",
+                                       epochs=config.num_epochs if last else config.apl_epochs_per_round)
+            results.append(result)
+        return model, merge_results(results)
+
     try:
-        model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})")
+        if config.mode == "apl":
+            model, result = apl_rounds()
+        else:
+            model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})")
     finally:
         annotator.close()  # waits for the requests under way
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
@@ -309,7 +375,9 @@ def run(config: ADPOConfig) -> TrainResult:
         from frugalign.annotate.commands import read_instructions, serve_in_thread
 
         instructions = read_instructions(config.serve_instructions)  # a bad file fails before the model loads
-    engine = Engine(config)
+    # apl resumes from the ledger, not from a checkpoint: from the initial policy, the labels bought are reused
+    # (none bought twice) and its rounds buy the rest of the budget
+    engine = Engine(dataclasses.replace(config, resume=False) if config.mode == "apl" else config)
     policy = load_policy(config, engine)
     app = None
     if config.serve and engine.is_main:
@@ -332,7 +400,7 @@ def run(config: ADPOConfig) -> TrainResult:
                "unanswered (this run)": stats.unanswered, "pseudo-labelled": stats.pseudo,
                "skipped (confident / budget)": f"{stats.skipped_confident} / {stats.skipped_budget}",
                "trained pairs (total)": int(result.total_metrics.get("trained_pairs", 0)),
-               **result.summary(skip=("queries", "labels_pending", "pseudo_labelled", "skipped", "trained_pairs")),
+               **result.summary(skip=("queries", "labels_pending", "pseudo_labelled", "skipped", "trained_pairs", "round")),
                "ledger": ledger.where, "model": str(path) if path else "not saved"}
     if judge is not None:
         s = judge.stats
