@@ -57,6 +57,28 @@ def test_informative_asks_every_duel_of_two_actions_and_the_gamma_rule_asks_fewe
     assert tiny.queries[-1] == informative.queries[-1] and tiny.regret[-1] == informative.regret[-1]
 
 
+def test_forced_exploration_asks_skipped_duels_of_two_actions_at_its_share():
+    """explore = 1 asks every duel of two different actions the rule would skip: exactly informative's run;
+    a small share adds some of them, never a duel of an action with itself."""
+    env = make_bandit(d=8, gap=0.2, seed=0)
+    informative = simulate(env, "informative", 20000, eta=0.002, seed=0)
+    never = 1e9  # a Gamma no comparison exceeds: every query comes from the forced share
+    everything = simulate(env, "appo", 20000, gamma=never, eta=0.002, seed=0, explore=1.0)
+    assert everything.queries[-1] == informative.queries[-1] and everything.regret[-1] == informative.regret[-1]
+    assert simulate(env, "appo", 20000, gamma=never, eta=0.002, seed=0).queries[-1] == 0
+    some = simulate(env, "appo", 20000, gamma=never, eta=0.002, seed=0, explore=0.1)
+    assert 0 < some.queries[-1] < 0.3 * informative.queries[-1]
+
+
+def test_shrinking_gamma_asks_more_than_the_fixed_one():
+    """Gamma / sqrt(1 + log(1 + n/(d lambda))) falls as queries n accumulate, so more comparisons stay uncertain."""
+    env = make_bandit(d=8, gap=0.2, seed=0)
+    gamma = 2.0 * 0.2 / np.sqrt(8)
+    fixed = simulate(env, "appo", 20000, gamma=gamma, eta=0.002, seed=0)
+    shrinking = simulate(env, "appo", 20000, gamma=gamma, eta=0.002, seed=0, gamma_shrinks=True)
+    assert shrinking.queries[-1] > 1.5 * fixed.queries[-1]
+
+
 def test_random_learner_queries_at_the_given_rate():
     env = make_bandit(d=4, gap=0.3, seed=1)
     run = simulate(env, "random", 4000, query_rate=0.1, eta=0.002, seed=1)
