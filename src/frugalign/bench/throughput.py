@@ -394,9 +394,9 @@ def measure(name: str, load, tokenizer, examples, rows, steps: int, warmup: int,
         load_before = os.getloadavg()[0]
         got = in_child(time_leg, leg, load, tokenizer, examples, rows, steps, warmup, precision, torch.get_num_threads())
         done[leg].append(got | {"load_avg_1min": load_before})
-        console.print(f"{name} · round {r + 1}/{rounds} · {'precomputed' if leg.precomputed else 'live'} reference · "
-                      f"{leg.method}{' · ' + leg.layout if leg.layout else ''}: {statistics.median(got['times']):.3f} "
-                      f"s/step, peak RSS {got['peak_rss_mb']:.0f} MB")
+        console.print(f"{name} {r + 1}/{rounds} {'precomputed' if leg.precomputed else 'live'} {leg.method}"
+                      f"{' ' + leg.layout if leg.layout else ''}: {statistics.median(got['times']):.3f} s/step, "
+                      f"{got['peak_rss_mb']:.0f} MB")
     runs = []
     for leg, per_round in done.items():
         times = [t for got in per_round for t in got["times"]]
