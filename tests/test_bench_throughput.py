@@ -110,7 +110,6 @@ def test_a_leg_peak_is_its_own(tokenizer):
 
 
 def test_trl_runs_at_its_best_settings_for_the_same_work(tmp_path):
-    pytest.importorskip("trl")
     for precomputed in (False, True):
         args = throughput.trl_config(str(tmp_path), 2, 3, precomputed)
         assert args.precompute_ref_log_probs is precomputed  # as frugalign's reference of the same leg
@@ -120,7 +119,6 @@ def test_trl_runs_at_its_best_settings_for_the_same_work(tmp_path):
 
 @pytest.mark.parametrize("precomputed", [False, True])
 def test_trl_leg_trains_and_times_every_step(tokenizer, precomputed):
-    pytest.importorskip("trl")
     examples = throughput.make_pairs(tokenizer, 2, 10, 6)
     model = tiny(None, tokenizer)
     before = [p.detach().clone() for p in model.parameters()]
