@@ -126,3 +126,15 @@ def test_trl_leg_trains_and_times_every_step(tokenizer, precomputed):
     assert len(times) == 2 and min(times) > 0
     # the timed steps trained the model given (an optimizer step moved every weight with a gradient)
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_results_of_the_bench_before_interleaving_are_still_redrawn(tmp_path):
+    import json
+    from pathlib import Path
+
+    from frugalign.bench.throughput import plot
+
+    older = json.loads((Path(__file__).parent.parent / "benchmarks/results/throughput-smollm2-top6.json").read_text())
+    assert "rounds" not in older["config"]  # written before the legs were interleaved
+    plot(older, tmp_path / "old.png")
+    assert (tmp_path / "old.png").stat().st_size > 10_000

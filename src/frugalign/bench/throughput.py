@@ -579,9 +579,10 @@ def plot(result: dict, path: Path) -> None:
     time_ax.set_ylabel("seconds per optimizer step (median; bars: interquartile range)")
     memory_ax.set_ylabel("peak CUDA memory allocated (MB)" if cuda else "peak RSS of the leg's process (MB)")
     c = result["config"]
-    time_ax.set_title(f"DPO step, {c['tokens_per_step']} tokens, {result['machine']['threads']} threads, "
-                      f"{c['rounds']} interleaved rounds")
-    memory_ax.set_title("peak memory per leg")
+    # results of the bench before it interleaved its legs and measured memory (no `rounds`) are redrawn as they are
+    runs = f"{c['rounds']} interleaved rounds" if "rounds" in c else "one run per leg, not interleaved"
+    time_ax.set_title(f"DPO step, {c['tokens_per_step']} tokens, {result['machine']['threads']} threads, {runs}")
+    memory_ax.set_title("peak memory per leg" if "rounds" in c else "peak memory: not measured by this older run")
     time_ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
