@@ -21,7 +21,15 @@ import numpy as np
 
 from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint
-from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
+from frugalign.bench.common import (
+    BenchRuns,
+    add_task_arguments,
+    bench_task,
+    gold_over_seeds,
+    plot_frontier,
+    seeds_of,
+    task_settings,
+)
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
@@ -150,11 +158,8 @@ def summarise(runs: list[dict]) -> dict:
         mine = [r for r in runs if r["method"] == mode]
         if not mine:
             continue
-        values = [r["gold_reward"] for r in mine]
-        summary[mode] = {"gold_reward": float(np.mean(values)),
-                         "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
-                         "queries": float(np.mean([r["queries"] for r in mine])),
-                         "pseudo_labelled": float(np.mean([r["pseudo_labelled"] for r in mine])), "seeds": len(mine)}
+        summary[mode] = {**gold_over_seeds(mine), "queries": float(np.mean([r["queries"] for r in mine])),
+                         "pseudo_labelled": float(np.mean([r["pseudo_labelled"] for r in mine]))}
     dpo, adpo, rnd = summary.get("dpo"), summary.get("adpo"), summary.get("random")
     if dpo and adpo:
         summary["adpo_query_fraction"] = adpo["queries"] / dpo["queries"]

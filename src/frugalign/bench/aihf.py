@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
+from frugalign.bench.common import (
+    BenchRuns,
+    add_task_arguments,
+    bench_task,
+    gold_over_seeds,
+    plot_frontier,
+    seeds_of,
+    task_settings,
+)
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
@@ -161,10 +169,7 @@ def summarise(runs: list[dict], regimes: list[str], methods: list[str]) -> dict:
         by = {}
         for method in methods:
             mine = [r for r in runs if r["method"] == method and r["params"].get("regime") == regime]
-            values = [r["gold_reward"] for r in mine]
-            by[method] = {"gold_reward": float(np.mean(values)),
-                          "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
-                          "kl": float(np.mean([r["kl"] for r in mine]))}
+            by[method] = {**gold_over_seeds(mine), "kl": float(np.mean([r["kl"] for r in mine]))}
         best = max(by, key=lambda m: by[m]["gold_reward"])
         aihf = [m for m in by if m.startswith("aihf")]
         best_aihf = max(aihf, key=lambda m: by[m]["gold_reward"]) if aihf else None

@@ -59,6 +59,14 @@ def task_settings(task: Task, args: argparse.Namespace, quick_epochs: int) -> di
     return settings
 
 
+def gold_over_seeds(runs: list[dict]) -> dict:
+    """One setting's runs: the mean final gold reward, its 95% t interval over seeds, and how many seeds;
+    with a single seed, the interval over that run's own held-out samples."""
+    values = [r["gold_reward"] for r in runs]
+    return {"gold_reward": float(np.mean(values)),
+            "gold_reward_ci95": ci95(values) if len(values) > 1 else runs[0]["gold_reward_ci95"], "seeds": len(values)}
+
+
 def frontier(runs: list[dict], label) -> dict[str, dict]:
     """Per method (`label(run)`), the seed mean of the final gold reward and KL with their t intervals."""
     out: dict[str, dict] = {}

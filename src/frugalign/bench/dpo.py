@@ -11,8 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of, task_settings
-from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.bench.common import (
+    BenchRuns,
+    add_task_arguments,
+    bench_task,
+    gold_over_seeds,
+    plot_frontier,
+    seeds_of,
+    task_settings,
+)
+from frugalign.bench.results import machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.evaluate.gold import gold_eval
@@ -90,11 +98,7 @@ def summarise(runs: list[dict]) -> dict:
     summary: dict = {}
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = [r for r in runs if r["method"] == method]
-        values = [r["gold_reward"] for r in mine]
-        # over seeds when there are several; over one seed's samples otherwise
-        interval = ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"]
-        summary[method] = {"gold_reward": float(np.mean(values)), "gold_reward_ci95": interval,
-                           "kl": float(np.mean([r["kl"] for r in mine])), "seeds": len(values)}
+        summary[method] = {**gold_over_seeds(mine), "kl": float(np.mean([r["kl"] for r in mine]))}
     methods = list(summary)
     if len(methods) == 2:
         base, trained = (summary[m] for m in methods)

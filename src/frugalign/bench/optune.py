@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, plot_frontier, seeds_of
+from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, gold_over_seeds, plot_frontier, seeds_of
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
-
 
 SELECTIONS = ("optune", "gap", "stale", "mixed", "random")
 
@@ -111,10 +110,8 @@ def summarise(runs: list[dict]) -> dict:
     summary: dict = {}
     for k in dict.fromkeys(key(r["params"]) for r in runs):
         mine = [r for r in runs if key(r["params"]) == k]
-        values = [r["gold_reward"] for r in mine]
         shares = [p["share_bottom_half"] for r in mine for p in r["curve"][1:] if p.get("share_bottom_half") is not None]
-        summary[k] = {"gold_reward": float(np.mean(values)),
-                      "gold_reward_ci95": ci95(values) if len(values) > 1 else mine[0]["gold_reward_ci95"],
+        summary[k] = {**gold_over_seeds(mine),
                       "kl": float(np.mean([r["kl"] for r in mine])) if all(r.get("kl") is not None for r in mine) else None,
                       "generations": float(np.mean([r["generations"] for r in mine])),
                       "time_s": float(np.mean([r["time_s"]["total"] for r in mine])),
