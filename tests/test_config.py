@@ -6,7 +6,7 @@ import pytest
 
 from frugalign.config import add_config_arguments, load_config
 from frugalign.errors import UserError
-from frugalign.recipes.dpo import DPOConfig
+from frugalign.recipes.configs import DPOConfig
 
 
 def parse(argv):

@@ -41,9 +41,9 @@ from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlab
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps
-from frugalign.recipes.common import load_policy
 from frugalign.recipes.configs import ADPOConfig
-from frugalign.recipes.dpo import PairScorer, Reference, pair_losses
+from frugalign.training.common import load_policy
+from frugalign.training.dpo import PairScorer, Reference, pair_losses
 
 
 @dataclass

@@ -37,9 +37,9 @@ from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
-from frugalign.recipes.common import RecipeConfig
-from frugalign.recipes.configs import OnlineConfig
-from frugalign.recipes.dpo import DPOConfig, train_dpo
+from frugalign.recipes.configs import DPOConfig, OnlineConfig
+from frugalign.training.common import load_prompts
+from frugalign.training.dpo import train_dpo
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
 
@@ -306,35 +306,10 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
     return policy
 
 
-def load_prompts(config: RecipeConfig, tokenizer) -> list[str]:
-    """Prompts from `prompt` rows: messages rendered with the chat template; strings too, by the
-    --chat-template rule (as training rows are)."""
-    from frugalign.data import load_rows
-    from frugalign.data.formats import render_prompt, renders_strings
-    from frugalign.errors import DataError
-
-    if not config.dataset:
-        raise UserError("no dataset: pass --dataset with a `prompt` column")
-    chat = renders_strings(config.chat_template, tokenizer, config.dataset)
-    out = []
-    for number, row in enumerate(load_rows(config.dataset, config.dataset_split), start=1):
-        prompt = row.get("prompt")
-        if isinstance(prompt, list) and prompt:
-            if not getattr(tokenizer, "chat_template", None):
-                raise UserError(f"{config.dataset}: conversational prompts need a tokenizer with a chat template")
-            prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        elif isinstance(prompt, str) and prompt.strip() and chat:
-            prompt = render_prompt(tokenizer, prompt)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(config.dataset, "expected a non-empty string or list of messages", number, "prompt")
-        out.append(prompt)
-    return out
-
-
 def run(config: OnlineConfig) -> list[dict]:
     """`frugalign online`: prompts, a reward model as the scorer, the loop, the final policy."""
     from frugalign import models
-    from frugalign.recipes.reward import score
+    from frugalign.training.reward import score
 
     if not config.reward_model:
         raise UserError("frugalign online needs --reward-model (a checkpoint from `frugalign reward`)")
