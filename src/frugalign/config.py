@@ -31,6 +31,12 @@ class Config:
     def validate(self) -> None:
         pass
 
+    def derive(self, cls: type[C], **overrides) -> C:
+        """A `cls` config holding this one's values of the options both have, then `overrides`: the options of
+        a trainer that a command runs inside its own (AIHF's DPO and reward steps, online DPO's passes)."""
+        shared = {f.name for f in dataclasses.fields(self)} & {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: getattr(self, name) for name in shared - overrides.keys()}, **overrides)
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -179,6 +185,7 @@ class TrainConfig(Config):
     report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
 
     def validate(self) -> None:
+        super().validate()
         if self.trainable_layers < 0:
             raise UserError(f"option trainable_layers must be 0 (all) or a number of blocks, got {self.trainable_layers}")
         for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):

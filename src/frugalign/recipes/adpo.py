@@ -135,7 +135,7 @@ def train_adpo(
     # stable across --resume, so the budget and the counts continue
     run_id = hashlib.sha256(str(Path(config.output_dir).resolve()).encode()).hexdigest()[:16]
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
-    reference = Reference(config, engine, policy, scorer)
+    reference = Reference(engine, policy, scorer, precomputed=False, lora=config.lora_r > 0)
     stats = QueryStats()
     state = ActiveState()
     subset: set[str] = set()

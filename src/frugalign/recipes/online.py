@@ -297,11 +297,8 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
         weights = losses.wdpo_weights(torch.tensor(gaps[keep]), torch.zeros(len(keep)), config.beta2)
         for row in rows:
             row["weight"] = float(weights[row["index"]])
-    dpo = DPOConfig(**{k: v for k, v in config.__dict__.items() if k in DPOConfig.__dataclass_fields__})
-    dpo.loss = "ipo" if config.loss == "ipo" else "dpo"
-    dpo.output_dir = str(Path(config.output_dir) / f"train-iter{t}")
-    dpo.resume = False
-    dpo.num_epochs = 1
+    dpo = config.derive(DPOConfig, loss="ipo" if config.loss == "ipo" else "dpo",
+                        output_dir=str(Path(config.output_dir) / f"train-iter{t}"), resume=False, num_epochs=1)
     policy, _ = train_dpo(dpo, policy, tokenizer, rows, engine=Engine(dpo))
     return policy
 

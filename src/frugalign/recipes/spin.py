@@ -4,11 +4,10 @@ preferences (`training/aihf.py`)."""
 
 from __future__ import annotations
 
-from frugalign.recipes.configs import AIHFConfig
+from frugalign.recipes.configs import SPINConfig
 from frugalign.training.aihf import run_iterations
 
 
-def run(config: AIHFConfig) -> list[dict]:
+def run(config: SPINConfig) -> list[dict]:
     """`frugalign spin`: SPIN iterations on demonstrations alone."""
-    config.variant = "self-play"
     return run_iterations(config, "spin", need_preferences=False)

@@ -26,7 +26,7 @@ from frugalign.data import Demonstration, PreferenceExample, demonstrations, loa
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import generate
-from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig
+from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SPINConfig
 from frugalign.training.dpo import attach_reference_logps, train_dpo
 from frugalign.training.reward import score, train_reward
 from frugalign.training.rlhf import train_rlhf
@@ -34,7 +34,8 @@ from frugalign.training.rlhf import train_rlhf
 Step = Callable[[int, object, list[PreferenceExample]], tuple[object, int]]  # -> (policy, responses it generated)
 
 
-def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHFConfig, k: int) -> list[PreferenceExample]:
+def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHFConfig | SPINConfig,
+                     k: int) -> list[PreferenceExample]:
     """(prompt, demonstration, the policy's own response) for each demonstration; identical ones are dropped
     (nothing to learn from them)."""
     gens = generate(policy, tokenizer, [d.prompt for d in demos], 1, config.max_new_tokens, config.temperature,
@@ -43,7 +44,7 @@ def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHF
             for d, texts in zip(demos, gens.texts) if texts[0].strip() != d.completion.strip()]
 
 
-def iterate(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], step: Step,
+def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demonstration], step: Step,
             on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
     """The outer loop: sample opponents with pi_k, `step(k, policy, opponents) -> (policy, generated)`, save,
     record (responses generated: the opponents, and apart what the step sampled itself)."""
@@ -76,13 +77,13 @@ def iterate(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], s
     return policy, records
 
 
-def dpo_rows(config: AIHFConfig, tokenizer, examples: list[PreferenceExample], source: str) -> list[dict]:
+def dpo_rows(config: AIHFConfig | SPINConfig, tokenizer, examples: list[PreferenceExample], source: str) -> list[dict]:
     rows, _ = tokenize_preferences(examples, tokenizer, config.max_prompt_length, config.max_response_length, source,
                                    config.overlong)
     return rows
 
 
-def dpo_step(config: AIHFConfig, tokenizer, initial, preferences: list[PreferenceExample]) -> Step:
+def dpo_step(config: AIHFConfig | SPINConfig, tokenizer, initial, preferences: list[PreferenceExample]) -> Step:
     """dpo and self-play (and SPIN): one DPO pass over preference pairs (weight lambda, reference: the
     initial policy) and opponent pairs (reference: the initial policy, or pi_k for self-play)."""
     pref_rows = attach_reference_logps(initial, dpo_rows(config, tokenizer, [
@@ -98,8 +99,8 @@ def dpo_step(config: AIHFConfig, tokenizer, initial, preferences: list[Preferenc
         if not rows:
             console.print(f"iteration {k}: no pair differs, nothing to train on")
             return policy, 0
-        dpo = DPOConfig(**{f: getattr(config, f) for f in DPOConfig.__dataclass_fields__})
-        dpo.output_dir, dpo.resume, dpo.reference = str(Path(config.output_dir) / f"train-iter{k}"), False, "precomputed"
+        dpo = config.derive(DPOConfig, output_dir=str(Path(config.output_dir) / f"train-iter{k}"), resume=False,
+                            reference="precomputed")
         policy, _ = train_dpo(dpo, policy, tokenizer, [dict(r) for r in rows], engine=Engine(dpo))
         return policy, 0
     return step
@@ -115,12 +116,10 @@ def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[Pref
         nonlocal reward_model
         rows = pref + [{"prompt": o.prompt, "chosen": o.chosen, "rejected": o.rejected, "margin": 0.0, "weight": o.weight}
                        for o in opponents]
-        rc = RewardConfig(**{f: getattr(config, f) for f in RewardConfig.__dataclass_fields__ if hasattr(config, f)})
-        rc.output_dir, rc.resume = str(Path(config.output_dir) / f"reward-iter{k}"), False
-        rc.learning_rate = config.reward_learning_rate
+        rc = config.derive(RewardConfig, output_dir=str(Path(config.output_dir) / f"reward-iter{k}"), resume=False,
+                           learning_rate=config.reward_learning_rate)
         reward_model, _ = train_reward(rc, reward_model, reward_tokenizer, rows, engine=Engine(rc))
-        pc = RLHFConfig(**{f: getattr(config, f) for f in RLHFConfig.__dataclass_fields__ if hasattr(config, f)})
-        pc.output_dir, pc.resume = str(Path(config.output_dir) / f"policy-step-iter{k}"), False
+        pc = config.derive(RLHFConfig, output_dir=str(Path(config.output_dir) / f"policy-step-iter{k}"), resume=False)
         policy, result = train_rlhf(pc, policy, tokenizer, prompts,
                                     lambda p, r: score(reward_model, reward_tokenizer, p, r), reference=initial,
                                     engine=Engine(pc))
@@ -128,8 +127,9 @@ def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[Pref
     return step
 
 
-def train_aihf(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration], preferences: list[PreferenceExample],
-               reward_model=None, reward_tokenizer=None, on_iteration=None) -> tuple[object, list[dict]]:
+def train_aihf(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demonstration],
+               preferences: list[PreferenceExample], reward_model=None, reward_tokenizer=None,
+               on_iteration=None) -> tuple[object, list[dict]]:
     """The Python API behind `frugalign aihf` and `frugalign spin` (no preferences, variant self-play)."""
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
     if config.variant == "explicit":
@@ -143,7 +143,7 @@ def train_aihf(config: AIHFConfig, policy, tokenizer, demos: list[Demonstration]
     return iterate(config, policy, tokenizer, demos, step, on_iteration)
 
 
-def load_data(config: AIHFConfig, need_preferences: bool):
+def load_data(config: AIHFConfig | SPINConfig, need_preferences: bool):
     """The tokenizer and both datasets, read and validated before any model is loaded."""
     if not config.demonstrations:
         raise UserError("no demonstrations: pass --demonstrations (prompt/completion or messages rows)")
@@ -159,7 +159,7 @@ def load_data(config: AIHFConfig, need_preferences: bool):
     return tokenizer, demos, preferences
 
 
-def report(config: AIHFConfig, name: str, records: list[dict], n_pref: int, model_path: Path) -> None:
+def report(config: AIHFConfig | SPINConfig, name: str, records: list[dict], n_pref: int, model_path: Path) -> None:
     generated = sum(r["generated"] + r["policy_step_generated"] for r in records)
     seconds = {p: sum(r["time_s"][p] for r in records) for p in ("generation", "training")}
     print_summary(f"frugalign {name}", {
@@ -169,7 +169,7 @@ def report(config: AIHFConfig, name: str, records: list[dict], n_pref: int, mode
         "model": str(model_path)})
 
 
-def run_iterations(config: AIHFConfig, name: str, need_preferences: bool) -> list[dict]:
+def run_iterations(config: AIHFConfig | SPINConfig, name: str, need_preferences: bool) -> list[dict]:
     """`frugalign aihf` and `frugalign spin`: validate the datasets, iterate, save, summarise."""
     tokenizer, demos, preferences = load_data(config, need_preferences)
     policy = models.load_causal_lm(config.model)

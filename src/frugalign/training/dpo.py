@@ -89,10 +89,10 @@ class PairScorer:
 class Reference:
     """Reference log-probs of a batch of pairs, in whichever of the three ways the config asks."""
 
-    def __init__(self, config: DPOConfig, engine: Engine, policy, scorer: PairScorer):
+    def __init__(self, engine: Engine, policy, scorer: PairScorer, precomputed: bool, lora: bool):
         self.engine = engine
-        self.precomputed = config.reference == "precomputed"
-        self.use_adapter_off = config.lora_r > 0
+        self.precomputed = precomputed
+        self.use_adapter_off = lora
         # a frozen copy only when it is needed: LoRA gives the reference for free, precomputation once
         self.model = None
         self.head = scorer.head
@@ -193,7 +193,8 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
-    reference = None if config.loss in REFERENCE_FREE else Reference(config, engine, policy, scorer)
+    reference = None if config.loss in REFERENCE_FREE else Reference(engine, policy, scorer, config.reference == "precomputed",
+                                                                     config.lora_r > 0)
     # rows may carry their own reference log-probs (recipes whose reference is not the initial policy)
     missing = [r for r in train_rows + list(eval_rows or []) if "ref_chosen_logp" not in r]
     if reference is not None and reference.precomputed and missing:
