@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from frugalign.config import Config, TrainConfig, option
+from frugalign.config import Config, EpochOptions, TrainConfig, option
 from frugalign.errors import UserError
 
 GenerationBackend = Literal["auto", "hf", "vllm"]
@@ -42,6 +42,7 @@ class HeldOutOptions(Config):
 
     eval_dataset: str | None = option(None, "held-out rows (same format); default: eval_fraction of dataset")
     eval_fraction: float = option(0.0, "fraction of the dataset held out for evaluation when eval_dataset is unset")
+    eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
 
     def validate(self) -> None:
         super().validate()
@@ -168,13 +169,13 @@ class DemonstrationOptions(Config):
 
 
 @dataclass
-class SFTConfig(TrainConfig, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
+class SFTConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
                 ChatTemplateOptions):
     """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
 
 
 @dataclass
-class DPOConfig(TrainConfig, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
+class DPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
                 ChatTemplateOptions, PairLossOptions, ReferenceOptions):
     """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
 
@@ -192,7 +193,7 @@ class DPOConfig(TrainConfig, ModelOptions, DatasetOptions, HeldOutOptions, Lengt
 
 
 @dataclass
-class RewardConfig(TrainConfig, ModelOptions, DatasetOptions, HeldOutOptions):
+class RewardConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions):
     """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
     --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
 
@@ -203,7 +204,7 @@ class RewardConfig(TrainConfig, ModelOptions, DatasetOptions, HeldOutOptions):
 
 
 @dataclass
-class RLHFConfig(TrainConfig, ModelOptions, DatasetOptions, LoRAOptions, ChatTemplateOptions, SamplingOptions,
+class RLHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LoRAOptions, ChatTemplateOptions, SamplingOptions,
                  RLOOOptions):
     """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
 
@@ -251,7 +252,7 @@ class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, Cha
 
 
 @dataclass
-class ADPOConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, LoRAOptions, PairLossOptions):
+class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, LoRAOptions, PairLossOptions):
     """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
 
     # its confidence is the implicit reward margin against the reference (computed live): the losses that have one
@@ -331,7 +332,7 @@ class ADPOConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, LoRAO
 
 
 @dataclass
-class AIHFConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
+class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
                  SamplingOptions, GenerationBatchOptions, DemonstrationOptions, RLOOOptions):
     """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
 
@@ -351,7 +352,7 @@ class AIHFConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, ChatT
 
 
 @dataclass
-class SPINConfig(TrainConfig, ModelOptions, SplitOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
+class SPINConfig(TrainConfig, EpochOptions, ModelOptions, SplitOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
                  SamplingOptions, GenerationBatchOptions, DemonstrationOptions):
     """`frugalign spin`: iterations of DPO of demonstrations (--demonstrations) against the previous iterate's
     samples, that iterate being the reference."""

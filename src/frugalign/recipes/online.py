@@ -292,7 +292,7 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
         console.print(f"iteration {t}: every pair is a tie, nothing to train on")
         return policy
     rows, _ = tokenize_preferences([examples[i] for i in keep], tokenizer, config.max_prompt_length,
-                                   config.max_response_length, f"iteration {t} pairs")
+                                   config.max_response_length, f"iteration {t} pairs", config.overlong)
     if config.loss == "wdpo":
         weights = losses.wdpo_weights(torch.tensor(gaps[keep]), torch.zeros(len(keep)), config.beta2)
         for row in rows:

@@ -222,4 +222,4 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
 
     if eval_fn is None and eval_rows:
         eval_fn = evaluate
-    return engine.fit(policy, train_rows, step, eval_fn, description=config.loss)
+    return engine.fit(policy, train_rows, step, eval_fn, description=config.loss, eval_steps=config.eval_steps)

@@ -65,4 +65,5 @@ def train_reward(config: RewardConfig, model, tokenizer, train_rows: list[dict],
                 totals[k] = totals.get(k, 0.0) + v * len(batch)
         return {k: v / max(1, len(shard)) for k, v in totals.items()}
 
-    return engine.fit(model, train_rows, step, evaluate if eval_rows else None, description="reward model")
+    return engine.fit(model, train_rows, step, evaluate if eval_rows else None, description="reward model",
+                      eval_steps=config.eval_steps)

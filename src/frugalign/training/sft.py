@@ -42,4 +42,5 @@ def train_sft(config: SFTConfig, policy, tokenizer, train_rows: list[dict], eval
         loss = total / max(1, len(shard))
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
-    return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="sft")
+    return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="sft",
+                      eval_steps=config.eval_steps)
