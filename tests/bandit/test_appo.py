@@ -57,6 +57,36 @@ def test_informative_asks_every_duel_of_two_actions_and_the_gamma_rule_asks_fewe
     assert tiny.queries[-1] == informative.queries[-1] and tiny.regret[-1] == informative.regret[-1]
 
 
+def test_forced_exploration_asks_skipped_duels_of_two_actions_at_its_share():
+    """explore = 1 asks every duel of two different actions the rule would skip: exactly informative's run;
+    a small share adds some of them, never a duel of an action with itself."""
+    env = make_bandit(d=8, gap=0.2, seed=0)
+    informative = simulate(env, "informative", 20000, eta=0.002, seed=0)
+    never = 1e9  # a Gamma no comparison exceeds: every query comes from the forced share
+    everything = simulate(env, "appo", 20000, gamma=never, eta=0.002, seed=0, explore=1.0)
+    assert everything.queries[-1] == informative.queries[-1] and everything.regret[-1] == informative.regret[-1]
+    assert simulate(env, "appo", 20000, gamma=never, eta=0.002, seed=0).queries[-1] == 0
+    some = simulate(env, "appo", 20000, gamma=never, eta=0.002, seed=0, explore=0.1)
+    assert 0 < some.queries[-1] < 0.3 * informative.queries[-1]
+
+
+def test_shrinking_gamma_asks_more_than_the_fixed_one():
+    """Gamma / sqrt(1 + log(1 + n/(d lambda))) falls as queries n accumulate, so more comparisons stay uncertain."""
+    env = make_bandit(d=8, gap=0.2, seed=0)
+    gamma = 2.0 * 0.2 / np.sqrt(8)
+    fixed = simulate(env, "appo", 20000, gamma=gamma, eta=0.002, seed=0)
+    shrinking = simulate(env, "appo", 20000, gamma=gamma, eta=0.002, seed=0, gamma_shrinks=True)
+    assert shrinking.queries[-1] > 1.5 * fixed.queries[-1]
+
+
+def test_fit_power_gives_exponent_intercept_and_r2():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    fit = appo_bench.fit_power(x, 3.0 * x ** -0.5)
+    assert fit["exponent"] == pytest.approx(-0.5) and fit["intercept"] == pytest.approx(np.log(3.0))
+    assert fit["r2"] == pytest.approx(1.0)
+    assert appo_bench.fit_power(x, [1.0, 4.0, 1.0, 4.0])["r2"] < 0.5
+
+
 def test_random_learner_queries_at_the_given_rate():
     env = make_bandit(d=4, gap=0.3, seed=1)
     run = simulate(env, "random", 4000, query_rate=0.1, eta=0.002, seed=1)
@@ -71,7 +101,17 @@ def test_quick_bench_writes_schema_and_plots(tmp_path):
     result = json.loads((tmp_path / "a.json").read_text())
     assert result["bench"] == "appo" and {r["method"] for r in result["runs"]} == {"appo", "always", "informative", "random"}
     assert all({"T", "d", "gap"} <= set(r["params"]) for r in result["runs"])
-    assert "queries_vs_d2_over_gap2" in result["summary"]
     assert (tmp_path / "a.png").exists() and (tmp_path / "a-scaling.png").exists() and (tmp_path / "a-gamma.png").exists()
     sweep = result["summary"]["gamma_sweep"]
     assert set(sweep["scales"]) == {"0.2", "2.0"} and sweep["informative"]["queries"]["mean"] > 0
+    assert [(v["gamma_scale"], v["explore"], v["gamma_shrinks"]) for v in sweep["variants"]] == [(2.0, 0.05, False),
+                                                                                                 (2.0, 0.0, True)]
+    # the d and Delta sweeps at --gamma-scale and again at the binding scale, each point beside informative's
+    scaling = result["summary"]["scaling"]
+    assert set(scaling) == {"0.2", "1.0"}
+    for fits in scaling.values():
+        assert [(p["d"], p["gap"]) for p in fits["points"]] == [(4, 0.2), (8, 0.2), (8, 0.4)]
+        assert {"exponent", "intercept", "r2"} <= set(fits["queries_vs_d2_over_gap2"])
+    # at scale 0.2 the rule skips no informative duel; at the binding scale it does
+    assert all(p["query_share_of_informative"] == 1.0 for p in scaling["0.2"]["points"])
+    assert all(p["query_share_of_informative"] < 1.0 for p in scaling["1.0"]["points"])

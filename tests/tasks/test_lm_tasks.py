@@ -256,3 +256,26 @@ def test_bench_judge_measures_agreement_with_the_gold_preference(custom_files, t
     assert summary["logprobs"]["completion_tokens_per_pair"] == 2 and summary["text"]["completion_tokens_per_pair"] == 10
     assert summary["logprobs"]["brier"] == pytest.approx(0.64 if wrong else 0.04)
     assert out.with_suffix(".png").exists()
+
+
+def test_bench_generation_times_a_custom_tasks_prompts_on_its_policy(custom_files, tiny_model_dir, capsys):
+    from frugalign.bench import generation as generation_bench
+
+    tmp_path, prompts = custom_files
+    out = tmp_path / "generation.json"
+    parser = argparse.ArgumentParser()
+    generation_bench.add_arguments(parser)
+    args = parser.parse_args(["--task", "custom", "--prompts", str(prompts), "--gold-reward", "my_gold:length_target",
+                              "--model", str(tiny_model_dir), "--quick", "--max-new-tokens", "4", "--out", str(out)])
+    assert generation_bench.run(args) == 0
+    result = json.loads(out.read_text())
+    assert result["task"] == "custom" and result["config"]["prompt_file"] == str(prompts)
+    assert result["config"]["prompts"] == 8 and result["config"]["max_new_tokens"] == 4
+    (name,) = result["config"]["models"]
+    assert name == f"custom/{tiny_model_dir}" and set(result["summary"][f"{name}/hf"]) == {"1", "4"}
+    assert all(r["tokens"] > 0 for r in result["runs"])
+    # a count where a file is meant, and a task's option without the task: one line, before any model loads
+    assert main(["bench", "generation", "--prompts", "many", "--quick", "--out", str(out)]) == 2
+    assert "a number of prompts" in capsys.readouterr().err
+    assert main(["bench", "generation", "--model", str(tmp_path / "no-model"), "--quick", "--out", str(out)]) == 2
+    assert "go with --task" in capsys.readouterr().err

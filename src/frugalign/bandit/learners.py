@@ -1,7 +1,12 @@
 """APPO and its baselines, one loop for all four (they differ only in when they query).
 
 Per round t: a context x_t (uniform), two actions y1, y2 ~ pi_t(.|x_t), z_t = phi(x_t,y1) - phi(x_t,y2).
-- `appo`: query when ||z_t||_{Sigma^-1} > Gamma (uncertain comparisons only);
+- `appo`: query when ||z_t||_{Sigma^-1} > Gamma (uncertain comparisons only). Two variants, both off by
+  default, try to keep the rule from locking the policy onto a wrong action whose duels it already deems
+  certain: `explore` asks a duel of two different actions that the rule skips with this probability (a
+  small forced-exploration share), and `gamma_shrinks` divides Gamma by sqrt(1 + log(1 + n/(d lambda)))
+  after n queries, the growth of the self-normalised confidence radius with n: as the radius the rule
+  must beat grows, the comparisons counted as certain must be more certain;
 - `always`: query every round, the paper's baseline, which pays for duels of an action with itself too;
 - `informative`: query every duel of two different actions (z_t != 0), the baseline APPO must beat: a
   duel of an action with itself teaches nothing, and no rule is needed to skip it;
@@ -53,7 +58,8 @@ def _mle(theta: np.ndarray, z: np.ndarray, o: np.ndarray, lam: float, iters: int
 
 
 def simulate(env: DuelingBandit, learner: Learner, horizon: int, gamma: float = 0.0, query_rate: float = 1.0,
-             eta: float = 1.0, lam: float = 1.0, refit_every: int = 2000, seed: int = 0) -> RunResult:
+             eta: float = 1.0, lam: float = 1.0, refit_every: int = 2000, seed: int = 0, explore: float = 0.0,
+             gamma_shrinks: bool = False) -> RunResult:
     rng = np.random.default_rng(seed)
     n_ctx, n_act, d = env.features.shape
     gaps = env.gaps
@@ -77,7 +83,8 @@ def simulate(env: DuelingBandit, learner: Learner, horizon: int, gamma: float = 
         y2 = min(int(np.searchsorted(cdf, uniforms[t, 1])), n_act - 1)
         z = env.features[x, y1] - env.features[x, y2]
         if learner == "appo":  # a duel of an action with itself has z = 0: never uncertain, never asked
-            ask = float(np.sqrt(z @ sigma_inv @ z)) > gamma
+            threshold = gamma / np.sqrt(1.0 + np.log(1.0 + len(zs) / (d * lam))) if gamma_shrinks else gamma
+            ask = float(np.sqrt(z @ sigma_inv @ z)) > threshold or (y1 != y2 and uniforms[t, 2] < explore)
         elif learner == "random":
             ask = uniforms[t, 2] < query_rate
         elif learner == "informative":

@@ -2,9 +2,10 @@
 vLLM) against batch size.
 
 Online methods spend most of their time generating (OPTune's paper: 71.8%), so how generation scales
-with the batch decides what regenerating fewer prompts saves. The same prompts (synthetic text of a
-fixed token length) are sampled at each batch size, `batch size` prompts per call; a warm-up call comes
-first, untimed.
+with the batch decides what regenerating fewer prompts saves. The same prompts are sampled at each batch
+size, `batch size` prompts per call; a warm-up call comes first, untimed. The prompts are synthetic text
+of a fixed token length on two models (`--models`), or a task's train prompts on its policy, rendered
+and answered at the length its benches use (`--task review`, or the user's `--task custom`).
 """
 
 from __future__ import annotations
@@ -17,17 +18,28 @@ from pathlib import Path
 from frugalign.bench.results import machine_info, write_results
 from frugalign.bench.throughput import load_model, make_text
 from frugalign.console import console, summary_table
+from frugalign.errors import UserError
+from frugalign.tasks import TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=("synthetic", *TASKS), default="synthetic",
+                        help="synthetic: text of --prompt-tokens tokens on --models; a task: its train prompts on its "
+                             "policy (review, smol, custom: the embedded SmolLM2 or --model)")
+    parser.add_argument("--model", default=None, help="review, smol, custom: the policy (hub id or local checkpoint)")
+    parser.add_argument("--gold-reward", default=None, metavar="MODULE:FUNCTION",
+                        help="custom: the task's FUNCTION(prompt, response) -> float (checked, not used for timing)")
     parser.add_argument("--models", nargs="+", choices=["tiny-llama", "smollm2"], default=None,
-                        help="models to time (default: both; quick: tiny-llama)")
+                        help="synthetic: models to time (default: both; quick: tiny-llama)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not evidence")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="prompts per generate call "
                         "(default 1 2 4 8 16 32 64; quick 1 4)")
-    parser.add_argument("--prompts", type=int, default=None, help="prompts sampled at each batch size (default 64; quick 8)")
-    parser.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens sampled per response (default 64; quick 8)")
+    parser.add_argument("--prompts", default=None, metavar="N|FILE",
+                        help="a number: prompts sampled at each batch size (default 64; quick 8); with --task custom: "
+                             "the prompts file (JSONL, JSON, CSV, Parquet; its first 64 train prompts are timed)")
+    parser.add_argument("--prompt-tokens", type=int, default=64, help="synthetic: tokens per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="tokens sampled per response (default: the task's; synthetic 64; quick 8)")
     parser.add_argument("--backends", nargs="+", choices=["hf", "vllm"], default=["hf"],
                         help="generation backends to time (vllm: needs vLLM installed)")
     parser.add_argument("--out", default="bench-generation.json", help="result JSON (a PNG is written beside it)")
@@ -53,24 +65,53 @@ def measure(generator, prompts: list[str], batch_sizes: list[int], max_new_token
     return runs
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def prompt_count(args: argparse.Namespace) -> int:
+    """How many prompts are timed: --prompts N, or the default (with --task custom, --prompts is the file)."""
+    default = 8 if args.quick else 64
+    if args.task == "custom" or args.prompts is None:
+        return default
+    if not args.prompts.isdigit() or int(args.prompts) < 1:
+        raise UserError(f"--prompts {args.prompts!r}: a number of prompts (a prompts file goes with --task custom)")
+    return int(args.prompts)
 
+
+def timed_models(args: argparse.Namespace, n_prompts: int):
+    """(label, model, tokenizer, prompts, max_new_tokens) per model to time."""
     from frugalign import models
-    from frugalign.generation import open_generator
+    from frugalign.tasks import load_task
 
-    names = args.models or (["tiny-llama"] if args.quick else ["tiny-llama", "smollm2"])
-    batch_sizes = sorted(args.batch_sizes or ([1, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]))
-    n_prompts = args.prompts or (8 if args.quick else 64)
-    max_new_tokens = args.max_new_tokens or (8 if args.quick else 64)
+    if args.task != "synthetic":
+        if args.models:
+            raise UserError("--models picks the synthetic bench's models: with --task, --model sets the policy")
+        task = load_task(args.task, seed=0, quick=args.quick, model=args.model,
+                         prompts=args.prompts if args.task == "custom" else None, gold=args.gold_reward)
+        prompts = (task.train_prompts * n_prompts)[:n_prompts]  # a short prompt set is repeated, never cut short
+        yield (f"{args.task}/{args.model or ('tiny policy' if args.task in ('arith', 'sentiment') else 'smollm2')}",
+               task.model, task.tokenizer, prompts, args.max_new_tokens or task.max_new_tokens)
+        return
+    if args.model or args.gold_reward:
+        raise UserError("--model and --gold-reward go with --task (the synthetic bench times --models)")
     tokenizer = models.load_tokenizer(None)  # SmolLM2's tokenizer for both models
     rng = random.Random(0)
     prompts = [make_text(rng, tokenizer, args.prompt_tokens) for _ in range(n_prompts)]
+    for name in args.models or (["tiny-llama"] if args.quick else ["tiny-llama", "smollm2"]):
+        yield name, load_model(name, tokenizer), tokenizer, prompts, args.max_new_tokens or (8 if args.quick else 64)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from frugalign.generation import open_generator
+
+    batch_sizes = sorted(args.batch_sizes or ([1, 4] if args.quick else [1, 2, 4, 8, 16, 32, 64]))
+    n_prompts = prompt_count(args)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    runs = []
+    runs, names, lengths = [], [], {}
     with tempfile.TemporaryDirectory() as workdir:
-        for name in names:
-            model = load_model(name, tokenizer).to(device)
+        for name, model, tokenizer, prompts, max_new_tokens in timed_models(args, n_prompts):
+            names.append(name)
+            lengths[name] = max_new_tokens
+            model = model.to(device)
             params = {"model": name, "parameters": sum(p.numel() for p in model.parameters())}
             for backend in args.backends:
                 generator = open_generator(backend, model, tokenizer, Path(workdir))
@@ -78,9 +119,12 @@ def run(args: argparse.Namespace) -> int:
                          for r in measure(generator, prompts, batch_sizes, max_new_tokens)]
                 generator.close()
             del model
-    result = {"bench": "generation", "task": "synthetic-prompts", "mode": "quick" if args.quick else "full", "seeds": [0],
+    result = {"bench": "generation", "task": "synthetic-prompts" if args.task == "synthetic" else args.task,
+              "mode": "quick" if args.quick else "full", "seeds": [0],
               "config": {"models": names, "batch_sizes": batch_sizes, "prompts": n_prompts,
-                         "prompt_tokens": args.prompt_tokens, "max_new_tokens": max_new_tokens, "backends": args.backends,
+                         "prompt_tokens": args.prompt_tokens if args.task == "synthetic" else None,
+                         "max_new_tokens": lengths[names[0]], "backends": args.backends,
+                         "prompt_file": args.prompts if args.task == "custom" else None,
                          "sampling": {"temperature": 1.0, "top_p": 1.0}},
               "machine": machine_info(), "runs": runs,
               "summary": {f"{name}/{backend}": {str(r["batch_size"]): r["tokens_per_second"] for r in runs
