@@ -6,7 +6,7 @@ import pytest
 
 from frugalign.config import add_config_arguments, load_config
 from frugalign.errors import UserError
-from frugalign.recipes.dpo import DPOConfig
+from frugalign.recipes.configs import AIHFConfig, DPOConfig, OnlineConfig
 
 
 def parse(argv):
@@ -55,6 +55,18 @@ def test_invalid_combinations_are_refused():
         load_config(DPOConfig, loss="ipo", label_smoothing=0.1)
     with pytest.raises(UserError, match="unknown tracker"):
         load_config(DPOConfig, report_to=["mlflow"])
+
+
+def test_the_parts_check_their_options_in_every_command_that_has_them():
+    # wDPO weights DPO's loss, so DPO's label smoothing applies to it; IPO has none, in any command
+    assert load_config(OnlineConfig, loss="wdpo", label_smoothing=0.1).label_smoothing == 0.1
+    for config in (OnlineConfig, AIHFConfig):
+        with pytest.raises(UserError, match="label_smoothing applies to the dpo loss only"):
+            load_config(config, loss="ipo", label_smoothing=0.1)
+        with pytest.raises(UserError, match="beta must be positive"):
+            load_config(config, beta=-1.0)
+    with pytest.raises(UserError, match="num_epochs must be at least 1"):
+        load_config(AIHFConfig, num_epochs=0)
 
 
 def test_unknown_flag_exits_with_usage_error(capsys):

@@ -8,7 +8,8 @@ import torch
 from frugalign.config import TrainConfig
 from frugalign.engine import Engine, lr_lambda
 from frugalign.models import tiny_causal_lm
-from frugalign.recipes.dpo import DPOConfig, train_dpo
+from frugalign.recipes.configs import DPOConfig
+from frugalign.training.dpo import train_dpo
 from tests.conftest import preference_rows
 
 
@@ -77,7 +78,7 @@ def test_resume_continues_exactly(tmp_path, tokenizer):
         pass
 
     calls = {"n": 0}
-    import frugalign.recipes.dpo as dpo_module
+    import frugalign.training.dpo as dpo_module
 
     original = dpo_module.pair_losses
 

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs (APL: --mode apl)", "ADPOConfig",
                    R + "adpo")
     _train_command(sub, "spin", "SPIN: iterations of DPO of demonstrations against the previous iterate's samples",
-                   "AIHFConfig", R + "aihf", "run_spin")
+                   "SPINConfig", R + "spin")
     _train_command(sub, "rlhf", "RLHF's policy stage: RLOO with a per-token KL penalty against a reward model",
                    "RLHFConfig", R + "rlhf")
     _train_command(sub, "aihf", "AIHF: demonstrations and preferences together (--variant explicit|dpo|self-play)",

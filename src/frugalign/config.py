@@ -31,6 +31,12 @@ class Config:
     def validate(self) -> None:
         pass
 
+    def derive(self, cls: type[C], **overrides) -> C:
+        """A `cls` config holding this one's values of the options both have, then `overrides`: the options of
+        a trainer that a command runs inside its own (AIHF's DPO and reward steps, online DPO's passes)."""
+        shared = {f.name for f in dataclasses.fields(self)} & {f.name for f in dataclasses.fields(cls)}
+        return cls(**{name: getattr(self, name) for name in shared - overrides.keys()}, **overrides)
+
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
@@ -152,7 +158,6 @@ class TrainConfig(Config):
     weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
     lr_scheduler: Literal["constant", "linear", "cosine"] = option("linear", "decay after warm-up")
     warmup_ratio: float = option(0.1, "fraction of the optimizer steps spent warming up linearly from 0")
-    num_epochs: int = option(1, "passes over the training rows (ignored when max_steps > 0)")
     max_steps: int = option(-1, "optimizer steps to run; -1 means num_epochs passes")
     batch_size: int = option(8, "rows per micro-batch on each process")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
@@ -172,16 +177,16 @@ class TrainConfig(Config):
     save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
                                                 "included: about 3x the model; the final model is always saved)")
     save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
-    eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
     logging_steps: int = option(1, "log metrics every N steps")
     seed: int = option(0, "seed of the data order, initialisation of new layers and sampling")
     resume: bool = option(False, "continue from the newest checkpoint in output_dir")
     report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
 
     def validate(self) -> None:
+        super().validate()
         if self.trainable_layers < 0:
             raise UserError(f"option trainable_layers must be 0 (all) or a number of blocks, got {self.trainable_layers}")
-        for name in ("batch_size", "gradient_accumulation_steps", "num_epochs", "logging_steps", "save_total_limit"):
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -191,3 +196,16 @@ class TrainConfig(Config):
         for tracker in self.report_to:
             if tracker not in ("tensorboard", "wandb"):
                 raise UserError(f"option report_to: unknown tracker '{tracker}' (tensorboard, wandb)")
+
+
+@dataclasses.dataclass
+class EpochOptions(Config):
+    """The engine's length of a run without max_steps; of every command but online DPO, whose passes are one
+    epoch each (OPTune's Algorithm 1)."""
+
+    num_epochs: int = option(1, "passes over the training rows (ignored when max_steps > 0)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_epochs < 1:
+            raise UserError(f"option num_epochs must be at least 1, got {self.num_epochs}")

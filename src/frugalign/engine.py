@@ -181,9 +181,12 @@ class Engine:
         eval_fn: EvalFn | None = None,
         description: str = "training",
         epochs: int | None = None,
+        eval_steps: int = 0,
     ) -> tuple[object, TrainResult]:
         """Train `model` on `rows` with `step_fn`; returns the prepared model and a summary. `epochs`: passes over
         `rows` in place of the config's num_epochs or max_steps (a run that trains in rounds: adpo's apl mode).
+        `eval_fn` runs every `eval_steps` steps (0: never) and at the end; the commands that hold rows out pass
+        their eval_steps option, the benches the spacing of their curve's points.
 
         `step_fn` gets the prepared model and the rows of one micro-batch and returns the micro-batch loss and metrics;
         metrics are averaged over micro-batches and processes before they are logged."""
@@ -235,7 +238,7 @@ class Engine:
                 for key, value in last.items():
                     totals[key] = totals.get(key, 0.0) + value
                 done = step + 1
-                if eval_fn is not None and c.eval_steps > 0 and done % c.eval_steps == 0 and done < total:
+                if eval_fn is not None and eval_steps > 0 and done % eval_steps == 0 and done < total:
                     eval_metrics = self._evaluate(model, eval_fn)
                     last.update(eval_metrics)
                 if done % c.logging_steps == 0 or done == total:

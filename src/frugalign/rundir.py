@@ -42,7 +42,7 @@ def prepare_run_dir(config, command: str, argv: list[str]) -> None:
     """Before anything loads: choose or check config.output_dir, clear it on --overwrite, and save
     config.yaml and command.txt in it. Under several processes only the first one does this (the
     others would find the folder the first had just written)."""
-    if config.resume and config.overwrite:
+    if config.overwrite and config.resume:
         raise UserError("options resume and overwrite contradict each other: pass one of them")
     if config.output_dir is None:
         if config.resume:

@@ -11,8 +11,9 @@ from frugalign import losses
 from frugalign.cli import main
 from frugalign.data import Demonstration, PreferenceExample
 from frugalign.models import tiny_causal_lm
-from frugalign.recipes.aihf import AIHFConfig, train_aihf
-from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
+from frugalign.recipes.configs import AIHFConfig, RLHFConfig
+from frugalign.training.aihf import train_aihf
+from frugalign.training.rlhf import train_rlhf
 from tests.conftest import preference_rows
 
 

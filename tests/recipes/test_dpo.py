@@ -161,7 +161,7 @@ def test_tensorboard_tracker_writes_event_files(tmp_path, tiny_model_dir, prefer
 
 @pytest.mark.parametrize("loss", ["simpo", "orpo"])
 def test_reference_free_losses_learn_without_building_a_reference(tmp_path, tiny_model_dir, monkeypatch, loss):
-    from frugalign.recipes import dpo
+    from frugalign.training import dpo
 
     def no_reference(*args, **kwargs):
         raise AssertionError(f"{loss} must not build a reference model")

@@ -10,7 +10,7 @@ from frugalign import models
 from frugalign.active.annotators import RewardModelJudge
 from frugalign.cli import main
 from frugalign.data import UnlabelledPair
-from frugalign.recipes.reward import score
+from frugalign.training.reward import score
 from tests.conftest import preference_rows
 
 

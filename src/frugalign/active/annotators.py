@@ -117,7 +117,7 @@ class RewardModelJudge(_Synchronous):
         self.batch_size, self.max_length = batch_size, max_length
 
     def answer(self, pairs):
-        from frugalign.recipes.reward import score
+        from frugalign.training.reward import score
 
         prompts = [p.prompt for p in pairs]
         a = score(self.model, self.tokenizer, prompts, [p.response_a for p in pairs], self.batch_size, self.max_length)

@@ -80,7 +80,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
     # apl: the gold evaluation after each round (its own curve points), none within one
-    config.eval_steps = 0 if mode == "apl" else max(1, steps // max(1, args.curve_points))
+    eval_steps = 0 if mode == "apl" else max(1, steps // max(1, args.curve_points))
     policy = bench_task(args, seed).model
     curve: list[dict] = []
     began = time.perf_counter()
@@ -93,7 +93,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
         return {"gold_reward": ev.mean}
 
     _, result, stats = train_adpo(config, policy, task.tokenizer, rows, oracle, truth=lambda p: truth.answer([p])[0],
-                                  eval_fn=gold_curve, ledger=ledger)
+                                  eval_fn=gold_curve, ledger=ledger, eval_steps=eval_steps)
     final = curve[-1]
     ledger.close()
     params = {"tau": args.tau, "gamma": args.gamma if "adpo" in mode else None}

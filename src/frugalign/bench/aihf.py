@@ -62,11 +62,13 @@ def reward_model_from(policy):
 def run_method(method: str, task, demos: list[Demonstration], prefs: list[PreferenceExample], settings: dict,
                seed: int, workdir: Path, iterations: int) -> tuple[object, dict]:
     """Train a fresh copy of the base policy with `method`; return it and its costs."""
-    from frugalign.recipes.aihf import AIHFConfig, train_aihf  # here, not above: `--help` must not load torch (cli.py)
-    from frugalign.recipes.dpo import DPOConfig, train_dpo
-    from frugalign.recipes.reward import RewardConfig, score, train_reward
-    from frugalign.recipes.rlhf import RLHFConfig, train_rlhf
-    from frugalign.recipes.sft import SFTConfig, train_sft
+    # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SFTConfig
+    from frugalign.training.aihf import train_aihf
+    from frugalign.training.dpo import train_dpo
+    from frugalign.training.reward import score, train_reward
+    from frugalign.training.rlhf import train_rlhf
+    from frugalign.training.sft import train_sft
 
     policy, tok = copy.deepcopy(task.model), task.tokenizer
     common = dict(seed=seed, learning_rate=settings["learning_rate"], batch_size=settings["batch_size"],

@@ -50,7 +50,8 @@ def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
     """Base and DPO runs of one seed, in the run schema of docs/benchmarks.md, and the settings they used."""
     task = bench_task(args, seed)
     settings = task_settings(task, args, quick_epochs=1)
-    from frugalign.recipes.dpo import DPOConfig, train_dpo  # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.recipes.configs import DPOConfig  # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.training.dpo import train_dpo
 
     t0 = time.perf_counter()
     base = gold_eval(task, task.model, task.eval_prompts, samples_per_prompt=task.eval_samples, seed=seed)

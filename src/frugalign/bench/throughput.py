@@ -148,7 +148,8 @@ def clock() -> float:
 
 def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float = LR,
                    precision: str = "fp32", trainable_layers: int = 0) -> list[float]:
-    from frugalign.recipes.dpo import DPOConfig, train_dpo
+    from frugalign.recipes.configs import DPOConfig
+    from frugalign.training.dpo import train_dpo
 
     with tempfile.TemporaryDirectory() as tmp:
         config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps, beta=BETA,

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def accuracy(model, tokenizer, examples, batch_size: int = 32, max_length: int = 512) -> tuple[float, float, np.ndarray]:
     """(accuracy, 95% interval half-width, per-pair reward margins). A tie counts as wrong."""
-    from frugalign.recipes.reward import score
+    from frugalign.training.reward import score
 
     prompts = [e.prompt for e in examples]
     chosen = score(model, tokenizer, prompts, [e.chosen for e in examples], batch_size, max_length)

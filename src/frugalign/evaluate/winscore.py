@@ -179,7 +179,7 @@ def make_judge(args: argparse.Namespace, out: Path) -> tuple[Judge, LLMJudge | N
         reward = gold_reward(args.task)
         return (lambda p, a, b: int(np.sign(reward(p, a) - reward(p, b)))), None
     from frugalign import models
-    from frugalign.recipes.reward import score
+    from frugalign.training.reward import score
 
     rm, tok = models.load_reward_model(args.reward_model), models.load_tokenizer(args.reward_model or models.MINILM)
     def by_reward(prompt: str, first: str, second: str) -> int:

@@ -21,7 +21,6 @@ labels stored, by the same steps as in the other modes.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import random
 import time
@@ -41,9 +40,9 @@ from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlab
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps
-from frugalign.recipes.common import load_policy
 from frugalign.recipes.configs import ADPOConfig
-from frugalign.recipes.dpo import PairScorer, Reference, pair_losses
+from frugalign.training.common import load_policy
+from frugalign.training.dpo import PairScorer, Reference, pair_losses
 
 
 @dataclass
@@ -119,6 +118,7 @@ def train_adpo(
     truth: Callable[[UnlabelledPair], int] | None = None,
     eval_fn=None,
     ledger: LabelLedger | None = None,
+    eval_steps: int = 0,
 ) -> tuple[object, TrainResult, QueryStats]:
     """Train on unlabelled pair rows (from `unlabelled_rows`), asking `annotator` as ADPO says.
 
@@ -135,7 +135,7 @@ def train_adpo(
     # stable across --resume, so the budget and the counts continue
     run_id = hashlib.sha256(str(Path(config.output_dir).resolve()).encode()).hexdigest()[:16]
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
-    reference = Reference(config, engine, policy, scorer)
+    reference = Reference(engine, policy, scorer, precomputed=False, lora=config.lora_r > 0)
     stats = QueryStats()
     state = ActiveState()
     subset: set[str] = set()
@@ -313,7 +313,8 @@ def train_adpo(
             labelled = [r for r in rows if r["pair_id"] in subset or r["pair_id"] in taken]
             model, result = engine.fit(engine.unwrap(model), labelled, step, eval_fn,
                                        description=f"adpo (apl) round {state.round}: {len(bought)} pairs to buy",
-                                       epochs=config.num_epochs if last else config.apl_epochs_per_round)
+                                       epochs=config.num_epochs if last else config.apl_epochs_per_round,
+                                       eval_steps=eval_steps)
             results.append(result)
         return model, merge_results(results)
 
@@ -321,7 +322,8 @@ def train_adpo(
         if config.mode == "apl":
             model, result = apl_rounds()
         else:
-            model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})")
+            model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})",
+                                       eval_steps=eval_steps)
     finally:
         annotator.close()  # waits for the requests under way
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
@@ -377,7 +379,7 @@ def run(config: ADPOConfig) -> TrainResult:
         instructions = read_instructions(config.serve_instructions)  # a bad file fails before the model loads
     # apl resumes from the ledger, not from a checkpoint: from the initial policy, the labels bought are reused
     # (none bought twice) and its rounds buy the rest of the budget
-    engine = Engine(dataclasses.replace(config, resume=False) if config.mode == "apl" else config)
+    engine = Engine(config.derive(ADPOConfig, resume=False) if config.mode == "apl" else config)
     policy = load_policy(config, engine)
     app = None
     if config.serve and engine.is_main:

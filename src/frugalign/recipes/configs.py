@@ -1,73 +1,96 @@
 """The options of every training command, apart from the code that trains: `frugalign COMMAND --help`
-builds its flags from these dataclasses without loading torch or transformers (see cli.py)."""
+builds its flags from these dataclasses without loading torch or transformers (see cli.py).
+
+A command's config is composed of the parts it reads and nothing else (tests/test_config_reads.py runs
+every command and checks that each option it offers is read), plus its own options. The parts stay flat:
+one YAML key and one flag per field, `learning_rate:` and `--learning-rate` whichever part holds it."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from frugalign.config import TrainConfig, option
+from frugalign.config import Config, EpochOptions, TrainConfig, option
 from frugalign.errors import UserError
 
 GenerationBackend = Literal["auto", "hf", "vllm"]
 
 
-# the option of every command that reads plain-string rows or prompts (the rule: frugalign.data.formats)
-CHAT_TEMPLATE_HELP = ("plain-string rows and prompts: auto: rendered as a user turn and the assistant's answer with the "
-                      "tokenizer's chat template when it has one (as eval generate and the benches prompt); on: always; "
-                      "off: raw text (as TRL treats strings)")
+
+# ---- the parts ----
 
 
 @dataclass
-class RecipeConfig(TrainConfig):
-    """Model and data options of every training command, on top of the engine's."""
-
+class ModelOptions(Config):
     model: str | None = option(None, "hub id or local checkpoint; default: the embedded SmolLM2-135M-Instruct")
-    dataset: str | None = option(None, "hub dataset name or local JSON/JSONL/Parquet/CSV file")
+
+
+@dataclass
+class SplitOptions(Config):
     dataset_split: str = option("train", "split of a hub dataset")
+
+
+@dataclass
+class DatasetOptions(SplitOptions):
+    dataset: str | None = option(None, "hub dataset name or local JSON/JSONL/Parquet/CSV file")
+
+
+@dataclass
+class HeldOutOptions(Config):
+    """The rows a command evaluates on during training."""
+
     eval_dataset: str | None = option(None, "held-out rows (same format); default: eval_fraction of dataset")
     eval_fraction: float = option(0.0, "fraction of the dataset held out for evaluation when eval_dataset is unset")
-    max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
-    max_response_length: int = option(512, "response tokens kept, EOS included (the start is kept)")
-    overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
-    lora_r: int = option(0, "LoRA rank; 0 trains all weights")
-    lora_alpha: int = option(16, "LoRA scaling numerator")
-    lora_dropout: float = option(0.0, "dropout on the LoRA branch (kept only with --disable-dropout false)")
-    lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
+    eval_steps: int = option(0, "evaluate on the held-out rows every N steps (0: only at the end)")
 
     def validate(self) -> None:
         super().validate()
         if not 0.0 <= self.eval_fraction < 1.0:
             raise UserError(f"option eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class LengthOptions(Config):
+    """Truncation of the prompts and responses a command tokenizes itself."""
+
+    max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
+    max_response_length: int = option(512, "response tokens kept, EOS included (the start is kept)")
+    overlong: Literal["truncate", "drop", "error"] = option("truncate", "what to do with rows over the limits")
+
+    def validate(self) -> None:
+        super().validate()
         if self.max_prompt_length < 1 or self.max_response_length < 1:
             raise UserError("options max_prompt_length and max_response_length must be at least 1")
 
 
 @dataclass
-class SFTConfig(RecipeConfig):
-    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
+class LoRAOptions(Config):
+    """LoRA on the policy (`training.common.load_policy`)."""
 
-    chat_template: Literal["auto", "on", "off"] = option("auto", CHAT_TEMPLATE_HELP)
+    lora_r: int = option(0, "LoRA rank; 0 trains all weights")
+    lora_alpha: int = option(16, "LoRA scaling numerator")
+    lora_dropout: float = option(0.0, "dropout on the LoRA branch (kept only with --disable-dropout false)")
+    lora_target_modules: list[str] = option(["q_proj", "k_proj", "v_proj", "o_proj"], "modules LoRA adapts")
 
 
 @dataclass
-class DPOConfig(RecipeConfig):
-    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
+class ChatTemplateOptions(Config):
+    """Of every command that reads plain-string rows or prompts (the rule: frugalign.data.formats)."""
 
-    chat_template: Literal["auto", "on", "off"] = option("auto", CHAT_TEMPLATE_HELP)
-    loss: Literal["dpo", "ipo", "simpo", "orpo"] = option(
-        "dpo", "pairwise loss: dpo (sigmoid), ipo (squared, length-normalised); without a reference model: simpo "
-               "(length-normalised, target margin --simpo-gamma), orpo (NLL of the chosen response + odds ratio)")
-    beta: float = option(0.1, "dpo, ipo: strength of the KL regularisation to the reference; simpo: the reward "
-                              "scale (its paper: 2 to 2.5); orpo: lambda, the weight of the odds-ratio term (0.1)")
-    simpo_gamma: float = option(0.5, "simpo: the target reward margin gamma (its paper: about half of beta)")
+    chat_template: Literal["auto", "on", "off"] = option(
+        "auto", "plain-string rows and prompts: auto: rendered as a user turn and the assistant's answer with the "
+                "tokenizer's chat template when it has one (as eval generate and the benches prompt); on: always; "
+                "off: raw text (as TRL treats strings)")
+
+
+@dataclass
+class PairLossOptions(Config):
+    """The pairwise loss of the commands that train with `training.dpo` (its pair scoring too)."""
+
+    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
+    beta: float = option(0.1, "strength of the KL regularisation to the reference")
     label_smoothing: float = option(0.0, "conservative DPO: probability that a label is flipped (dpo loss only)")
-    reference: Literal["copy", "precomputed"] = option(
-        "copy",
-        "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
-        "precomputed: reference log-probs computed in one pass before training and cached to disk",
-    )
     shared_prefix: Literal["auto", "on", "off"] = option(
         "auto", "on: one row per pair, its prompt computed once (chosen and rejected attend to one copy); off: "
                 "padded rows; auto: on, except under bf16/fp16 on a GPU, where padded rows keep the fused attention "
@@ -75,41 +98,48 @@ class DPOConfig(RecipeConfig):
                 "logits are post-processed (soft-capping) always get padded rows with full logits"
     )
 
+    # the losses label smoothing applies to: DPO's, and wDPO's, which weights DPO's per pair
+    SMOOTHED: ClassVar[tuple[str, ...]] = ("dpo", "wdpo")
+
     def validate(self) -> None:
         super().validate()
         if self.beta <= 0:
             raise UserError(f"option beta must be positive, got {self.beta}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise UserError(f"option label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.loss in ("simpo", "orpo") and self.reference == "precomputed":
-            raise UserError(f"loss {self.loss} uses no reference model: --reference precomputed does not apply")
-        if self.label_smoothing and self.loss != "dpo":
+        if self.label_smoothing and self.loss not in self.SMOOTHED:
             raise UserError("label_smoothing applies to the dpo loss only")
 
 
 @dataclass
-class RewardConfig(RecipeConfig):
-    """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
-    --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
-
-    max_length: int = option(512, "tokens of prompt + response seen by the reward model (longer: truncated)")
-    centering: float = option(0.0, "coefficient c of the centring penalty c * (r_w + r_l)^2 (about 1e-2 keeps "
-                                   "rewards near zero)")
-    learning_rate: float = option(2e-5, "peak learning rate")
+class ReferenceOptions(Config):
+    reference: Literal["copy", "precomputed"] = option(
+        "copy",
+        "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
+        "precomputed: reference log-probs computed in one pass before training and cached to disk",
+    )
 
 
 @dataclass
-class RLHFConfig(RecipeConfig):
-    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+class SamplingOptions(Config):
+    """How the commands that sample from the policy sample."""
 
-    chat_template: Literal["auto", "on", "off"] = option("auto", CHAT_TEMPLATE_HELP)
-
-    reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
-    kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")
-    samples_per_prompt: int = option(4, "k: samples per prompt (RLOO's baseline is the mean of the other k-1)")
     max_new_tokens: int = option(64, "tokens sampled per response")
     temperature: float = option(1.0, "sampling temperature")
-    top_p: float = option(1.0, "nucleus sampling (1: the policy's own distribution, as the gradient assumes)")
+    top_p: float = option(1.0, "nucleus sampling")
+
+
+@dataclass
+class GenerationBatchOptions(Config):
+    generation_batch_size: int = option(64, "prompts per generate call")
+
+
+@dataclass
+class RLOOOptions(Config):
+    """RLOO's policy step (`training.rlhf`)."""
+
+    kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")
+    samples_per_prompt: int = option(4, "k: samples per prompt (RLOO's baseline is the mean of the other k-1)")
 
     def validate(self) -> None:
         super().validate()
@@ -120,8 +150,72 @@ class RLHFConfig(RecipeConfig):
 
 
 @dataclass
-class OnlineConfig(DPOConfig):
-    """`frugalign online` options on top of DPO's (beta is wDPO's beta1)."""
+class DemonstrationOptions(Config):
+    """The iterations of SPIN and AIHF over demonstrations (`training.aihf`)."""
+
+    demonstrations: str | None = option(None, "demonstrations (TRL SFT format: prompt/completion or messages)")
+    demonstration_weight: float = option(1.0, "w_D: weight of the (demonstration > sample) pairs")
+    iterations: int = option(3, "sample-then-train iterations")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.iterations < 1:
+            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
+        if self.demonstration_weight < 0:
+            raise UserError("option demonstration_weight must be non-negative")
+
+
+# ---- the commands ----
+
+
+@dataclass
+class SFTConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
+                ChatTemplateOptions):
+    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
+
+
+@dataclass
+class DPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
+                ChatTemplateOptions, PairLossOptions, ReferenceOptions):
+    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
+
+    loss: Literal["dpo", "ipo", "simpo", "orpo"] = option(
+        "dpo", "pairwise loss: dpo (sigmoid), ipo (squared, length-normalised); without a reference model: simpo "
+               "(length-normalised, target margin --simpo-gamma), orpo (NLL of the chosen response + odds ratio)")
+    beta: float = option(0.1, "dpo, ipo: strength of the KL regularisation to the reference; simpo: the reward "
+                              "scale (its paper: 2 to 2.5); orpo: lambda, the weight of the odds-ratio term (0.1)")
+    simpo_gamma: float = option(0.5, "simpo: the target reward margin gamma (its paper: about half of beta)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loss in ("simpo", "orpo") and self.reference == "precomputed":
+            raise UserError(f"loss {self.loss} uses no reference model: --reference precomputed does not apply")
+
+
+@dataclass
+class RewardConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions):
+    """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
+    --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
+
+    max_length: int = option(512, "tokens of prompt + response seen by the reward model (longer: truncated)")
+    centering: float = option(0.0, "coefficient c of the centring penalty c * (r_w + r_l)^2 (about 1e-2 keeps "
+                                   "rewards near zero)")
+    learning_rate: float = option(2e-5, "peak learning rate")
+
+
+@dataclass
+class RLHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LoRAOptions, ChatTemplateOptions, SamplingOptions,
+                 RLOOOptions):
+    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+
+    reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
+    top_p: float = option(1.0, "nucleus sampling (1: the policy's own distribution, as the gradient assumes)")
+
+
+@dataclass
+class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
+                   ReferenceOptions, SamplingOptions, GenerationBatchOptions):
+    """`frugalign online`: iterative online DPO on `prompt` rows (beta is wDPO's beta1)."""
 
     loss: Literal["dpo", "ipo", "wdpo"] = option("dpo", "pairwise loss; wdpo: DPO weighted by sigma(beta2 * reward gap)")
     beta2: float = option(1.0, "wDPO: scale of the reward gap in the pair weight")
@@ -133,7 +227,6 @@ class OnlineConfig(DPOConfig):
         "plus a --random-share drawn at random), random, all")
     random_share: float = option(0.5, "selection mixed: share of the regenerated prompts drawn at random")
     samples_per_prompt: int = option(2, "responses sampled per regenerated prompt (best vs worst)")
-    max_new_tokens: int = option(64, "tokens sampled per response")
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
     top_p: float = option(0.9, "nucleus sampling")
     generation_batch_size: int = option(64, "prompts per generate call (and per journal entry)")
@@ -147,14 +240,7 @@ class OnlineConfig(DPOConfig):
     reward_model: str | None = option(None, "reward model that scores the samples (a `frugalign reward` output)")
 
     def validate(self) -> None:
-        if self.loss == "wdpo":  # DPO's checks apply to the DPO loss wDPO weights
-            self.loss = "dpo"
-            try:
-                super().validate()
-            finally:
-                self.loss = "wdpo"
-        else:
-            super().validate()
+        super().validate()
         if self.iterations < 1:
             raise UserError(f"option iterations must be at least 1, got {self.iterations}")
         if not 0.0 < self.rho <= 1.0:
@@ -163,16 +249,13 @@ class OnlineConfig(DPOConfig):
             raise UserError(f"option random_share must be in [0, 1], got {self.random_share}")
         if self.samples_per_prompt < 2:
             raise UserError("option samples_per_prompt must be at least 2 (a pair)")
-        if self.lora_r > 0:
-            raise UserError("frugalign online trains all weights: option lora_r is not supported here")
 
 
 @dataclass
-class ADPOConfig(DPOConfig):
+class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, LoRAOptions, PairLossOptions):
     """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
 
-    # its confidence is the implicit reward margin against the reference: the losses that have one
-    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
+    # its confidence is the implicit reward margin against the reference (computed live): the losses that have one
     mode: Literal["adpo", "adpo-nopl", "dpo", "random", "apl"] = option(
         "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
                 "random: ask a random subset of max_queries pairs; apl: buy max_queries labels in rounds, the pairs of "
@@ -240,8 +323,6 @@ class ADPOConfig(DPOConfig):
         if self.mode == "apl" and (self.max_steps > 0 or self.save_steps > 0 or self.save_final_checkpoint):
             raise UserError("mode apl trains in rounds of epochs and keeps no checkpoints: --max-steps, --save-steps and "
                             "--save-final-checkpoint do not apply (--resume buys nothing twice: it reuses the ledger)")
-        if self.reference == "precomputed":
-            raise UserError("adpo computes the reference live (reference: copy); precomputed is for dpo")
         if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
             raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
         if self.serve_instructions is not None and self.serve is None:
@@ -251,21 +332,14 @@ class ADPOConfig(DPOConfig):
 
 
 @dataclass
-class AIHFConfig(DPOConfig):
+class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
+                 SamplingOptions, GenerationBatchOptions, DemonstrationOptions, RLOOOptions):
     """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
 
-    loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
     variant: Literal["explicit", "dpo", "self-play"] = option(
         "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
                "self-play: lambda*DPO(P) + SPIN(demonstrations)")
-    demonstrations: str | None = option(None, "demonstrations (TRL SFT format: prompt/completion or messages)")
     preference_weight: float = option(1.0, "lambda (dpo, self-play) or w_P (explicit): weight of preference pairs")
-    demonstration_weight: float = option(1.0, "w_D: weight of the (demonstration > sample) pairs")
-    iterations: int = option(3, "sample-then-train iterations")
-    max_new_tokens: int = option(64, "tokens sampled per response")
-    temperature: float = option(1.0, "sampling temperature")
-    top_p: float = option(1.0, "nucleus sampling")
-    generation_batch_size: int = option(64, "prompts per generate call")
     reward_model: str | None = option(None, "explicit: the reward model to start from (default: the embedded MiniLM)")
     reward_learning_rate: float = option(5e-5, "explicit: reward model learning rate")
     kl_coef: float = option(0.05, "explicit: KL penalty of the policy step (per-token log-ratio to the reference)")
@@ -273,7 +347,14 @@ class AIHFConfig(DPOConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.iterations < 1:
-            raise UserError(f"option iterations must be at least 1, got {self.iterations}")
-        if self.preference_weight < 0 or self.demonstration_weight < 0:
-            raise UserError("options preference_weight and demonstration_weight must be non-negative")
+        if self.preference_weight < 0:
+            raise UserError("option preference_weight must be non-negative")
+
+
+@dataclass
+class SPINConfig(TrainConfig, EpochOptions, ModelOptions, SplitOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
+                 SamplingOptions, GenerationBatchOptions, DemonstrationOptions):
+    """`frugalign spin`: iterations of DPO of demonstrations (--demonstrations) against the previous iterate's
+    samples, that iterate being the reference."""
+
+    variant: ClassVar[str] = "self-play"  # SPIN is AIHF's self-play form without preferences (training.aihf)

@@ -37,9 +37,9 @@ from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
-from frugalign.recipes.common import RecipeConfig
-from frugalign.recipes.configs import OnlineConfig
-from frugalign.recipes.dpo import DPOConfig, train_dpo
+from frugalign.recipes.configs import DPOConfig, OnlineConfig
+from frugalign.training.common import load_prompts
+from frugalign.training.dpo import train_dpo
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]
 
@@ -292,49 +292,21 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
         console.print(f"iteration {t}: every pair is a tie, nothing to train on")
         return policy
     rows, _ = tokenize_preferences([examples[i] for i in keep], tokenizer, config.max_prompt_length,
-                                   config.max_response_length, f"iteration {t} pairs")
+                                   config.max_response_length, f"iteration {t} pairs", config.overlong)
     if config.loss == "wdpo":
         weights = losses.wdpo_weights(torch.tensor(gaps[keep]), torch.zeros(len(keep)), config.beta2)
         for row in rows:
             row["weight"] = float(weights[row["index"]])
-    dpo = DPOConfig(**{k: v for k, v in config.__dict__.items() if k in DPOConfig.__dataclass_fields__})
-    dpo.loss = "ipo" if config.loss == "ipo" else "dpo"
-    dpo.output_dir = str(Path(config.output_dir) / f"train-iter{t}")
-    dpo.resume = False
-    dpo.num_epochs = 1
+    dpo = config.derive(DPOConfig, loss="ipo" if config.loss == "ipo" else "dpo",
+                        output_dir=str(Path(config.output_dir) / f"train-iter{t}"), resume=False, num_epochs=1)
     policy, _ = train_dpo(dpo, policy, tokenizer, rows, engine=Engine(dpo))
     return policy
-
-
-def load_prompts(config: RecipeConfig, tokenizer) -> list[str]:
-    """Prompts from `prompt` rows: messages rendered with the chat template; strings too, by the
-    --chat-template rule (as training rows are)."""
-    from frugalign.data import load_rows
-    from frugalign.data.formats import render_prompt, renders_strings
-    from frugalign.errors import DataError
-
-    if not config.dataset:
-        raise UserError("no dataset: pass --dataset with a `prompt` column")
-    chat = renders_strings(config.chat_template, tokenizer, config.dataset)
-    out = []
-    for number, row in enumerate(load_rows(config.dataset, config.dataset_split), start=1):
-        prompt = row.get("prompt")
-        if isinstance(prompt, list) and prompt:
-            if not getattr(tokenizer, "chat_template", None):
-                raise UserError(f"{config.dataset}: conversational prompts need a tokenizer with a chat template")
-            prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        elif isinstance(prompt, str) and prompt.strip() and chat:
-            prompt = render_prompt(tokenizer, prompt)
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(config.dataset, "expected a non-empty string or list of messages", number, "prompt")
-        out.append(prompt)
-    return out
 
 
 def run(config: OnlineConfig) -> list[dict]:
     """`frugalign online`: prompts, a reward model as the scorer, the loop, the final policy."""
     from frugalign import models
-    from frugalign.recipes.reward import score
+    from frugalign.training.reward import score
 
     if not config.reward_model:
         raise UserError("frugalign online needs --reward-model (a checkpoint from `frugalign reward`)")

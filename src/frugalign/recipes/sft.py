@@ -1,30 +1,15 @@
-"""Supervised fine-tuning on demonstrations: per step, the mean negative log-likelihood of the
-completion tokens (prompt tokens are context, not targets)."""
+"""`frugalign sft`: supervised fine-tuning on a demonstrations file (the trainer: `training/sft.py`)."""
 
 from __future__ import annotations
 
-import math
-
-import torch
-
-from frugalign import losses, models
+from frugalign import models
 from frugalign.console import console, is_main_process, print_summary
 from frugalign.data import demonstrations, load_rows, tokenize_demonstrations
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
-from frugalign.logprobs import pad_sequences, token_logps
-from frugalign.recipes.common import hold_out, load_policy, to_device
 from frugalign.recipes.configs import SFTConfig
-
-
-def completion_nll(model, rows: list[dict], pad_id: int, device) -> torch.Tensor:
-    """Per-example mean NLL of the completion tokens."""
-    tensors = to_device(
-        pad_sequences([r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows], pad_id), device
-    )
-    logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"], use_cache=False).logits
-    lp = token_logps(logits[:, :-1], tensors["input_ids"][:, 1:])
-    return losses.sft_loss(lp, tensors["loss_mask"][:, 1:])
+from frugalign.training.common import hold_out, load_policy
+from frugalign.training.sft import train_sft
 
 
 def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
@@ -45,27 +30,6 @@ def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], l
     if config.eval_dataset:
         return train, read(config.eval_dataset)
     return hold_out(train, config.eval_fraction, config.seed)
-
-
-def train_sft(config: SFTConfig, policy, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None,
-              engine: Engine | None = None) -> tuple[object, TrainResult]:
-    """Train `policy` on tokenized demonstration rows (the Python API behind `frugalign sft`)."""
-    engine = engine or Engine(config)
-    policy = policy.to(engine.device)
-    pad_id = tokenizer.pad_token_id
-
-    def step(model, rows: list[dict]):
-        loss = completion_nll(model, rows, pad_id, engine.device).mean()
-        return loss, {"loss": loss.item()}
-
-    def evaluate(model) -> dict[str, float]:
-        shard = engine.shard(eval_rows)
-        total = sum(completion_nll(model, shard[i : i + config.batch_size], pad_id, engine.device).sum().item()
-                    for i in range(0, len(shard), config.batch_size))
-        loss = total / max(1, len(shard))
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
-
-    return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="sft")
 
 
 def run(config: SFTConfig) -> TrainResult:

@@ -136,7 +136,8 @@ def _pretrain(spec: TaskSpec, seed: int):
     """The base policy: SFT of a tiny Llama on the task's noisy corpus, with frugalign's own spec."""
     from frugalign.data import Demonstration, tokenize_demonstrations
     from frugalign.models import tiny_causal_lm
-    from frugalign.recipes.sft import SFTConfig, train_sft
+    from frugalign.recipes.configs import SFTConfig
+    from frugalign.training.sft import train_sft
 
     tok = spec.tokenizer
     rows, _ = tokenize_demonstrations([Demonstration(r["prompt"], r["completion"]) for r in spec.corpus], tok,

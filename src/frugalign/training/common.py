@@ -1,5 +1,5 @@
-"""What every training command shares: the model and data options, loading the policy (with LoRA),
-holding out evaluation rows, and putting tokenized rows on the device."""
+"""What every training command shares: loading the policy (with LoRA) and the prompts, holding out
+evaluation rows, and putting tokenized rows on the device."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from frugalign import models
 from frugalign.engine import Engine
 from frugalign.errors import UserError
-from frugalign.recipes.configs import RecipeConfig
+from frugalign.recipes.configs import DatasetOptions, LoRAOptions
 
 
 def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -26,7 +26,7 @@ def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def load_policy(config: RecipeConfig, engine: Engine):
+def load_policy(config: LoRAOptions, engine: Engine):
     """The policy to train, in float32 (the engine's mixed precision casts activations), with LoRA
     adapters when lora_r > 0 (then only the adapters train)."""
     model = models.load_causal_lm(config.model, gradient_checkpointing=config.gradient_checkpointing)
@@ -48,3 +48,28 @@ def load_policy(config: RecipeConfig, engine: Engine):
 
 def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in tensors.items()}
+
+
+def load_prompts(config: DatasetOptions, tokenizer) -> list[str]:
+    """Prompts from `prompt` rows: messages rendered with the chat template; strings too, by the
+    --chat-template rule (as training rows are)."""
+    from frugalign.data import load_rows
+    from frugalign.data.formats import render_prompt, renders_strings
+    from frugalign.errors import DataError
+
+    if not config.dataset:
+        raise UserError("no dataset: pass --dataset with a `prompt` column")
+    chat = renders_strings(config.chat_template, tokenizer, config.dataset)
+    out = []
+    for number, row in enumerate(load_rows(config.dataset, config.dataset_split), start=1):
+        prompt = row.get("prompt")
+        if isinstance(prompt, list) and prompt:
+            if not getattr(tokenizer, "chat_template", None):
+                raise UserError(f"{config.dataset}: conversational prompts need a tokenizer with a chat template")
+            prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        elif isinstance(prompt, str) and prompt.strip() and chat:
+            prompt = render_prompt(tokenizer, prompt)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(config.dataset, "expected a non-empty string or list of messages", number, "prompt")
+        out.append(prompt)
+    return out

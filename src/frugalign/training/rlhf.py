@@ -1,0 +1,64 @@
+"""Classic RLHF's policy stage: KL-regularised policy gradient (RLOO) against a reward.
+
+Per step, for a batch of prompts:
+  1. sample k responses per prompt from the current policy;
+  2. score them with the reward (a reward model, a gold oracle, any `f(prompts, responses)`);
+  3. penalise each by beta * its summed per-token log-ratio to the frozen reference (a Monte-Carlo KL);
+  4. RLOO: each sample's advantage is its penalised reward minus the mean of its prompt's other samples;
+     loss = -advantage * log pi(response), averaged.
+Metrics: reward, KL to the reference, entropy estimate (mean negative token log-prob of the samples).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from frugalign import losses
+from frugalign.engine import Engine, TrainResult
+from frugalign.errors import UserError
+from frugalign.generation import generate
+from frugalign.logprobs import pad_sequences, sequence_logps
+from frugalign.recipes.configs import RLHFConfig
+from frugalign.training.common import to_device
+
+Scorer = Callable[[list[str], list[str]], np.ndarray]
+
+
+def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer: Scorer, reference=None,
+               engine: Engine | None = None, eval_fn=None) -> tuple[object, TrainResult]:
+    """Train `policy` on `prompts` (the Python API of `frugalign rlhf`; AIHF's policy step). The
+    reference is a frozen copy of the policy as given, unless `reference` is passed."""
+    engine = engine or Engine(config)
+    policy = policy.to(engine.device)
+    # a reference passed in is shared (e.g. a task's base policy): used under no_grad, never modified
+    reference = (reference if reference is not None else copy.deepcopy(policy).requires_grad_(False)).to(engine.device)
+    k, pad = config.samples_per_prompt, tokenizer.pad_token_id
+    counts = {"generations": 0}
+
+    def step(model, rows: list[dict]):
+        batch = [r["prompt"] for r in rows]
+        prompt_ids = [tokenizer(p)["input_ids"] for p in batch]  # once: for sampling and for scoring
+        gens = generate(engine.unwrap(model), tokenizer, batch, k, config.max_new_tokens, config.temperature,
+                        config.top_p, len(batch) * k, progress=False, prompt_ids=prompt_ids)
+        counts["generations"] += len(batch) * k
+        flat_prompts = [p for p in batch for _ in range(k)]
+        t = to_device(pad_sequences([ids for ids in prompt_ids for _ in range(k)],
+                                    [ids for group in gens.token_ids for ids in group], pad), engine.device)
+        policy_lp = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"])
+        with torch.no_grad():
+            ref_lp = sequence_logps(reference.eval(), t["input_ids"], t["attention_mask"], t["loss_mask"])
+        rewards = torch.as_tensor(np.asarray(scorer(flat_prompts, [x for g in gens.texts for x in g]), dtype=float),
+                                  dtype=torch.float32, device=engine.device)
+        if not torch.isfinite(rewards).all():
+            raise UserError("the reward returned a non-finite value: refusing to train on it")
+        kl = (policy_lp.sum - ref_lp.sum).detach()
+        loss = losses.rloo_loss(policy_lp.sum, rewards - config.kl_coef * kl, k).mean()
+        entropy = (-policy_lp.sum / policy_lp.count.clamp(min=1)).mean()
+        return loss, {"loss": loss.item(), "reward": rewards.mean().item(), "kl": kl.mean().item(),
+                      "entropy": entropy.item(), "generations": float(counts["generations"])}
+
+    return engine.fit(policy, [{"prompt": p} for p in prompts], step, eval_fn, description="rlhf (rloo)")
