@@ -369,7 +369,7 @@ def in_child(fn, *args):
     afresh). The children fork from a server that has imported torch, transformers and TRL once (cheap
     children, one baseline for all) and never touched CUDA (so the children may)."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "transformers", "datasets", "trl", "frugalign.recipes.dpo",
+    context.set_forkserver_preload(["torch", "transformers", "datasets", "trl", "frugalign.training.dpo",
                                     "frugalign.bench.throughput"])
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(fn, *args).result()
