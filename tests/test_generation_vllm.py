@@ -114,3 +114,43 @@ def test_online_cli_with_vllm_end_to_end_and_resumed(tmp_path, tokenizer, monkey
     trained = type(tiny_causal_lm(len(tokenizer))).from_pretrained(out / "model")
     start = type(trained).from_pretrained(model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters()))
+
+
+def test_rlhf_spin_and_eval_generate_sample_with_vllm(tmp_path, tokenizer, monkeypatch):
+    from frugalign.cli import main
+    from tests.recipes.test_online import tiny_reward_model
+
+    model_dir = tmp_path / "policy"
+    tiny_causal_lm(len(tokenizer), seed=0, **SHAPE).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    rm = tiny_reward_model(tmp_path / "rm", tokenizer)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"say {c}{c}?"}) + "\n" for c in "abcdefgh"))
+    demos = tmp_path / "d.jsonl"
+    demos.write_text("".join(json.dumps({"prompt": f"say {c}{c}?", "completion": f" {c}{c}"}) + "\n" for c in "abcd"))
+    syncs = []
+    original_sync = VLLMGenerator.sync
+    monkeypatch.setattr(VLLMGenerator, "sync", lambda self, policy: (syncs.append(1), original_sync(self, policy)))
+    common = ["--model", str(model_dir), "--max-new-tokens", "6", "--batch-size", "4", "--learning-rate", "1e-3",
+              "--generation-backend", "vllm"]
+
+    # RLOO is on-policy: the weights go into vLLM before each of its 2 steps (8 prompts, 4 a step), after the start
+    assert main(["rlhf", "--dataset", str(prompts), "--reward-model", str(rm), "--samples-per-prompt", "2",
+                 "--output-dir", str(tmp_path / "rlhf"), *common]) == 0
+    assert len(syncs) == 1 + 2
+    trained = type(tiny_causal_lm(len(tokenizer))).from_pretrained(tmp_path / "rlhf" / "model")
+    start = type(trained).from_pretrained(model_dir)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters()))
+
+    # SPIN: one engine for the run, given pi_k's weights before iteration k samples its opponents
+    syncs.clear()
+    assert main(["spin", "--demonstrations", str(demos), "--iterations", "2", "--output-dir", str(tmp_path / "spin"),
+                 *common]) == 0
+    assert len(syncs) == 1 + 2
+
+    # eval generate: vLLM's greedy answers are Hugging Face's
+    for backend in ("hf", "vllm"):
+        assert main(["eval", "generate", "--model", str(model_dir), "--prompts", str(prompts), "--chat-template", "off",
+                     "--max-new-tokens", "6", "--generation-backend", backend, "--out", str(tmp_path / f"{backend}.jsonl")]) == 0
+    hf, vllm = ([json.loads(x)["output"] for x in (tmp_path / f"{b}.jsonl").read_text().splitlines()] for b in ("hf", "vllm"))
+    assert hf == vllm and len(hf) == 8

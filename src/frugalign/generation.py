@@ -100,9 +100,10 @@ class HFGenerator:
         self.policy = policy
 
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float, top_p: float,
-                 batch_size: int, seed: int, progress: bool = True) -> Generations:
+                 batch_size: int, seed: int | None, progress: bool = True, description: str = "generating") -> Generations:
+        """`seed` None: torch's generator as it stands (a training loop's own seeded stream)."""
         return generate(self.policy, self.tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p,
-                        batch_size, seed=seed, progress=progress)
+                        batch_size, seed=seed, progress=progress, description=description)
 
     def close(self) -> None:
         pass
@@ -138,19 +139,22 @@ class VLLMGenerator:
         self.llm.reset_prefix_cache()  # cached keys and values were computed with the old weights
 
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float, top_p: float,
-                 batch_size: int, seed: int, progress: bool = True) -> Generations:
+                 batch_size: int, seed: int | None, progress: bool = True, description: str = "generating (vLLM)"
+                 ) -> Generations:
         """`batch_size` is ignored: vLLM schedules its own batches. Each prompt gets its own seed, so a
-        prompt's samples do not depend on which other prompts share the call."""
+        prompt's samples do not depend on which other prompts share the call; `seed` None: the engine's own
+        seeded stream (a training loop that samples every step)."""
         from vllm import SamplingParams
 
         eos = self.tokenizer.eos_token_id
         params = [SamplingParams(n=num_samples, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=max_new_tokens, seed=seed + i, stop_token_ids=[eos], detokenize=False)
+                                 max_tokens=max_new_tokens, seed=None if seed is None else seed + i,
+                                 stop_token_ids=[eos], detokenize=False)
                   for i in range(len(prompts))]
         requests = [{"prompt_token_ids": self.tokenizer(p)["input_ids"]} for p in prompts]
         began = time.perf_counter()
         with progress_bar(TextColumn("{task.fields[rate]}"), disable=not progress) as bar:
-            task = bar.add_task("generating (vLLM)", total=len(prompts) * num_samples, rate="")
+            task = bar.add_task(description, total=len(prompts) * num_samples, rate="")
             outputs = self.llm.generate(requests, params, use_tqdm=False)
             token_ids = [[list(sample.token_ids) for sample in out.outputs] for out in outputs]
             n_tokens = sum(len(ids) for group in token_ids for ids in group)

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=256, help="N: demonstrations and pairs in the balanced regime")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--iterations", type=int, default=2, help="SPIN / AIHF iterations")
+    parser.add_argument("--generation-backend", choices=["hf", "vllm"], default="hf",
+                        help="how RLHF, SPIN and AIHF sample: hf (Hugging Face generate) or vllm (vLLM in this process)")
     parser.add_argument("--out", default="bench-aihf.json", help="result JSON (PNGs are written beside it)")
 
 
@@ -60,7 +62,7 @@ def reward_model_from(policy):
 
 
 def run_method(method: str, task, demos: list[Demonstration], prefs: list[PreferenceExample], settings: dict,
-               seed: int, workdir: Path, iterations: int) -> tuple[object, dict]:
+               seed: int, workdir: Path, iterations: int, backend: str = "hf") -> tuple[object, dict]:
     """Train a fresh copy of the base policy with `method`; return it and its costs."""
     # here, not above: `--help` must not load torch (cli.py)
     from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SFTConfig
@@ -90,14 +92,15 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
         rm, _ = train_reward(RewardConfig(num_epochs=epochs, **{**common, "output_dir": str(workdir / "rm")}), rm, tok, rows)
         prompts = sorted({p.prompt for p in prefs})
         config = RLHFConfig(num_epochs=epochs, samples_per_prompt=4, max_new_tokens=task.max_new_tokens, kl_coef=0.05,
-                            **common)
+                            generation_backend=backend, **common)
         policy, result = train_rlhf(config, policy, tok, prompts, lambda p, r: score(rm, tok, p, r), reference=task.model)
         costs["preference_pairs"], costs["generations"] = len(prefs), int(result.last_metrics["generations"])
     else:
         variant = {"spin": "self-play", "aihf-explicit": "explicit", "aihf-dpo": "dpo", "aihf-self-play": "self-play"}[method]
         config = AIHFConfig(variant=variant, iterations=iterations, beta=beta, num_epochs=max(1, epochs // 2),
                             max_new_tokens=task.max_new_tokens, samples_per_prompt=4, max_prompt_length=64,
-                            max_response_length=64, reward_learning_rate=settings["learning_rate"], **common)
+                            max_response_length=64, reward_learning_rate=settings["learning_rate"],
+                            generation_backend=backend, **common)
         used = [] if method == "spin" else prefs
         rm = reward_model_from(task.model) if variant == "explicit" else None
         policy, records = train_aihf(config, policy, tok, demos, used, reward_model=rm, reward_tokenizer=tok)
@@ -119,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             task = bench_task(args, seed)
             settings = task_settings(task, args, quick_epochs=1)
-            config = {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes, **settings,
-                      "model": args.model, "prompts": args.prompts, "gold_reward": args.gold_reward}
+            config = {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes,
+                      "generation_backend": args.generation_backend, **settings, "model": args.model,
+                      "prompts": args.prompts, "gold_reward": args.gold_reward}
             if not done.find(seed=seed, method="base"):
                 base = gold_eval(task, task.model, task.eval_prompts, ref_model=task.model,
                                  samples_per_prompt=task.eval_samples, seed=seed, progress=False)
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                         continue  # the seeded draws above are made all the same, so later regimes see the same data
                     started = time.perf_counter()
                     policy, costs = run_method(method, task, demos, prefs, settings, seed, Path(tmp) / f"{seed}-{regime}",
-                                               iterations)
+                                               iterations, args.generation_backend)
                     ev = gold_eval(task, policy, task.eval_prompts, ref_model=task.model,
                                    samples_per_prompt=task.eval_samples, seed=seed, progress=False)
                     done.add({"method": method, "seed": seed, "params": {"regime": regime, "demonstrations": len(demos),

@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when temperature > 0")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--generation-backend", choices=["auto", "hf", "vllm"], default="auto",
+                        help="hf: Hugging Face generate; vllm: vLLM in this process (its CPU or GPU build); auto: vllm "
+                             "when it is installed and a GPU is present")
 
 
 def load_prompts(source: str, split: str = "train", limit: int | None = None) -> list[str]:
@@ -57,15 +60,13 @@ def load_prompts(source: str, split: str = "train", limit: int | None = None) ->
     return prompts[:limit] if limit else prompts
 
 
-def answer(model, tokenizer, prompts: list[str], chat: bool, max_new_tokens: int, temperature: float = 0.0,
+def answer(generator, tokenizer, prompts: list[str], chat: bool, max_new_tokens: int, temperature: float = 0.0,
            top_p: float = 1.0, batch_size: int = 16, seed: int = 0) -> list[str]:
-    """One answer per prompt, batched on the model's device."""
-    from frugalign.generation import generate
-
+    """One answer per prompt from `generator` (`frugalign.generation.open_generator`)."""
     # a prompt rendered already (a SmolLM2 task's) is left as it is
     texts = [render_prompt(tokenizer, p) if chat else p for p in prompts]
-    gens = generate(model, tokenizer, texts, 1, max_new_tokens, temperature, top_p, batch_size, seed=seed,
-                    description="answering")
+    gens = generator.generate(texts, 1, max_new_tokens, temperature, top_p, batch_size, seed=seed,
+                              description="answering")
     return [group[0].strip() for group in gens.texts]
 
 
@@ -102,16 +103,24 @@ def read_answers(path: str | Path) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
     import torch  # here, not above: `--help` and read_answers' users must not load torch (cli.py)
 
     from frugalign import models
+    from frugalign.generation import open_generator
 
     prompts = load_prompts(args.prompts, args.split, args.limit)  # bad input fails before a model loads
     tokenizer = models.load_tokenizer(args.model)
     chat = renders_strings(args.chat_template, tokenizer, args.prompts)
     model = models.load_causal_lm(args.model).to("cuda" if torch.cuda.is_available() else "cpu")
-    outputs = answer(model, tokenizer, prompts, chat, args.max_new_tokens, args.temperature, args.top_p, args.batch_size,
-                     args.seed)
+    with tempfile.TemporaryDirectory(prefix="frugalign-eval-") as workdir:
+        generator = open_generator(args.generation_backend, model, tokenizer, Path(workdir), seed=args.seed)
+        try:
+            outputs = answer(generator, tokenizer, prompts, chat, args.max_new_tokens, args.temperature, args.top_p,
+                             args.batch_size, args.seed)
+        finally:
+            generator.close()
     path = write_answers(args.out, prompts, outputs, args.generator or args.model or "smollm2-135m-instruct", args.format)
     print(f"{path}: {len(outputs)} answers ({args.format} format)")
     return 0

@@ -135,6 +135,16 @@ class GenerationBatchOptions(Config):
 
 
 @dataclass
+class GenerationBackendOptions(Config):
+    """Which engine samples from the policy (`frugalign.generation.open_generator`)."""
+
+    generation_backend: GenerationBackend = option(
+        "auto", "hf: Hugging Face generate on the policy; vllm: vLLM in this process, the policy's weights copied in "
+        "after every training phase; auto: vllm when it is installed and a GPU is present")
+    vllm_gpu_memory_utilization: float = option(0.3, "vLLM: share of the GPU's memory it may take beside training")
+
+
+@dataclass
 class RLOOOptions(Config):
     """RLOO's policy step (`training.rlhf`)."""
 
@@ -205,7 +215,7 @@ class RewardConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Held
 
 @dataclass
 class RLHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LoRAOptions, ChatTemplateOptions, SamplingOptions,
-                 RLOOOptions):
+                 GenerationBackendOptions, RLOOOptions):
     """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
 
     reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
@@ -214,7 +224,7 @@ class RLHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LoRAOp
 
 @dataclass
 class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
-                   ReferenceOptions, SamplingOptions, GenerationBatchOptions):
+                   ReferenceOptions, SamplingOptions, GenerationBatchOptions, GenerationBackendOptions):
     """`frugalign online`: iterative online DPO on `prompt` rows (beta is wDPO's beta1)."""
 
     loss: Literal["dpo", "ipo", "wdpo"] = option("dpo", "pairwise loss; wdpo: DPO weighted by sigma(beta2 * reward gap)")
@@ -230,10 +240,6 @@ class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, Cha
     temperature: float = option(1.0, "sampling temperature (0: greedy)")
     top_p: float = option(0.9, "nucleus sampling")
     generation_batch_size: int = option(64, "prompts per generate call (and per journal entry)")
-    generation_backend: GenerationBackend = option(
-        "auto", "hf: Hugging Face generate on the policy; vllm: vLLM in this process, weights synced after each "
-        "iteration; auto: vllm when it is installed and a GPU is present")
-    vllm_gpu_memory_utilization: float = option(0.3, "vLLM: share of the GPU's memory it may take beside training")
     train_pairs: Literal["all", "regenerated"] = option(
         "all", "pairs trained on per iteration: all (every prompt's current pair, OPTune's Algorithm 1) or "
         "regenerated (only this iteration's new pairs: no retraining on stale pairs, training time falls with rho)")
@@ -333,7 +339,7 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
 
 @dataclass
 class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
-                 SamplingOptions, GenerationBatchOptions, DemonstrationOptions, RLOOOptions):
+                 SamplingOptions, GenerationBatchOptions, GenerationBackendOptions, DemonstrationOptions, RLOOOptions):
     """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
 
     variant: Literal["explicit", "dpo", "self-play"] = option(
@@ -353,7 +359,7 @@ class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
 
 @dataclass
 class SPINConfig(TrainConfig, EpochOptions, ModelOptions, SplitOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
-                 SamplingOptions, GenerationBatchOptions, DemonstrationOptions):
+                 SamplingOptions, GenerationBatchOptions, GenerationBackendOptions, DemonstrationOptions):
     """`frugalign spin`: iterations of DPO of demonstrations (--demonstrations) against the previous iterate's
     samples, that iterate being the reference."""
 

@@ -25,7 +25,7 @@ from frugalign.console import console, format_duration, print_summary
 from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
-from frugalign.generation import generate
+from frugalign.generation import open_generator
 from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SPINConfig
 from frugalign.training.dpo import attach_reference_logps, train_dpo
 from frugalign.training.reward import score, train_reward
@@ -34,20 +34,21 @@ from frugalign.training.rlhf import train_rlhf
 Step = Callable[[int, object, list[PreferenceExample]], tuple[object, int]]  # -> (policy, responses it generated)
 
 
-def sample_opponents(policy, tokenizer, demos: list[Demonstration], config: AIHFConfig | SPINConfig,
+def sample_opponents(generator, demos: list[Demonstration], config: AIHFConfig | SPINConfig,
                      k: int) -> list[PreferenceExample]:
     """(prompt, demonstration, the policy's own response) for each demonstration; identical ones are dropped
-    (nothing to learn from them)."""
-    gens = generate(policy, tokenizer, [d.prompt for d in demos], 1, config.max_new_tokens, config.temperature,
-                    config.top_p, config.generation_batch_size, seed=config.seed + k, description=f"iteration {k}: sampling")
+    (nothing to learn from them). `generator` holds the current policy's weights."""
+    gens = generator.generate([d.prompt for d in demos], 1, config.max_new_tokens, config.temperature, config.top_p,
+                              config.generation_batch_size, seed=config.seed + k, description=f"iteration {k}: sampling")
     return [PreferenceExample(d.prompt, d.completion, texts[0], weight=config.demonstration_weight)
             for d, texts in zip(demos, gens.texts) if texts[0].strip() != d.completion.strip()]
 
 
-def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demonstration], step: Step,
+def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demonstration], step: Step, generator,
             on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
     """The outer loop: sample opponents with pi_k, `step(k, policy, opponents) -> (policy, generated)`, save,
-    record (responses generated: the opponents, and apart what the step sampled itself)."""
+    record (responses generated: the opponents, and apart what the step sampled itself). `generator` gets
+    pi_k's weights before each iteration samples."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path, records, start = out / "aihf_state.json", [], 0
@@ -59,7 +60,8 @@ def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demo
         console.print(f"resuming at iteration {start}")
     for k in range(start, config.iterations):
         began = time.perf_counter()
-        opponents = sample_opponents(policy, tokenizer, demos, config, k) if demos else []
+        generator.sync(policy)  # pi_k: the policy the last iteration trained, or the one resumed from disk
+        opponents = sample_opponents(generator, demos, config, k) if demos else []
         sampled = time.perf_counter()
         policy, step_generated = step(k, policy, opponents)
         record = {"iteration": k, "generated": len(demos), "policy_step_generated": step_generated,
@@ -107,7 +109,7 @@ def dpo_step(config: AIHFConfig | SPINConfig, tokenizer, initial, preferences: l
 
 
 def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[PreferenceExample], reward_model,
-                  reward_tokenizer, prompts: list[str]) -> Step:
+                  reward_tokenizer, prompts: list[str], generator) -> Step:
     """explicit: a reward step on both kinds of pairs, then RLOO policy steps against the learned reward."""
     pref = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": 0.0,
              "weight": p.weight * config.preference_weight} for p in preferences]
@@ -122,7 +124,7 @@ def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[Pref
         pc = config.derive(RLHFConfig, output_dir=str(Path(config.output_dir) / f"policy-step-iter{k}"), resume=False)
         policy, result = train_rlhf(pc, policy, tokenizer, prompts,
                                     lambda p, r: score(reward_model, reward_tokenizer, p, r), reference=initial,
-                                    engine=Engine(pc))
+                                    engine=Engine(pc), generator=generator)
         return policy, int(result.last_metrics["generations"])
     return step
 
@@ -132,15 +134,22 @@ def train_aihf(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[D
                on_iteration=None) -> tuple[object, list[dict]]:
     """The Python API behind `frugalign aihf` and `frugalign spin` (no preferences, variant self-play)."""
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
-    if config.variant == "explicit":
-        if reward_model is None:
-            reward_model, reward_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(
-                config.reward_model or models.MINILM)
-        prompts = sorted({d.prompt for d in demos} | {p.prompt for p in preferences})
-        step = explicit_step(config, tokenizer, initial, preferences, reward_model, reward_tokenizer, prompts)
-    else:
-        step = dpo_step(config, tokenizer, initial, preferences)
-    return iterate(config, policy, tokenizer, demos, step, on_iteration)
+    # one sampling engine for the whole run (vLLM starts once), given each policy's weights before it samples
+    generator = open_generator(config.generation_backend, policy, tokenizer, Path(config.output_dir),
+                               config.vllm_gpu_memory_utilization, config.seed)
+    try:
+        if config.variant == "explicit":
+            if reward_model is None:
+                reward_model, reward_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(
+                    config.reward_model or models.MINILM)
+            prompts = sorted({d.prompt for d in demos} | {p.prompt for p in preferences})
+            step = explicit_step(config, tokenizer, initial, preferences, reward_model, reward_tokenizer, prompts,
+                                 generator)
+        else:
+            step = dpo_step(config, tokenizer, initial, preferences)
+        return iterate(config, policy, tokenizer, demos, step, generator, on_iteration)
+    finally:
+        generator.close()
 
 
 def load_data(config: AIHFConfig | SPINConfig, need_preferences: bool):

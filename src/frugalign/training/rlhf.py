@@ -7,12 +7,15 @@ Per step, for a batch of prompts:
   4. RLOO: each sample's advantage is its penalised reward minus the mean of its prompt's other samples;
      loss = -advantage * log pi(response), averaged.
 Metrics: reward, KL to the reference, entropy estimate (mean negative token log-prob of the samples).
+Sampling goes through `--generation-backend`: Hugging Face `generate` on the policy, or vLLM with the
+policy's weights copied in before every step (RLOO is on-policy: each step samples from what it trains).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +23,7 @@ import torch
 from frugalign import losses
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
-from frugalign.generation import generate
+from frugalign.generation import open_generator
 from frugalign.logprobs import pad_sequences, sequence_logps
 from frugalign.recipes.configs import RLHFConfig
 from frugalign.training.common import to_device
@@ -29,11 +32,17 @@ Scorer = Callable[[list[str], list[str]], np.ndarray]
 
 
 def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer: Scorer, reference=None,
-               engine: Engine | None = None, eval_fn=None) -> tuple[object, TrainResult]:
+               engine: Engine | None = None, eval_fn=None, generator=None) -> tuple[object, TrainResult]:
     """Train `policy` on `prompts` (the Python API of `frugalign rlhf`; AIHF's policy step). The
-    reference is a frozen copy of the policy as given, unless `reference` is passed."""
+    reference is a frozen copy of the policy as given, unless `reference` is passed. `generator` (from
+    `open_generator`): a sampling engine the caller keeps open across calls (AIHF's iterations); by
+    default one is opened from the config and closed at the end."""
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
+    owned = generator is None
+    if owned:
+        generator = open_generator(config.generation_backend, policy, tokenizer, Path(config.output_dir),
+                                   config.vllm_gpu_memory_utilization, config.seed)
     # a reference passed in is shared (e.g. a task's base policy): used under no_grad, never modified
     reference = (reference if reference is not None else copy.deepcopy(policy).requires_grad_(False)).to(engine.device)
     k, pad = config.samples_per_prompt, tokenizer.pad_token_id
@@ -41,9 +50,10 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
 
     def step(model, rows: list[dict]):
         batch = [r["prompt"] for r in rows]
-        prompt_ids = [tokenizer(p)["input_ids"] for p in batch]  # once: for sampling and for scoring
-        gens = generate(engine.unwrap(model), tokenizer, batch, k, config.max_new_tokens, config.temperature,
-                        config.top_p, len(batch) * k, progress=False, prompt_ids=prompt_ids)
+        prompt_ids = [tokenizer(p)["input_ids"] for p in batch]  # the ids the samples continue (both backends tokenize so)
+        generator.sync(engine.unwrap(model))  # vLLM: the weights of this step; Hugging Face: the policy itself
+        gens = generator.generate(batch, k, config.max_new_tokens, config.temperature, config.top_p, len(batch) * k,
+                                  seed=None, progress=False)
         counts["generations"] += len(batch) * k
         flat_prompts = [p for p in batch for _ in range(k)]
         t = to_device(pad_sequences([ids for ids in prompt_ids for _ in range(k)],
@@ -61,4 +71,8 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
         return loss, {"loss": loss.item(), "reward": rewards.mean().item(), "kl": kl.mean().item(),
                       "entropy": entropy.item(), "generations": float(counts["generations"])}
 
-    return engine.fit(policy, [{"prompt": p} for p in prompts], step, eval_fn, description="rlhf (rloo)")
+    try:
+        return engine.fit(policy, [{"prompt": p} for p in prompts], step, eval_fn, description="rlhf (rloo)")
+    finally:
+        if owned:
+            generator.close()
