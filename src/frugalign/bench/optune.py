@@ -132,7 +132,7 @@ def summarise(runs: list[dict]) -> dict:
                      for o in runs if key(o["params"]) == rnd and o["seed"] == r["seed"]]
             if diffs:
                 row["minus_random"] = float(np.mean(diffs))
-                row["minus_random_ci95"] = ci95(diffs)
+                row["minus_random_ci95"] = ci95(diffs) if len(diffs) > 1 else None  # one seed: no interval
     return summary
 
 
@@ -236,7 +236,8 @@ def describe(row: dict) -> str:
     if row.get("speedup_to_reach_rho1_interval"):
         text += f", reaches rho=1's interval {row['speedup_to_reach_rho1_interval']:.2f}x sooner than rho=1 ends"
     if "minus_random" in row:
-        text += f", {row['minus_random']:+.3f} ± {row['minus_random_ci95']:.3f} vs random"
+        spread = f" ± {row['minus_random_ci95']:.3f}" if row["minus_random_ci95"] is not None else " (one seed)"
+        text += f", {row['minus_random']:+.3f}{spread} vs random"
     if row.get("share_of_gain_from_bottom_half") is not None:
         text += f", {row['share_of_gain_from_bottom_half']:.0%} of the gain from the bottom half"
     return text
