@@ -124,6 +124,8 @@ def files(tmp_path_factory, tokenizer):
         "held": write(d / "held.jsonl", preference_rows(4, seed=1)),
         "demos": write(d / "demos.jsonl", [{"prompt": r["prompt"], "completion": r["chosen"]} for r in pairs]),
         "prompts": write(d / "prompts.jsonl", [{"prompt": r["prompt"]} for r in pairs]),
+        "labelled": write(d / "labelled.jsonl", [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+                                                 for r in pairs for side in ("chosen", "rejected")]),
         "rm": str(rm),
     }
 
@@ -141,6 +143,9 @@ def runs(f: dict, model: str, judge_url: str) -> dict[str, list[list[str]]]:
                 ["--dataset", f["demos"], "--eval-dataset", f["demos"], "--lora-r", "2", *one_step]],
         "dpo": [["--dataset", f["pairs"], "--eval-fraction", "0.25", *epochs],
                 ["--dataset", f["pairs"], "--eval-dataset", f["held"], "--loss", "simpo", "--lora-r", "2", *one_step]],
+        "kto": [["--dataset", f["labelled"], "--eval-fraction", "0.25", "--beta", "0.2", "--desirable-weight", "1.5",
+                 "--undesirable-weight", "0.5", *epochs],
+                ["--dataset", f["pairs"], "--eval-dataset", f["labelled"], "--lora-r", "2", *one_step]],
         "reward": [["--model", f["rm"], "--dataset", f["pairs"], "--eval-fraction", "0.25", "--num-epochs", "1",
                     "--batch-size", "2", "--save-steps", "2"],
                    ["--model", f["rm"], "--dataset", f["pairs"], "--eval-dataset", f["held"], "--max-steps", "1"]],
@@ -161,10 +166,11 @@ def runs(f: dict, model: str, judge_url: str) -> dict[str, list[list[str]]]:
 
 
 def test_the_runs_cover_every_training_command(tiny_model_dir):
-    assert set(runs({k: "" for k in ("pairs", "held", "demos", "prompts", "rm")}, "", "")) == training_commands()
+    files = {k: "" for k in ("pairs", "held", "demos", "prompts", "labelled", "rm")}
+    assert set(runs(files, "", "")) == training_commands()
 
 
-@pytest.mark.parametrize("command", ["sft", "dpo", "reward", "rlhf", "online", "adpo", "spin", "aihf"])
+@pytest.mark.parametrize("command", ["sft", "dpo", "kto", "reward", "rlhf", "online", "adpo", "spin", "aihf"])
 def test_every_option_a_command_offers_is_read_by_a_run_of_it(command, tmp_path, files, tiny_model_dir, vllm_like,
                                                             monkeypatch):
     reads = Reads(monkeypatch)
@@ -177,7 +183,8 @@ def test_every_option_a_command_offers_is_read_by_a_run_of_it(command, tmp_path,
 
 @pytest.mark.parametrize("command, flag", [("reward", ["--lora-r", "16"]), ("spin", ["--variant", "dpo"]),
                                            ("spin", ["--kl-coef", "0.1"]), ("rlhf", ["--eval-fraction", "0.1"]),
-                                           ("adpo", ["--simpo-gamma", "1"]), ("online", ["--num-epochs", "2"])])
+                                           ("adpo", ["--simpo-gamma", "1"]), ("online", ["--num-epochs", "2"]),
+                                           ("kto", ["--reference", "precomputed"])])
 def test_an_option_the_command_never_read_is_unrecognized(command, flag, capsys):
     with pytest.raises(SystemExit) as exit:
         cli.main([command, *flag])

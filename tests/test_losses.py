@@ -101,3 +101,42 @@ def test_orpo_loss_hand_computed_from_odds():
     # its odds-ratio term (the loss less the chosen NLL) is lower the right way round
     assert losses.orpo_loss(c, r, lam=1.0) + c < losses.orpo_loss(r, c, lam=1.0) + r
     assert torch.isfinite(losses.orpo_loss(torch.tensor([0.0]), torch.tensor([-1.0]), lam=0.1)).all()  # p = 1
+
+
+def test_kto_loss_hand_computed():
+    r, desirable = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([True, False, False])
+    loss = losses.kto_loss(r, desirable, torch.tensor(0.5), beta=0.5, desirable_weight=2.0, undesirable_weight=3.0)
+
+    def sigmoid(x):
+        return 1 / (1 + math.exp(-x))
+
+    # z0 = 0.5: desirable 2 * (1 - sigma(0.5 * (1 - 0.5))), undesirable 3 * (1 - sigma(0.5 * (0.5 - r)))
+    expected = [2 * (1 - sigmoid(0.25)), 3 * (1 - sigmoid(1.25)), 3 * (1 - sigmoid(0.0))]
+    assert loss.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_kto_gradient_raises_desirable_and_lowers_undesirable_log_ratios():
+    # fails when the classes are swapped or the sign of r is inverted: gradient descent must move r up for a
+    # desirable completion and down for an undesirable one
+    r = torch.tensor([0.3, 0.3], requires_grad=True)
+    losses.kto_loss(r, torch.tensor([True, False]), torch.tensor(0.1), beta=1.0).sum().backward()
+    assert r.grad[0] < 0 < r.grad[1]
+    # and a desirable completion whose log-ratio is higher has the lower loss, an undesirable one the higher
+    high, low = torch.tensor([2.0]), torch.tensor([-2.0])
+    yes, no, kl = torch.tensor([True]), torch.tensor([False]), torch.tensor(0.0)
+    assert losses.kto_loss(high, yes, kl, 1.0) < losses.kto_loss(low, yes, kl, 1.0)
+    assert losses.kto_loss(high, no, kl, 1.0) > losses.kto_loss(low, no, kl, 1.0)
+
+
+def test_kto_reference_point_is_detached_and_clamped_at_zero():
+    r, desirable = torch.tensor([0.4, -0.2]), torch.tensor([True, False])
+    negative = losses.kto_loss(r, desirable, torch.tensor(-3.0), beta=1.0)
+    assert negative.tolist() == pytest.approx(losses.kto_loss(r, desirable, torch.tensor(0.0), beta=1.0).tolist())
+    kl = torch.tensor(0.7, requires_grad=True)
+    loss = losses.kto_loss(r.clone().requires_grad_(True), desirable, kl, beta=1.0).sum()
+    loss.backward()
+    assert kl.grad is None  # no gradient reaches the KL estimate
+    # the reference point moves the loss: a higher z0 makes a desirable row worse and an undesirable one better
+    higher = losses.kto_loss(r, desirable, torch.tensor(1.0), beta=1.0)
+    at_zero = losses.kto_loss(r, desirable, torch.tensor(0.0), beta=1.0)
+    assert higher[0] > at_zero[0] and higher[1] < at_zero[1]

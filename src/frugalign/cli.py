@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     R = "frugalign.recipes."
     _train_command(sub, "sft", "supervised fine-tuning on demonstrations", "SFTConfig", R + "sft")
     _train_command(sub, "dpo", "DPO / IPO on preference pairs, with per-pair weights", "DPOConfig", R + "dpo")
+    _train_command(sub, "kto", "KTO on completions labelled desirable or undesirable (unpaired feedback)", "KTOConfig",
+                   R + "kto")
     _train_command(sub, "reward", "a Bradley-Terry reward model (default: the embedded MiniLM encoder)",
                    "RewardConfig", R + "reward")
     _train_command(sub, "online", "online DPO with OPTune's selective regeneration and wDPO", "OnlineConfig",

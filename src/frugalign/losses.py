@@ -53,6 +53,23 @@ def orpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, 
     return -chosen_avg_logps - lam * F.logsigmoid(log_odds(chosen_avg_logps) - log_odds(rejected_avg_logps))
 
 
+def kto_loss(
+    logratios: torch.Tensor,
+    desirable: torch.Tensor,
+    kl: torch.Tensor,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> torch.Tensor:
+    """KTO per-example loss, with r = logp_pi(y|x) - logp_ref(y|x) (`logratios`) and the reference point
+    z0 = max(0, kl), detached (a baseline, not a target: the gradient flows through r only):
+    desirable: w_D * (1 - sigma(beta * (r - z0))), undesirable: w_U * (1 - sigma(beta * (z0 - r))).
+    `kl` is the KL estimate, the mean log-ratio of mismatched (prompt, completion) pairs."""
+    z0 = kl.detach().clamp(min=0.0)
+    return torch.where(desirable, desirable_weight * (1.0 - torch.sigmoid(beta * (logratios - z0))),
+                       undesirable_weight * (1.0 - torch.sigmoid(beta * (z0 - logratios))))
+
+
 def wdpo_weights(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, beta2: float) -> torch.Tensor:
     """OPTune's wDPO weight R = sigma(beta2 * (r(y_w) - r(y_l))), detached: rewards are data."""
     return torch.sigmoid(beta2 * (chosen_rewards - rejected_rewards)).detach()

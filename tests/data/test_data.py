@@ -10,11 +10,14 @@ from hypothesis import strategies as st
 from frugalign.cli import main
 from frugalign.data import (
     Demonstration,
+    LabelledCompletion,
     PreferenceExample,
     demonstrations,
+    labelled_completions,
     load_rows,
     preference_examples,
     tokenize_demonstrations,
+    tokenize_labelled,
     tokenize_preferences,
     unlabelled_pairs,
 )
@@ -146,6 +149,22 @@ def test_demonstrations_from_messages_and_prompt_completion(chat_tokenizer):
         demonstrations([{"messages": msgs[:1]}], "d", chat_tokenizer)
     with pytest.raises(DataError, match="row 1: field 'completion': missing column"):
         demonstrations([{"prompt": "p"}], "d")
+
+
+def test_labelled_completions_standard_conversational_and_split_pairs(chat_tokenizer):
+    rows = [{"prompt": "p", "completion": "c", "label": True}, {"prompt": "q", "completion": "d", "label": False}]
+    assert labelled_completions(rows, "k", chat_template="off") == [LabelledCompletion("p", "c", True),
+                                                                    LabelledCompletion("q", "d", False)]
+    user, bot = [{"role": "user", "content": "hi"}], [{"role": "assistant", "content": "yo"}]
+    (conv,) = labelled_completions([{"prompt": user, "completion": bot, "label": False}], "k", chat_tokenizer)
+    assert conv == LabelledCompletion("<user>hi<eos><assistant>", "yo<eos>", False, True)
+    # a preference pair gives its chosen completion as desirable, its rejected one as undesirable
+    split = labelled_completions([{"prompt": "p", "chosen": "good", "rejected": "bad"}], "k", chat_template="off")
+    assert split == [LabelledCompletion("p", "good", True), LabelledCompletion("p", "bad", False)]
+    tokenized, _ = tokenize_labelled(split, char_tokenizer(), 16, 8, "k")
+    assert [r["desirable"] for r in tokenized] == [True, False]
+    with pytest.raises(DataError, match="k: row 2: field 'label': expected true or false, got 'false'"):
+        labelled_completions([rows[0], {"prompt": "p", "completion": "c", "label": "false"}], "k")
 
 
 def test_unlabelled_pairs_hide_labels_with_both_orders():

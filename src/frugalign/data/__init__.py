@@ -2,9 +2,11 @@
 
 from frugalign.data.formats import (
     Demonstration,
+    LabelledCompletion,
     PreferenceExample,
     UnlabelledPair,
     demonstrations,
+    labelled_completions,
     preference_examples,
     unlabelled_pairs,
 )
@@ -12,12 +14,13 @@ from frugalign.data.loading import load_rows
 from frugalign.data.tokenize import (
     TruncationReport,
     tokenize_demonstrations,
+    tokenize_labelled,
     tokenize_preferences,
     tokenize_unlabelled,
 )
 
 __all__ = [
-    "Demonstration", "PreferenceExample", "UnlabelledPair", "TruncationReport", "demonstrations", "load_rows",
-    "preference_examples", "tokenize_demonstrations", "tokenize_preferences", "tokenize_unlabelled",
-    "unlabelled_pairs",
+    "Demonstration", "LabelledCompletion", "PreferenceExample", "UnlabelledPair", "TruncationReport", "demonstrations",
+    "labelled_completions", "load_rows", "preference_examples", "tokenize_demonstrations", "tokenize_labelled",
+    "tokenize_preferences", "tokenize_unlabelled", "unlabelled_pairs",
 ]

@@ -6,7 +6,10 @@ Accepted (each row is one of):
   models);
 - demonstrations: `prompt`, `completion`, or `messages` (the last message, the assistant's, is the
   completion);
-- unlabelled pairs (active querying): `prompt`, `response_a`, `response_b`.
+- unlabelled pairs (active querying): `prompt`, `response_a`, `response_b`;
+- labelled completions (KTO, unpaired): `prompt`, `completion`, `label` (true: desirable, false:
+  undesirable); preference rows are accepted too, each split into its chosen (desirable) and its
+  rejected (undesirable) completion.
 Each field is either a string (standard format) or a list of `{"role", "content"}` messages
 (conversational format), rendered with the tokenizer's chat template: the prompt with the generation
 prompt appended, a completion as the rendered full conversation minus the rendered prompt.
@@ -54,6 +57,15 @@ class PreferenceExample:
 class Demonstration:
     prompt: str
     completion: str
+    templated: bool = False
+    chat: bool = False
+
+
+@dataclass
+class LabelledCompletion:
+    prompt: str
+    completion: str
+    desirable: bool
     templated: bool = False
     chat: bool = False
 
@@ -329,3 +341,23 @@ def unlabelled_pairs(rows: list[dict], source: str, tokenizer=None, seed: int = 
             raise row.error("response_a and response_b are identical: a pair must differ", "response_b")
         out.append(pair)
     return out, None
+
+
+def labelled_completions(rows: list[dict], source: str, tokenizer=None, chat_template: str = "auto"
+                         ) -> list[LabelledCompletion]:
+    """(prompt, completion, desirable) from TRL's unpaired preference rows (`prompt`, `completion`, `label`),
+    standard or conversational; preference rows (`chosen`, `rejected`, no `label`) give two each, the chosen
+    completion desirable and the rejected one not."""
+    if rows and "label" not in rows[0] and "chosen" in rows[0]:
+        return [LabelledCompletion(ex.prompt, completion, desirable, ex.templated, ex.chat)
+                for ex in preference_examples(rows, source, tokenizer, chat_template)
+                for completion, desirable in ((ex.chosen, True), (ex.rejected, False))]
+    labels = []
+    for number, raw in enumerate(rows, start=1):
+        row = _Row(raw, source, number)
+        row.require("prompt", "completion", "label")
+        if not isinstance(raw["label"], bool):  # 0/1 or "yes" would be guesses: TRL's label is a boolean
+            raise row.error(f"expected true or false, got {raw['label']!r}", "label")
+        labels.append(raw["label"])
+    return [LabelledCompletion(d.prompt, d.completion, label, d.templated, d.chat)
+            for d, label in zip(demonstrations(rows, source, tokenizer, chat_template), labels)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from frugalign.data.formats import Demonstration, PreferenceExample, UnlabelledPair, chat_turn
+from frugalign.data.formats import Demonstration, LabelledCompletion, PreferenceExample, UnlabelledPair, chat_turn
 from frugalign.errors import DataError, UserError
 
 OVERLONG = ("truncate", "drop", "error")
@@ -115,6 +115,8 @@ def _tokenize(examples, fields: list[tuple[str, str]], tokenizer, max_prompt_len
             continue
         if isinstance(ex, PreferenceExample):
             row["weight"] = ex.weight
+        if isinstance(ex, LabelledCompletion):
+            row["desirable"] = ex.desirable
         rows.append(row)
     if not rows:
         raise DataError(source, f"no rows left after the over-long rule ({report.summary()})")
@@ -131,6 +133,13 @@ def tokenize_preferences(examples: list[PreferenceExample], tokenizer, max_promp
 def tokenize_demonstrations(examples: list[Demonstration], tokenizer, max_prompt_length: int, max_response_length: int,
                             source: str, overlong: str = "truncate") -> tuple[list[dict], TruncationReport]:
     """Rows {index, prompt_ids, completion_ids}."""
+    return _tokenize(examples, [("completion", "completion_ids")], tokenizer, max_prompt_length, max_response_length,
+                     source, overlong)
+
+
+def tokenize_labelled(examples: list[LabelledCompletion], tokenizer, max_prompt_length: int, max_response_length: int,
+                      source: str, overlong: str = "truncate") -> tuple[list[dict], TruncationReport]:
+    """Rows {index, prompt_ids, completion_ids, desirable}."""
     return _tokenize(examples, [("completion", "completion_ids")], tokenizer, max_prompt_length, max_response_length,
                      source, overlong)
 

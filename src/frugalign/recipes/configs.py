@@ -203,6 +203,28 @@ class DPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOut
 
 
 @dataclass
+class KTOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
+                ChatTemplateOptions):
+    """`frugalign kto`: KTO on unpaired (prompt, completion, label) rows; (prompt, chosen, rejected) rows are
+    split into a desirable and an undesirable row. The reference is a frozen copy of the initial policy (with
+    LoRA: the base model, adapter disabled)."""
+
+    beta: float = option(0.1, "strength of the KL regularisation to the reference")
+    desirable_weight: float = option(1.0, "w_D: weight of the desirable rows' losses (TRL's desirable_weight)")
+    undesirable_weight: float = option(1.0, "w_U: weight of the undesirable rows' losses (TRL's undesirable_weight)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.beta <= 0:
+            raise UserError(f"option beta must be positive, got {self.beta}")
+        if self.desirable_weight < 0 or self.undesirable_weight < 0:
+            raise UserError("options desirable_weight and undesirable_weight must be non-negative")
+        if self.batch_size < 2:
+            raise UserError("kto needs batch_size >= 2: its KL estimate pairs each prompt with another row's "
+                            "completion of the micro-batch")
+
+
+@dataclass
 class RewardConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions):
     """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
     --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
