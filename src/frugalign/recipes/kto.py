@@ -15,13 +15,12 @@ import copy
 import torch
 
 from frugalign import losses, models
-from frugalign.console import console, is_main_process, print_summary
-from frugalign.data import labelled_completions, load_rows, tokenize_labelled
+from frugalign.console import print_summary
+from frugalign.data import labelled_completions, tokenize_labelled
 from frugalign.engine import Engine, TrainResult
-from frugalign.errors import UserError
 from frugalign.logprobs import pad_sequences, sequence_logps
 from frugalign.recipes.configs import KTOConfig
-from frugalign.training.common import hold_out, load_policy, to_device
+from frugalign.training.common import load_policy, read_training_rows, to_device
 
 # TRL's training metrics per class are sums and counts, so that a micro-batch without one class still averages
 # right: the run's (or an evaluation's) per-row means are the ratios of their totals (`per_row_means`)
@@ -31,22 +30,7 @@ SUMS = ("rewards/chosen_sum", "logps/chosen_sum", "count/chosen",
 
 def load_labelled_rows(config: KTOConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Read, validate and tokenize the training (and evaluation) rows: all before any compute."""
-    if not config.dataset:
-        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
-
-    def read(source: str) -> list[dict]:
-        examples = labelled_completions(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
-        rows, report = tokenize_labelled(
-            examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
-        )
-        if is_main_process():
-            console.print(f"{source}: {report.summary()}")
-        return rows
-
-    train = read(config.dataset)
-    if config.eval_dataset:
-        return train, read(config.eval_dataset)
-    return hold_out(train, config.eval_fraction, config.seed)
+    return read_training_rows(config, tokenizer, labelled_completions, tokenize_labelled)
 
 
 def mismatched(rows: list[dict]) -> list[dict]:

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 from frugalign import models
-from frugalign.console import console, is_main_process, print_summary
-from frugalign.data import demonstrations, load_rows, tokenize_demonstrations
+from frugalign.console import print_summary
+from frugalign.data import demonstrations, tokenize_demonstrations
 from frugalign.engine import Engine, TrainResult
-from frugalign.errors import UserError
 from frugalign.recipes.configs import SFTConfig
-from frugalign.training.common import hold_out, load_policy
+from frugalign.training.common import load_policy, read_training_rows
 from frugalign.training.sft import train_sft
 
 
 def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Read, validate and tokenize the demonstrations: all before any compute."""
-    if not config.dataset:
-        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
-
-    def read(source: str) -> list[dict]:
-        examples = demonstrations(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
-        rows, report = tokenize_demonstrations(
-            examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
-        )
-        if is_main_process():
-            console.print(f"{source}: {report.summary()}")
-        return rows
-
-    train = read(config.dataset)
-    if config.eval_dataset:
-        return train, read(config.eval_dataset)
-    return hold_out(train, config.eval_fraction, config.seed)
+    return read_training_rows(config, tokenizer, demonstrations, tokenize_demonstrations)
 
 
 def run(config: SFTConfig) -> TrainResult:

@@ -1,5 +1,5 @@
-"""What every training command shares: loading the policy (with LoRA) and the prompts, holding out
-evaluation rows, and putting tokenized rows on the device."""
+"""What every training command shares: loading the policy (with LoRA) and the prompts, reading and holding
+out its rows, and putting tokenized rows on the device."""
 
 from __future__ import annotations
 
@@ -8,9 +8,33 @@ import random
 import torch
 
 from frugalign import models
+from frugalign.console import console, is_main_process
+from frugalign.data import load_rows
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.recipes.configs import DatasetOptions, LoRAOptions
+
+
+def read_training_rows(config, tokenizer, parse, tokenize) -> tuple[list[dict], list[dict]]:
+    """A command's training rows and held-out rows, read, validated and tokenized before any compute:
+    `parse(rows, source, tokenizer, chat_template)` checks each row of `--dataset` (and `--eval-dataset`)
+    and `tokenize(examples, tokenizer, max_prompt, max_response, source, overlong)` tokenizes them; without an
+    evaluation file, `eval_fraction` of the rows is held out."""
+    if not config.dataset:
+        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
+
+    def read(source: str) -> list[dict]:
+        examples = parse(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
+        rows, report = tokenize(examples, tokenizer, config.max_prompt_length, config.max_response_length, source,
+                                config.overlong)
+        if is_main_process():
+            console.print(f"{source}: {report.summary()}")
+        return rows
+
+    train = read(config.dataset)
+    if config.eval_dataset:
+        return train, read(config.eval_dataset)
+    return hold_out(train, config.eval_fraction, config.seed)
 
 
 def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:

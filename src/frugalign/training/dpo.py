@@ -16,13 +16,11 @@ from pathlib import Path
 import torch
 
 from frugalign import losses
-from frugalign.console import console, is_main_process
-from frugalign.data import load_rows, preference_examples, tokenize_preferences
+from frugalign.data import preference_examples, tokenize_preferences
 from frugalign.engine import Engine, TrainResult, resolve_mixed_precision
-from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.recipes.configs import DPOConfig
-from frugalign.training.common import hold_out, to_device
+from frugalign.training.common import read_training_rows, to_device
 
 REFERENCE_FREE = ("simpo", "orpo")  # losses of the policy's own log-probs
 
@@ -167,22 +165,7 @@ def attach_reference_logps(model, rows: list[dict], pad_id: int, batch_size: int
 
 def load_preference_rows(config: DPOConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Read, validate and tokenize the training (and evaluation) pairs: all before any compute."""
-    if not config.dataset:
-        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
-
-    def read(source: str, split: str) -> list[dict]:
-        examples = preference_examples(load_rows(source, split), source, tokenizer, config.chat_template)
-        rows, report = tokenize_preferences(
-            examples, tokenizer, config.max_prompt_length, config.max_response_length, source, config.overlong
-        )
-        if is_main_process():
-            console.print(f"{source}: {report.summary()}")
-        return rows
-
-    train = read(config.dataset, config.dataset_split)
-    if config.eval_dataset:
-        return train, read(config.eval_dataset, config.dataset_split)
-    return hold_out(train, config.eval_fraction, config.seed)
+    return read_training_rows(config, tokenizer, preference_examples, tokenize_preferences)
 
 
 def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None,
