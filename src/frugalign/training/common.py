@@ -37,6 +37,18 @@ def read_training_rows(config, tokenizer, parse, tokenize) -> tuple[list[dict], 
     return hold_out(train, config.eval_fraction, config.seed)
 
 
+def mean_metrics(engine: Engine, model, rows: list[dict], step, batch_size: int) -> dict[str, float]:
+    """A step function's metrics over this process's share of `rows`, averaged per row (an evaluation)."""
+    shard = engine.shard(rows)
+    totals: dict[str, float] = {}
+    for start in range(0, len(shard), batch_size):
+        batch = shard[start:start + batch_size]
+        _, metrics = step(model, batch)
+        for k, v in metrics.items():
+            totals[k] = totals.get(k, 0.0) + v * len(batch)
+    return {k: v / max(1, len(shard)) for k, v in totals.items()}
+
+
 def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     """A seeded random split: (train, eval)."""
     if fraction <= 0:

@@ -20,7 +20,7 @@ from frugalign.data import preference_examples, tokenize_preferences
 from frugalign.engine import Engine, TrainResult, resolve_mixed_precision
 from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
 from frugalign.recipes.configs import DPOConfig
-from frugalign.training.common import read_training_rows, to_device
+from frugalign.training.common import mean_metrics, read_training_rows, to_device
 
 REFERENCE_FREE = ("simpo", "orpo")  # losses of the policy's own log-probs
 
@@ -194,14 +194,7 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
         return loss, {"loss": loss.item(), **pair_metrics(config.beta, margin, chosen, rejected, ref_chosen, ref_rejected)}
 
     def evaluate(model) -> dict[str, float]:
-        totals: dict[str, float] = {}
-        shard = engine.shard(eval_rows)
-        for start in range(0, len(shard), config.batch_size):
-            batch = shard[start : start + config.batch_size]
-            _, metrics = step(model, batch)
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v * len(batch)
-        return {k: v / max(1, len(shard)) for k, v in totals.items()}
+        return mean_metrics(engine, model, eval_rows, step, config.batch_size)
 
     if eval_fn is None and eval_rows:
         eval_fn = evaluate

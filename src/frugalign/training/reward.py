@@ -10,6 +10,7 @@ import torch
 from frugalign import losses
 from frugalign.engine import Engine, TrainResult
 from frugalign.recipes.configs import RewardConfig
+from frugalign.training.common import mean_metrics
 
 
 def encode(tokenizer, prompts: list[str], responses: list[str], max_length: int, device) -> dict[str, torch.Tensor]:
@@ -56,14 +57,7 @@ def train_reward(config: RewardConfig, model, tokenizer, train_rows: list[dict],
                       "reward_margin": (chosen - rejected).mean().item(), "reward_mean": chosen.mean().item()}
 
     def evaluate(model) -> dict[str, float]:
-        shard = engine.shard(eval_rows)
-        totals: dict[str, float] = {}
-        for i in range(0, len(shard), config.batch_size):
-            batch = shard[i:i + config.batch_size]
-            _, metrics = step(model, batch)
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + v * len(batch)
-        return {k: v / max(1, len(shard)) for k, v in totals.items()}
+        return mean_metrics(engine, model, eval_rows, step, config.batch_size)
 
     return engine.fit(model, train_rows, step, evaluate if eval_rows else None, description="reward model",
                       eval_steps=config.eval_steps)
