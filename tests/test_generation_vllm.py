@@ -138,6 +138,11 @@ def test_rlhf_spin_and_eval_generate_sample_with_vllm(tmp_path, tokenizer, monke
     assert main(["rlhf", "--dataset", str(prompts), "--reward-model", str(rm), "--samples-per-prompt", "2",
                  "--output-dir", str(tmp_path / "rlhf"), *common]) == 0
     assert len(syncs) == 1 + 2
+    syncs.clear()  # with 2 micro-batches a step, once per optimizer step, not per micro-batch
+    assert main(["rlhf", "--dataset", str(prompts), "--reward-model", str(rm), "--samples-per-prompt", "2",
+                 "--output-dir", str(tmp_path / "rlhf-accumulated"), *common, "--batch-size", "2",
+                 "--gradient-accumulation-steps", "2"]) == 0
+    assert len(syncs) == 1 + 2
     trained = type(tiny_causal_lm(len(tokenizer))).from_pretrained(tmp_path / "rlhf" / "model")
     start = type(trained).from_pretrained(model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters()))
@@ -154,3 +159,21 @@ def test_rlhf_spin_and_eval_generate_sample_with_vllm(tmp_path, tokenizer, monke
                      "--max-new-tokens", "6", "--generation-backend", backend, "--out", str(tmp_path / f"{backend}.jsonl")]) == 0
     hf, vllm = ([json.loads(x)["output"] for x in (tmp_path / f"{b}.jsonl").read_text().splitlines()] for b in ("hf", "vllm"))
     assert hf == vllm and len(hf) == 8
+
+
+def test_a_lora_policy_is_synced_with_its_adapter_merged(policy, tokenizer, vllm_generator):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(copy.deepcopy(policy), LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # an adapter that changes the answers (peft starts B at zero)
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5 * torch.randn_like(p))
+    before = [p.clone() for p in lora.parameters()]
+    vllm_generator.sync(lora)
+    assert greedy(vllm_generator).token_ids == greedy(HFGenerator(lora, tokenizer)).token_ids
+    assert greedy(vllm_generator).token_ids != greedy(HFGenerator(policy, tokenizer)).token_ids
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, lora.parameters()))  # the adapter is separate again
+    vllm_generator.sync(policy)  # the module's other tests use the plain policy

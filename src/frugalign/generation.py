@@ -109,6 +109,21 @@ class HFGenerator:
         pass
 
 
+@torch.no_grad()
+def plain_weights(policy) -> list[tuple[str, torch.Tensor]]:
+    """The policy's weights under the base model's names, as vLLM loads them. A LoRA policy (peft) has its
+    adapters merged in for the copy and taken out again: vLLM samples from base + adapter, and training goes
+    on with the adapter separate."""
+    if not hasattr(policy, "merge_adapter"):
+        return list(policy.state_dict().items())
+    policy.merge_adapter()
+    try:
+        return [(name.removeprefix("base_model.model.").replace(".base_layer.", "."), tensor.clone())
+                for name, tensor in policy.state_dict().items() if "lora_" not in name]
+    finally:
+        policy.unmerge_adapter()
+
+
 class VLLMGenerator:
     """vLLM's engine in this process, beside training (TRL's "colocate" mode). It starts from the policy's
     config with dummy weights, then `sync` copies the policy's weights into it (no checkpoint is written),
@@ -134,8 +149,7 @@ class VLLMGenerator:
         self.sync(policy)
 
     def sync(self, policy) -> None:
-        weights = list(policy.state_dict().items())
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": plain_weights(policy)})
         self.llm.reset_prefix_cache()  # cached keys and values were computed with the old weights
 
     def generate(self, prompts: list[str], num_samples: int, max_new_tokens: int, temperature: float, top_p: float,

@@ -253,6 +253,8 @@ def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
 
     with pytest.raises(UserError, match="mode apl needs a budget"):
         ADPOConfig(mode="apl").validate()
+    with pytest.raises(UserError, match="buys no label"):
+        ADPOConfig(mode="apl", max_queries=0).validate()
     for bad in ({"max_steps": 5}, {"save_steps": 2}, {"save_final_checkpoint": True}):
         with pytest.raises(UserError, match="rounds of epochs"):
             ADPOConfig(mode="apl", max_queries=8, **bad).validate()

@@ -117,3 +117,9 @@ def test_batch_size_one_is_refused(tmp_path, capsys):
     path = write(tmp_path / "u.jsonl", unpaired_rows(2))
     assert main(["kto", "--dataset", str(path), "--batch-size", "1", "--output-dir", str(tmp_path / "o")]) == 2
     assert "kto needs batch_size >= 2" in capsys.readouterr().err
+
+
+def test_a_single_training_row_is_refused(tmp_path, tiny_model_dir, capsys):
+    path = write(tmp_path / "one.jsonl", unpaired_rows(1)[:1])  # no other row's completion for the KL estimate
+    assert main(["kto", "--dataset", str(path), "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "needs at least 2 training rows, got 1" in capsys.readouterr().err

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
 from pathlib import Path
 
 from frugalign.data import load_rows
 from frugalign.data.formats import render_prompt, renders_strings
 from frugalign.errors import DataError
+from frugalign.recipes.configs import GenerationBackend
 
 TASKS = ("arith", "sentiment")
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "turns")  # TRL, AlpacaEval, MT-Bench question files
@@ -34,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling when temperature > 0")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per generate call")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--generation-backend", choices=["auto", "hf", "vllm"], default="auto",
+    parser.add_argument("--generation-backend", choices=typing.get_args(GenerationBackend), default="auto",
                         help="hf: Hugging Face generate; vllm: vLLM in this process (its CPU or GPU build); auto: vllm "
                              "when it is installed and a GPU is present")
 

@@ -343,6 +343,8 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
             raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
         if self.gamma < 0:
             raise UserError(f"option gamma must be non-negative, got {self.gamma}")
+        if self.mode == "apl" and self.max_queries == 0:
+            raise UserError("mode apl with max_queries 0 buys no label and has nothing to train on")
         if self.mode in ("random", "apl") and self.max_queries < 0:
             raise UserError(f"mode {self.mode} needs a budget: set max_queries (e.g. the number an adpo run used)")
         if self.acquisition_batch_size < 1 or self.apl_epochs_per_round < 1 or self.apl_oversample < 1:

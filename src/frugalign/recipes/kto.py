@@ -18,6 +18,7 @@ from frugalign import losses, models
 from frugalign.console import print_summary
 from frugalign.data import labelled_completions, tokenize_labelled
 from frugalign.engine import Engine, TrainResult
+from frugalign.errors import UserError
 from frugalign.logprobs import pad_sequences, sequence_logps
 from frugalign.recipes.configs import KTOConfig
 from frugalign.training.common import load_policy, read_training_rows, to_device
@@ -125,6 +126,8 @@ def run(config: KTOConfig) -> TrainResult:
     """`frugalign kto`: load, validate, train, save, summarise."""
     tokenizer = models.load_tokenizer(config.model)
     train_rows, eval_rows = load_labelled_rows(config, tokenizer)
+    if len(train_rows) < 2:  # the KL estimate pairs each prompt with another row's completion
+        raise UserError(f"{config.dataset}: KTO needs at least 2 training rows, got {len(train_rows)}")
     engine = Engine(config)
     policy = load_policy(config, engine)
     model, result = train_kto(config, policy, tokenizer, train_rows, eval_rows, engine)

@@ -46,12 +46,14 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
     # a reference passed in is shared (e.g. a task's base policy): used under no_grad, never modified
     reference = (reference if reference is not None else copy.deepcopy(policy).requires_grad_(False)).to(engine.device)
     k, pad = config.samples_per_prompt, tokenizer.pad_token_id
-    counts = {"generations": 0}
+    counts = {"generations": 0, "micro_batches": 0}
 
     def step(model, rows: list[dict]):
         batch = [r["prompt"] for r in rows]
         prompt_ids = [tokenizer(p)["input_ids"] for p in batch]  # the ids the samples continue (both backends tokenize so)
-        generator.sync(engine.unwrap(model))  # vLLM: the weights of this step; Hugging Face: the policy itself
+        if counts["micro_batches"] % config.gradient_accumulation_steps == 0:  # the weights change once per step
+            generator.sync(engine.unwrap(model))  # vLLM: the weights of this step; Hugging Face: the policy itself
+        counts["micro_batches"] += 1
         gens = generator.generate(batch, k, config.max_new_tokens, config.temperature, config.top_p, len(batch) * k,
                                   seed=None, progress=False)
         counts["generations"] += len(batch) * k
