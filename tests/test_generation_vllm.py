@@ -24,6 +24,8 @@ def policy(tokenizer):
     return tiny_causal_lm(len(tokenizer), seed=3, **SHAPE)
 
 
+# The tests that use this shared engine come first in the file: closing any other engine (the tests below
+# that start their own) tears down vLLM's process-wide parallel state, which this one needs.
 @pytest.fixture(scope="module")
 def vllm_generator(policy, tokenizer, tmp_path_factory):
     generator = VLLMGenerator(policy, tokenizer, tmp_path_factory.mktemp("vllm"))
@@ -56,6 +58,23 @@ def test_samples_are_seeded_and_shaped_per_prompt(vllm_generator):
     alone = vllm_generator.generate(PROMPTS[:1], 3, 6, 1.0, 0.9, 8, seed=11, progress=False)
     assert alone.token_ids[0] == a.token_ids[0]  # a prompt's samples do not depend on its neighbours
 
+
+def test_a_lora_policy_is_synced_with_its_adapter_merged(policy, tokenizer, vllm_generator):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(copy.deepcopy(policy), LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # an adapter that changes the answers (peft starts B at zero)
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5 * torch.randn_like(p))
+    before = [p.clone() for p in lora.parameters()]
+    vllm_generator.sync(lora)
+    assert greedy(vllm_generator).token_ids == greedy(HFGenerator(lora, tokenizer)).token_ids
+    assert greedy(vllm_generator).token_ids != greedy(HFGenerator(policy, tokenizer)).token_ids
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, lora.parameters()))  # the adapter is separate again
+    vllm_generator.sync(policy)  # the module's other tests use the plain policy
 
 def test_generation_stops_at_eos_and_keeps_it_like_hugging_face(tokenizer, tmp_path):
     model = tiny_causal_lm(len(tokenizer), seed=4, **SHAPE)
@@ -160,20 +179,3 @@ def test_rlhf_spin_and_eval_generate_sample_with_vllm(tmp_path, tokenizer, monke
     hf, vllm = ([json.loads(x)["output"] for x in (tmp_path / f"{b}.jsonl").read_text().splitlines()] for b in ("hf", "vllm"))
     assert hf == vllm and len(hf) == 8
 
-
-def test_a_lora_policy_is_synced_with_its_adapter_merged(policy, tokenizer, vllm_generator):
-    import copy
-
-    from peft import LoraConfig, get_peft_model
-
-    lora = get_peft_model(copy.deepcopy(policy), LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():  # an adapter that changes the answers (peft starts B at zero)
-        for name, p in lora.named_parameters():
-            if "lora_B" in name:
-                p.add_(0.5 * torch.randn_like(p))
-    before = [p.clone() for p in lora.parameters()]
-    vllm_generator.sync(lora)
-    assert greedy(vllm_generator).token_ids == greedy(HFGenerator(lora, tokenizer)).token_ids
-    assert greedy(vllm_generator).token_ids != greedy(HFGenerator(policy, tokenizer)).token_ids
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(before, lora.parameters()))  # the adapter is separate again
-    vllm_generator.sync(policy)  # the module's other tests use the plain policy
