@@ -65,6 +65,58 @@ def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(
     assert "curve" in result["summary"]["apl"] and out.with_suffix(".png").exists()
 
 
+def test_bench_adpo_runs_the_modes_asked_and_apl_beside_random_at_each_budget(tmp_path, monkeypatch):
+    from frugalign.bench import adpo as adpo_bench
+    from frugalign.errors import UserError
+
+    monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
+    parser = argparse.ArgumentParser()
+    adpo_bench.add_arguments(parser)
+    out = tmp_path / "adpo.json"
+    with pytest.raises(UserError, match="adpo must run too"):
+        adpo_bench.run(parser.parse_args(["--quick", "--modes", "dpo", "random", "--out", str(out)]))
+    with pytest.raises(UserError, match="needs dpo"):
+        adpo_bench.run(parser.parse_args(["--quick", "--modes", "adpo", "--apl-budgets", "0.25", "--out", str(out)]))
+    args = ["--task", "arith", "--quick", "--modes", "dpo", "--apl-budgets", "0.25", "--acquisition-batch-size", "8",
+            "--out", str(out)]
+    assert adpo_bench.run(parser.parse_args(args)) == 0
+    result = json.loads(out.read_text())
+    by = {r["method"]: r for r in result["runs"]}
+    assert list(by) == ["dpo", "random@0.25", "apl@0.25"]
+    budget = round(0.25 * by["dpo"]["queries"])
+    assert by["random@0.25"]["queries"] == by["apl@0.25"]["queries"] == budget
+    summary = result["summary"]
+    assert summary["apl@0.25"]["minus_random"]["mean"] == by["apl@0.25"]["gold_reward"] - by["random@0.25"]["gold_reward"]
+    assert "minus_random" not in summary["random@0.25"] and isinstance(summary["target"], list)
+
+
+def test_paired_difference_pairs_runs_by_seed():
+    from frugalign.bench.common import paired_difference
+    from frugalign.bench.results import ci95
+
+    mine = [{"seed": s, "gold_reward": g} for s, g in ((0, 0.5), (1, 0.7), (2, 0.6), (3, 0.9))]
+    theirs = [{"seed": s, "gold_reward": g} for s, g in ((2, 0.3), (0, 0.4), (1, 0.7))]  # another order; no seed 3
+    paired = paired_difference(mine, theirs)
+    assert paired["seeds"] == 3 and abs(paired["mean"] - 0.4 / 3) < 1e-12
+    assert abs(paired["ci95"] - ci95([0.1, 0.0, 0.3])) < 1e-12  # the spread of the differences, not of the rewards
+    assert paired_difference(mine[:1], theirs[:1]) is None  # no seed in common
+
+
+def test_adpo_target_needs_dpos_interval_at_30_percent_of_its_labels_above_randoms_interval():
+    from frugalign.bench.adpo import meets_target
+
+    def row(queries, gold, ci=0.02):
+        return {"queries": queries, "gold_reward": gold, "gold_reward_ci95": ci}
+
+    summary = {"dpo": row(100, 0.50, 0.05), "dpo_interval_low": 0.45, "adpo_query_fraction": 0.8,
+               "random@0.3": row(30, 0.40), "apl@0.3": row(30, 0.46),  # reaches 0.45, above random's 0.42: met
+               "random@0.2": row(20, 0.44), "apl@0.2": row(20, 0.46),  # above 0.45 but not above random's 0.46
+               "random@0.5": row(50, 0.30), "apl@0.5": row(50, 0.49),  # over 30% of the labels
+               "random@0.25": row(25, 0.30), "apl@0.25": row(25, 0.44),  # short of DPO's interval
+               "random": row(80, 0.2), "adpo": row(80, 0.6)}  # 80% of the labels
+    assert meets_target(summary) == ["apl@0.3"]
+
+
 def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch):
     from frugalign.bench import optune as optune_bench
 

@@ -7,8 +7,11 @@ pair pool, with a simulated annotator behind the real ledger:
 - `apl`: the same budget bought in rounds by APL's rule (high-entropy prompts, then the most certain
   pairs), DPO on all labels so far after each round; evaluated at the end of each round;
 - `random@F` (with --random-budgets): `random` with the fraction F of DPO's labels, so that uniform
-  sampling's final gold reward is known at several budgets (its label-efficiency curve).
-Gold reward on held-out prompts against the number of queries spent."""
+  sampling's final gold reward is known at several budgets (its label-efficiency curve);
+- `apl@F` (with --apl-budgets): `apl` with the fraction F of DPO's labels, beside `random@F`.
+Gold reward on held-out prompts against the number of queries spent; each mode minus `random` at the
+same budget, paired by seed; and which modes meet the target: DPO's final interval reached with at most
+30% of its labels, above the upper end of random's interval at that budget."""
 
 from __future__ import annotations
 
@@ -21,15 +24,8 @@ import numpy as np
 
 from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint
-from frugalign.bench.common import (
-    BenchRuns,
-    add_task_arguments,
-    bench_task,
-    gold_over_seeds,
-    plot_frontier,
-    seeds_of,
-    task_settings,
-)
+from frugalign.bench.common import (BenchRuns, add_task_arguments, bench_task, gold_over_seeds, paired_difference,
+                                    plot_frontier, seeds_of, task_settings)
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
@@ -38,10 +34,13 @@ from frugalign.evaluate.gold import gold_eval
 
 MODES = ("dpo", "adpo", "adpo-nopl", "random", "apl")
 BUDGETED = ("random", "apl")  # the modes that get ADPO's number of labels
+TARGET_SHARE = 0.3  # the label-efficiency target: DPO's final interval with at most this share of DPO's labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="arith")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="the modes to run (random and apl get adpo's budget, so they need adpo)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
     parser.add_argument("--audit-rate", type=float, default=0.1,
@@ -57,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--random-budgets", type=float, nargs="*", default=[], metavar="FRACTION",
                         help="also random at these fractions of DPO's labels (e.g. 0.25 0.5): uniform sampling's final "
                              "gold reward against its budget")
+    parser.add_argument("--apl-budgets", type=float, nargs="*", default=[], metavar="FRACTION",
+                        help="also apl at these fractions of DPO's labels, each beside random at the same fraction")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
     parser.add_argument("--num-epochs", type=int, default=None, help="override the task's default")
     parser.add_argument("--curve-points", type=int, default=4, help="gold evaluations during training")
@@ -171,6 +172,11 @@ def summarise(runs: list[dict]) -> dict:
         summary["apl_minus_adpo"] = apl["gold_reward"] - adpo["gold_reward"]
     if apl and rnd:
         summary["apl_minus_random"] = apl["gold_reward"] - rnd["gold_reward"]
+    for mode in methods_of(runs):
+        rival = budget_rival(mode)
+        if mode in summary and rival in summary:
+            summary[mode]["minus_random"] = paired_difference([r for r in runs if r["method"] == mode],
+                                                              [r for r in runs if r["method"] == rival])
     if dpo:
         # the level every mode is asked to reach: the lower end of DPO's final interval over seeds
         level = dpo["gold_reward"] - dpo["gold_reward_ci95"]
@@ -181,7 +187,28 @@ def summarise(runs: list[dict]) -> dict:
                 summary[mode]["curve"] = curve
                 summary[mode]["labels_to_reach_dpo_interval"] = labels_to_reach(curve, level)
                 summary[mode]["area_under_curve"] = area_under(curve, dpo["queries"])
+        summary["target"] = meets_target(summary)
     return summary
+
+
+def budget_rival(mode: str) -> str | None:
+    """The uniform-sampling run a mode is compared with: random at the same budget (ADPO's, or apl@F's F)."""
+    if mode.startswith("apl@"):
+        return "random@" + mode.removeprefix("apl@")
+    return "random" if mode in ("adpo", "adpo-nopl", "apl") else None
+
+
+def meets_target(summary: dict) -> list[str]:
+    """The modes that reach the lower end of DPO's final interval, over seeds, with at most TARGET_SHARE of
+    DPO's labels, and whose final gold reward is above the upper end of random's interval at their budget."""
+    dpo, level = summary["dpo"], summary["dpo_interval_low"]
+    out = []
+    for mode, row in summary.items():
+        rival = summary.get(budget_rival(mode)) if isinstance(row, dict) and mode != "dpo" else None
+        if (rival and row["queries"] <= TARGET_SHARE * dpo["queries"] and row["gold_reward"] >= level
+                and row["gold_reward"] > rival["gold_reward"] + rival["gold_reward_ci95"]):
+            out.append(mode)
+    return out
 
 
 def plot(result: dict, path: Path) -> None:
@@ -206,6 +233,11 @@ def plot(result: dict, path: Path) -> None:
     if len(budgets) > 1:  # uniform sampling's final gold reward at each budget
         xs, ys, ci = (np.array(v) for v in zip(*budgets))
         ax.errorbar(xs, ys, yerr=ci, color="black", ls="--", marker="s", capsize=3, label="random, final, by budget")
+    apl_budgets = sorted((s[m]["queries"], s[m]["gold_reward"], s[m]["gold_reward_ci95"]) for m in s
+                         if m.startswith("apl@"))
+    if apl_budgets:
+        xs, ys, ci = (np.array(v) for v in zip(*apl_budgets))
+        ax.errorbar(xs, ys, yerr=ci, color=colors["apl"], ls="--", marker="D", capsize=3, label="apl, final, by budget")
     low = s.get("dpo_interval_low")
     if low is not None:
         ax.axhline(low, color=colors["dpo"], ls=":", lw=1, label="DPO's final interval, lower end")
@@ -221,9 +253,16 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not all(0 < f <= 1 for f in args.random_budgets):
-        raise UserError(f"--random-budgets: fractions of DPO's labels, in (0, 1]; got {args.random_budgets}")
-    names = [*MODES, *(f"random@{f:g}" for f in args.random_budgets)]
+    for option, fractions in (("--random-budgets", args.random_budgets), ("--apl-budgets", args.apl_budgets)):
+        if not all(0 < f <= 1 for f in fractions):
+            raise UserError(f"{option}: fractions of DPO's labels, in (0, 1]; got {fractions}")
+    if any(m in BUDGETED for m in args.modes) and "adpo" not in args.modes:
+        raise UserError(f"--modes {' '.join(args.modes)}: random and apl get adpo's budget, so adpo must run too")
+    if (args.random_budgets or args.apl_budgets) and "dpo" not in args.modes:
+        raise UserError("--random-budgets and --apl-budgets are fractions of DPO's labels: --modes needs dpo")
+    budgets = dict.fromkeys([*args.random_budgets, *args.apl_budgets])  # apl@F is always beside random@F
+    names = [*(m for m in MODES if m in args.modes), *(f"random@{f:g}" for f in budgets),
+             *(f"apl@{f:g}" for f in args.apl_budgets)]
     seeds = seeds_of(args)
     done = BenchRuns("adpo", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
@@ -241,12 +280,13 @@ def run(args: argparse.Namespace) -> int:
                               "audit_rate": args.audit_rate, "audit_window": args.audit_window,
                               "min_agreement": args.min_agreement, "acquisition_batch_size": args.acquisition_batch_size,
                               "apl_epochs_per_round": args.apl_epochs_per_round,
-                              "random_budgets": args.random_budgets, **settings, "model": args.model,
+                              "random_budgets": args.random_budgets, "apl_budgets": args.apl_budgets,
+                              "modes": args.modes, **settings, "model": args.model,
                               "prompts": args.prompts, "gold_reward": args.gold_reward}
-                if mode.startswith("random@"):
-                    fraction = float(mode.removeprefix("random@"))
+                if "@" in mode:
+                    base, fraction = mode.split("@")[0], float(mode.split("@")[1])
                     budget = max(1, round(fraction * by_mode["dpo"]["queries"]))
-                    by_mode[mode] = run_mode(task, "random", seed, args, settings, Path(tmp) / mode, budget=budget)
+                    by_mode[mode] = run_mode(task, base, seed, args, settings, Path(tmp) / mode, budget=budget)
                     by_mode[mode].update(method=mode, params={**by_mode[mode]["params"], "budget_fraction": fraction})
                 else:
                     # random and apl get ADPO's budget: the same number of labels, drawn uniformly or by APL's rule
@@ -266,10 +306,16 @@ def run(args: argparse.Namespace) -> int:
     table = {}
     for m in (m for m in names if m in s):
         reach = s[m].get("labels_to_reach_dpo_interval")
+        paired = s[m].get("minus_random")
         table[m] = (f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries, "
-                    + (f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval"))
+                    + (f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
+                    + (f", {paired['mean']:+.3f}" + (f" ± {paired['ci95']:.3f}" if paired["ci95"] is not None else "")
+                       + f" vs {budget_rival(m)} (paired by seed)" if paired else ""))
     if "adpo_query_fraction" in s:
         table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"
+    if "target" in s:
+        table[f"target (DPO's interval with <= {TARGET_SHARE:.0%} of its labels, above random)"] = (
+            ", ".join(s["target"]) or "met by no mode")
     console.print(summary_table(f"bench adpo · {args.task} · tau {args.tau} · seeds {seeds}",
                                 {**table, "results": str(out)}))
     return 0

@@ -67,6 +67,17 @@ def gold_over_seeds(runs: list[dict]) -> dict:
             "gold_reward_ci95": ci95(values) if len(values) > 1 else runs[0]["gold_reward_ci95"], "seeds": len(values)}
 
 
+def paired_difference(runs: list[dict], others: list[dict]) -> dict | None:
+    """`runs` minus `others`, paired by seed (both settings saw the seed's split, pool and evaluation prompts,
+    so what the seeds share cancels): the mean difference of final gold rewards, its 95% t interval over the
+    seeds both have (None from one seed), and how many; None when no seed is shared."""
+    theirs = {o["seed"]: o["gold_reward"] for o in others}
+    diffs = [r["gold_reward"] - theirs[r["seed"]] for r in runs if r["seed"] in theirs]
+    if not diffs:
+        return None
+    return {"mean": float(np.mean(diffs)), "ci95": ci95(diffs) if len(diffs) > 1 else None, "seeds": len(diffs)}
+
+
 def frontier(runs: list[dict], label) -> dict[str, dict]:
     """Per method (`label(run)`), the seed mean of the final gold reward and KL with their t intervals."""
     out: dict[str, dict] = {}

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import BenchRuns, add_task_arguments, bench_task, gold_over_seeds, plot_frontier, seeds_of
+from frugalign.bench.common import (BenchRuns, add_task_arguments, bench_task, gold_over_seeds, paired_difference,
+                                    plot_frontier, seeds_of)
 from frugalign.bench.results import ci95, machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
@@ -128,11 +129,10 @@ def summarise(runs: list[dict]) -> dict:
             row["speedup_to_reach_rho1_interval"] = full["time_s"] / reached if reached else None
         if params["rho"] < 1.0 and params["selection"] != "random":
             rnd = f"random/rho={params['rho']}/{params['loss']}"
-            diffs = [r["gold_reward"] - o["gold_reward"] for r in runs if key(r["params"]) == k
-                     for o in runs if key(o["params"]) == rnd and o["seed"] == r["seed"]]
-            if diffs:
-                row["minus_random"] = float(np.mean(diffs))
-                row["minus_random_ci95"] = ci95(diffs) if len(diffs) > 1 else None  # one seed: no interval
+            paired = paired_difference([r for r in runs if key(r["params"]) == k],
+                                       [o for o in runs if key(o["params"]) == rnd])
+            if paired:
+                row["minus_random"], row["minus_random_ci95"] = paired["mean"], paired["ci95"]  # one seed: no interval
     return summary
 
 
