@@ -16,6 +16,7 @@ same budget, paired by seed; and which modes meet the target: DPO's final interv
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -82,7 +83,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
     # apl: the gold evaluation after each round (its own curve points), none within one
     eval_steps = 0 if mode == "apl" else max(1, steps // max(1, args.curve_points))
-    policy = bench_task(args, seed).model
+    policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
     began = time.perf_counter()
 

@@ -5,6 +5,7 @@ number of labelled pairs consumed."""
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
     config.eval_steps = max(1, steps // max(1, args.curve_points))
     reference = task.model
-    policy = bench_task(args, seed).model  # a second, trainable copy
+    policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
     began = time.perf_counter()
 

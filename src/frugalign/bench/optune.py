@@ -10,6 +10,7 @@ prompts), whose comparable figure is rho=1's: with a selection rule, only the re
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -62,7 +63,7 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
     from frugalign.recipes.online import OnlineConfig, run_online  # here, not above: `--help` must not load torch (cli.py)
 
     task = bench_task(args, seed)
-    policy = bench_task(args, seed).model
+    policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     base = task.settings
     config = OnlineConfig(output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
                           seed=seed, iterations=args.iterations, rho=setting["rho"], selection=setting["selection"],
