@@ -222,9 +222,21 @@ def test_judge_that_never_gives_a_verdict_fails_the_run_and_reports_its_counts(t
 
 
 def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothing_twice(tmp_path, tiny_model_dir,
-                                                                                         preference_file):
+                                                                                         preference_file, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
+
+    from frugalign.training.dpo import Reference
+
+    scored_in_eval = []  # rows the frozen reference scored while the pool was scored (the policy in eval mode)
+    live = Reference.live
+
+    def counting_live(self, policy, tensors):
+        if not policy.training:
+            scored_in_eval.append(len(tensors["input_ids"]))
+        return live(self, policy, tensors)
+
+    monkeypatch.setattr(Reference, "live", counting_live)
 
     out = tmp_path / "apl"
     ledger = out / "labels.sqlite"
@@ -236,6 +248,9 @@ def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothin
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     bought_by_round = {int(m["round"]): m["queries"] for m in metrics}  # the last line of each round
     assert bought_by_round == {1: 8.0, 2: 16.0, 3: 20.0}
+    # three rounds score the pool, the reference only in the first: its log-probs do not change
+    # three rounds score the 48-row pool, the frozen reference only in the first: one pass of batches of 8
+    assert len(scored_in_eval) == 48 // 8
     trained = AutoModelForCausalLM.from_pretrained(out / "model")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), base.parameters()))

@@ -277,6 +277,8 @@ def train_adpo(
             metrics["round"] = float(state.round)
         return loss, metrics
 
+    pool_reference: dict[int, tuple[float, float]] = {}  # the reference is frozen: the pool's scored once a run
+
     @torch.no_grad()
     def score_pool(model) -> tuple[list[float], list[float]]:
         """Per row: APL's entropy estimate for its prompt and its margin m, by the current policy."""
@@ -287,8 +289,13 @@ def train_adpo(
             tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                      [r["b_ids"] for r in batch], engine.device)
             a, b = scorer(model, tensors)
-            ref_a, ref_b = reference.live(model, tensors)
-            margins += (config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum)).tolist()
+            if any(r["pair_id"] not in pool_reference for r in batch):
+                ref_a, ref_b = reference.live(model, tensors)
+                pool_reference.update((r["pair_id"], (x, y)) for r, x, y in zip(batch, ref_a.sum.tolist(),
+                                                                                 ref_b.sum.tolist()))
+            ref_a_sum, ref_b_sum = (torch.tensor([pool_reference[r["pair_id"]][k] for r in batch], device=a.sum.device)
+                                    for k in (0, 1))
+            margins += (config.beta * losses.pair_margin(a.sum, b.sum, ref_a_sum, ref_b_sum)).tolist()
             for row, mean_a, mean_b in zip(batch, a.mean.tolist(), b.mean.tolist()):
                 pair = row["pair"]
                 responses += [(pair.prompt, pair.response_a, mean_a), (pair.prompt, pair.response_b, mean_b)]
