@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import types
 
 import pytest
 import torch
@@ -56,6 +57,8 @@ def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(
     assert set(by) == {"dpo", "adpo", "adpo-nopl", "random", "apl"}
     assert 0 < by["dpo"]["queries"] <= by["dpo"]["pool"]  # every unique pair at most once
     assert by["random"]["queries"] == by["apl"]["queries"] == by["adpo"]["queries"]  # the same budget
+    # and the same rounds: random is apl with uniform purchases
+    assert [p["queries"] for p in by["random"]["curve"]] == [p["queries"] for p in by["apl"]["curve"]]
     # apl: one gold evaluation after each round of 16 labels, the last round buying the rest
     assert [p["queries"] for p in by["apl"]["curve"]] == [min(16 * (i + 1), by["adpo"]["queries"])
                                                           for i in range(-(-by["adpo"]["queries"] // 16))]
@@ -75,8 +78,6 @@ def test_bench_adpo_runs_the_modes_asked_and_apl_beside_random_at_each_budget(tm
     out = tmp_path / "adpo.json"
     with pytest.raises(UserError, match="adpo must run too"):
         adpo_bench.run(parser.parse_args(["--quick", "--modes", "dpo", "random", "--out", str(out)]))
-    with pytest.raises(UserError, match="needs dpo"):
-        adpo_bench.run(parser.parse_args(["--quick", "--modes", "adpo", "--apl-budgets", "0.25", "--out", str(out)]))
     args = ["--task", "arith", "--quick", "--modes", "dpo", "--apl-budgets", "0.25", "--acquisition-batch-size", "8",
             "--out", str(out)]
     assert adpo_bench.run(parser.parse_args(args)) == 0
@@ -234,7 +235,8 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
                 "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [{"queries": queries, "gold_reward": 0.1}]}
 
     monkeypatch.setattr(adpo_bench, "run_mode", fake_run)
-    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: object())
+    pool = [{"prompt": f"p{i}", "response_a": "a", "response_b": "b"} for i in range(100)]  # DPO buys 100 labels
+    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: types.SimpleNamespace(pair_pool=pool))
     monkeypatch.setattr(adpo_bench, "task_settings", lambda task, args, quick_epochs: {"learning_rate": 1e-5})
     out = tmp_path / "adpo.json"
     command = ["bench", "adpo", "--task", "arith", "--seeds", "0", "1", "--out", str(out)]
@@ -273,7 +275,8 @@ def test_random_budgets_run_random_at_fractions_of_dpos_labels(tmp_path, monkeyp
                 "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [point]}
 
     monkeypatch.setattr(adpo_bench, "run_mode", fake_run)
-    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: object())
+    pool = [{"prompt": f"p{i}", "response_a": "a", "response_b": "b"} for i in range(100)]  # DPO buys 100 labels
+    monkeypatch.setattr(adpo_bench, "bench_task", lambda args, seed: types.SimpleNamespace(pair_pool=pool))
     monkeypatch.setattr(adpo_bench, "task_settings", lambda task, args, quick_epochs: {"learning_rate": 1e-5})
     out = tmp_path / "adpo.json"
     assert main(["bench", "adpo", "--task", "arith", "--seeds", "0", "--random-budgets", "0.25", "0.5",

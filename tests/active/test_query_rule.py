@@ -77,9 +77,7 @@ def test_warm_up_dpo_random_and_apl_modes():
     assert QueryRule("dpo", 0.5, 0.1, 0, 30).decide("p", 5.0, answered=0, trust=TRUSTED, audits_asked=0) == ASK
     # apl trains only on the pairs it bought: a confident one is asked, never pseudo-labelled or skipped
     assert QueryRule("apl", 0.5, 0.1, 0, 30).decide("p", 5.0, answered=0, trust=TRUSTED, audits_asked=0) == ASK
-    rnd = QueryRule("random", 0.5, 0.1, 0, 30)
-    assert rnd.decide("p", 0.0, answered=0, trust=UNTRUSTED, audits_asked=0, in_random_subset=True) == ASK
-    assert rnd.decide("p", 0.0, answered=0, trust=UNTRUSTED, audits_asked=0, in_random_subset=False) == SKIP
+    assert QueryRule("random", 0.5, 0.1, 0, 30).decide("p", 5.0, answered=0, trust=TRUSTED, audits_asked=0) == ASK
 
 
 def test_the_audited_share_is_fixed_by_content_and_seed_and_near_its_rate():

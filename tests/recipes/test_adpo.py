@@ -263,11 +263,31 @@ def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothin
     assert queried(ledger) == min(40, UNIQUE) and votes_per_pair(ledger) == [1] * min(40, UNIQUE)
 
 
+def test_random_buys_uniform_pairs_in_apls_rounds_the_same_for_a_seed(tmp_path, tiny_model_dir, preference_file):
+    def bought(out):
+        with contextlib.closing(LabelLedger(out / "labels.sqlite", read_only=True)) as opened:
+            return sorted(pid for (pid,) in opened.db.execute("SELECT pair_id FROM votes"))
+
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        assert main(["adpo", "--mode", "random", "--model", str(tiny_model_dir), "--dataset", str(preference_file),
+                     "--output-dir", str(out), "--max-queries", "20", "--acquisition-batch-size", "8",
+                     "--logging-steps", "1", *TRAIN]) == 0
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert {int(m["round"]): m["queries"] for m in metrics} == {1: 8.0, 2: 16.0, 3: 20.0}  # APL's schedule
+        assert max(m["trained_pairs"] for m in metrics) <= 8  # only bought pairs are in its batches
+        runs.append(bought(out))
+    assert len(runs[0]) == 20 and runs[0] == runs[1]  # one vote per pair; a seed draws the same pairs
+
+
 def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
     from frugalign.recipes.configs import ADPOConfig
 
     with pytest.raises(UserError, match="mode apl needs a budget"):
         ADPOConfig(mode="apl").validate()
+    with pytest.raises(UserError, match="mode random trains in rounds"):
+        ADPOConfig(mode="random", max_queries=8, max_steps=5).validate()
     with pytest.raises(UserError, match="buys no label"):
         ADPOConfig(mode="apl", max_queries=0).validate()
     for bad in ({"max_steps": 5}, {"save_steps": 2}, {"save_final_checkpoint": True}):

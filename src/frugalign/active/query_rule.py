@@ -72,8 +72,8 @@ class Trust:
 
 @dataclass
 class QueryRule:
-    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo, random or apl (APL trains only
-    on the pairs its acquisition bought, so each is asked: `active/acquisition.py` decides, not this rule)."""
+    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo, random or apl (apl and random
+    train only on the pairs their acquisition bought, so each is asked: the acquisition decides, not this rule)."""
 
     mode: str
     gamma: float
@@ -82,14 +82,11 @@ class QueryRule:
     audit_window: int
     query_warmup: int = 0
 
-    def decide(self, pid: str, confidence: float, *, answered: int, trust: Trust, audits_asked: int,
-               in_random_subset: bool = False) -> str:
+    def decide(self, pid: str, confidence: float, *, answered: int, trust: Trust, audits_asked: int) -> str:
         """ASK, AUDIT, PSEUDO or SKIP. `answered`: labels this run has; `audits_asked`: audits this run
-        has asked, answered or not; `in_random_subset`: the pair is in mode random's budgeted subset."""
-        if self.mode in ("dpo", "apl") or answered < self.query_warmup:
+        has asked, answered or not."""
+        if self.mode in ("dpo", "apl", "random") or answered < self.query_warmup:
             return ASK
-        if self.mode == "random":
-            return ASK if in_random_subset else SKIP
         if abs(confidence) <= self.gamma:
             return ASK
         if self.mode == "adpo-nopl":

@@ -3,9 +3,9 @@ pair pool, with a simulated annotator behind the real ledger:
 - `dpo`: asks about every pair;
 - `adpo`: asks only when |beta * (u(a) - u(b))| <= gamma, pseudo-labels the rest;
 - `adpo-nopl`: the same queries, confident pairs skipped;
-- `random`: DPO on a uniformly random subset of the pool of ADPO's size (same budget);
-- `apl`: the same budget bought in rounds by APL's rule (high-entropy prompts, then the most certain
+- `apl`: ADPO's budget bought in rounds by APL's rule (high-entropy prompts, then the most certain
   pairs), DPO on all labels so far after each round; evaluated at the end of each round;
+- `random`: the same budget and rounds, each round's pairs drawn uniformly (APL's like-for-like baseline);
 - `random@F` (with --random-budgets): `random` with the fraction F of DPO's labels, so that uniform
   sampling's final gold reward is known at several budgets (its label-efficiency curve);
 - `apl@F` (with --apl-budgets): `apl` with the fraction F of DPO's labels, beside `random@F`.
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from frugalign.active.annotators import GoldOracle
-from frugalign.active.ledger import LabelLedger, fingerprint
+from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
 from frugalign.bench.common import (BenchRuns, add_task_arguments, bench_task, gold_over_seeds, paired_difference,
                                     plot_frontier, seeds_of, task_settings)
 from frugalign.bench.results import ci95, machine_info, write_results
@@ -40,8 +40,9 @@ TARGET_SHARE = 0.3  # the label-efficiency target: DPO's final interval with at 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="arith")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
-                        help="the modes to run (random and apl get adpo's budget, so they need adpo)")
+    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES),
+                        help="the modes to run (random and apl get adpo's budget, so they need adpo; none: only the "
+                             "runs of --random-budgets and --apl-budgets)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
     parser.add_argument("--audit-rate", type=float, default=0.1,
@@ -81,8 +82,8 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     oracle = GoldOracle(task.gold_reward, tau=args.tau, seed=seed)
     truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
     steps = config.num_epochs * -(-len(rows) // config.batch_size)
-    # apl: the gold evaluation after each round (its own curve points), none within one
-    eval_steps = 0 if mode == "apl" else max(1, steps // max(1, args.curve_points))
+    # apl, random: the gold evaluation after each round (their own curve points), none within one
+    eval_steps = 0 if mode in BUDGETED else max(1, steps // max(1, args.curve_points))
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
     began = time.perf_counter()
@@ -109,6 +110,11 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
             "pool": len(rows),
             "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
             "curve": curve}
+
+
+def pool_size(task) -> int:
+    """The labels DPO buys on this task's pool: one per distinct pair (the ledger asks a pair once ever)."""
+    return len({pair_id(p["prompt"], p["response_a"], p["response_b"]) for p in task.pair_pool})
 
 
 def methods_of(runs: list[dict]) -> list[str]:
@@ -259,8 +265,6 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{option}: fractions of DPO's labels, in (0, 1]; got {fractions}")
     if any(m in BUDGETED for m in args.modes) and "adpo" not in args.modes:
         raise UserError(f"--modes {' '.join(args.modes)}: random and apl get adpo's budget, so adpo must run too")
-    if (args.random_budgets or args.apl_budgets) and "dpo" not in args.modes:
-        raise UserError("--random-budgets and --apl-budgets are fractions of DPO's labels: --modes needs dpo")
     budgets = dict.fromkeys([*args.random_budgets, *args.apl_budgets])  # apl@F is always beside random@F
     names = [*(m for m in MODES if m in args.modes), *(f"random@{f:g}" for f in budgets),
              *(f"apl@{f:g}" for f in args.apl_budgets)]
@@ -286,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
                               "prompts": args.prompts, "gold_reward": args.gold_reward}
                 if "@" in mode:
                     base, fraction = mode.split("@")[0], float(mode.split("@")[1])
-                    budget = max(1, round(fraction * by_mode["dpo"]["queries"]))
+                    budget = max(1, round(fraction * pool_size(task)))
                     by_mode[mode] = run_mode(task, base, seed, args, settings, Path(tmp) / mode, budget=budget)
                     by_mode[mode].update(method=mode, params={**by_mode[mode]["params"], "budget_fraction": fraction})
                 else:

@@ -9,14 +9,15 @@ Per step, for each pair of the micro-batch, in the forward pass that also gives 
   a question is asked once ever (the ledger records it before it is sent), and the pair waits, with
   weight 0, until its label arrives: it is then trained on in a later step.
 Then the pairwise loss on the pairs oriented by their labels, weighted (ties, skipped and waiting
-pairs have weight 0). `dpo` asks about every pair; `random` asks about a random subset of the pool
-of size `max_queries` and skips the rest.
+pairs have weight 0). `dpo` asks about every pair.
 
 `apl` (APL, docs/algorithms.md, section 2) buys its labels in rounds instead: each round scores the pool with
 the current policy, buys the `acquisition_batch_size` pairs `active/acquisition.py` chooses, then trains
 DPO (a new optimizer and schedule, continuing from the current policy) on every pair labelled so far, for
-`apl_epochs_per_round` epochs, or `num_epochs` after the last purchase. The pairs are asked, and their
-labels stored, by the same steps as in the other modes.
+`apl_epochs_per_round` epochs, or `num_epochs` after the last purchase. `random` runs the same rounds with
+uniformly random purchases: APL's like-for-like baseline, the same labels count and training schedule, only
+the choice of pairs differs, and no forward pass over pairs it will never train on. The pairs are asked, and
+their labels stored, by the same steps as in the other modes.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class ActiveState:
     answered: int = 0  # labels this run has (from the ledger at each step: survives a restart)
     trust: Trust | None = None  # the audits' verdict on the policy's confidence (from the ledger at each step)
     audits_asked: int = 0
-    round: int = 0  # apl: the purchase round under way
+    round: int = 0  # apl, random: the purchase round under way
 
 
 def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
@@ -97,7 +98,7 @@ def orient(signs: torch.Tensor, a: SequenceLogps, b: SequenceLogps) -> tuple[Seq
 
 
 def merge_results(results: list[TrainResult]) -> TrainResult:
-    """One summary of training runs made one after another (apl's rounds)."""
+    """One summary of training runs made one after another (apl's and random's rounds)."""
     totals: dict[str, float] = {}
     for result in results:
         for key, value in result.total_metrics.items():
@@ -138,10 +139,7 @@ def train_adpo(
     reference = Reference(engine, policy, scorer, precomputed=False, lora=config.lora_r > 0)
     stats = QueryStats()
     state = ActiveState()
-    subset: set[str] = set()
-    if config.mode == "random":
-        ids = sorted({r["pair_id"] for r in rows})
-        subset = set(random.Random(config.seed).sample(ids, min(config.max_queries, len(ids))))
+    bought_so_far: set[str] = set()  # apl, random: the pairs bought by this run's rounds
     budget = config.max_queries if config.max_queries >= 0 else None
     rule = QueryRule(config.mode, config.gamma, config.audit_rate, config.seed, config.audit_window, config.query_warmup)
     session_start = time.time()
@@ -198,7 +196,7 @@ def train_adpo(
                 continue
             else:
                 decision = rule.decide(row["pair_id"], conf, answered=state.answered, trust=state.trust,
-                                       audits_asked=state.audits_asked, in_random_subset=row["pair_id"] in subset)
+                                       audits_asked=state.audits_asked)
                 if decision == PSEUDO:
                     signs[i] = float(pseudo_label(conf))
                     stats.pseudo += 1
@@ -273,7 +271,7 @@ def train_adpo(
             metrics["audit_agreement_lower_bound"] = state.trust.lower_bound
         if isinstance(annotator, LLMJudge):
             metrics.update(judge_metrics(annotator))
-        if config.mode == "apl":
+        if config.mode in ("apl", "random"):
             metrics["round"] = float(state.round)
         return loss, metrics
 
@@ -303,31 +301,40 @@ def train_adpo(
         entropy = prompt_entropies(responses)
         return [entropy[r["pair"].prompt] for r in rows], margins
 
-    def apl_rounds():
+    uniform = random.Random(config.seed)
+
+    def acquire(model, ids: list[str], taken: set[str], size: int) -> list[str]:
+        """This round's purchase: APL's rule on the current policy's scores, or a uniform draw (random)."""
+        if size <= 0:
+            return []
+        if config.mode == "apl":
+            entropy, margins = score_pool(model)
+            return apl_acquire(ids, entropy, margins, taken, size, config.apl_oversample)
+        return uniform.sample(sorted(set(ids) - taken), size)
+
+    def rounds():
         """Buy a batch of labels, train on all labels so far; again until the budget or the pool is spent."""
         model, results, last = policy, [], False
         ids = [r["pair_id"] for r in rows]
         while not last:
             # labelled or asked already (by this run before a restart, or by another run sharing the ledger)
-            taken = subset | set(ledger.pending()) | {r["pair_id"] for r in rows if known_label(r) is not None}
+            taken = bought_so_far | set(ledger.pending()) | {r["pair_id"] for r in rows if known_label(r) is not None}
             left = min(config.max_queries - ledger.counts(run_id)["queried"], len(set(ids) - taken))
-            entropy, margins = score_pool(model) if left > 0 else ([], [])
-            bought = apl_acquire(ids, entropy, margins, taken, min(config.acquisition_batch_size, left),
-                                 config.apl_oversample)
-            subset.update(bought)
+            bought = acquire(model, ids, taken, min(config.acquisition_batch_size, left))
+            bought_so_far.update(bought)
             last = len(bought) >= left
             state.round += 1
-            labelled = [r for r in rows if r["pair_id"] in subset or r["pair_id"] in taken]
+            labelled = [r for r in rows if r["pair_id"] in bought_so_far or r["pair_id"] in taken]
             model, result = engine.fit(engine.unwrap(model), labelled, step, eval_fn,
-                                       description=f"adpo (apl) round {state.round}: {len(bought)} pairs to buy",
+                                       description=f"adpo ({config.mode}) round {state.round}: {len(bought)} pairs to buy",
                                        epochs=config.num_epochs if last else config.apl_epochs_per_round,
                                        eval_steps=eval_steps)
             results.append(result)
         return model, merge_results(results)
 
     try:
-        if config.mode == "apl":
-            model, result = apl_rounds()
+        if config.mode in ("apl", "random"):
+            model, result = rounds()
         else:
             model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})",
                                        eval_steps=eval_steps)
@@ -384,9 +391,9 @@ def run(config: ADPOConfig) -> TrainResult:
         from frugalign.annotate.commands import read_instructions, serve_in_thread
 
         instructions = read_instructions(config.serve_instructions)  # a bad file fails before the model loads
-    # apl resumes from the ledger, not from a checkpoint: from the initial policy, the labels bought are reused
-    # (none bought twice) and its rounds buy the rest of the budget
-    engine = Engine(config.derive(ADPOConfig, resume=False) if config.mode == "apl" else config)
+    # apl and random resume from the ledger, not from a checkpoint: from the initial policy, the labels bought are
+    # reused (none bought twice) and their rounds buy the rest of the budget
+    engine = Engine(config.derive(ADPOConfig, resume=False) if config.mode in ("apl", "random") else config)
     policy = load_policy(config, engine)
     app = None
     if config.serve and engine.is_main:

@@ -286,17 +286,18 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
     # its confidence is the implicit reward margin against the reference (computed live): the losses that have one
     mode: Literal["adpo", "adpo-nopl", "dpo", "random", "apl"] = option(
         "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
-                "random: ask a random subset of max_queries pairs; apl: buy max_queries labels in rounds, the pairs of "
-                "the prompts the policy is least sure of whose preference it is most sure of (APL), DPO after each round"
+                "apl: buy max_queries labels in rounds, the pairs of the prompts the policy is least sure of whose "
+                "preference it is most sure of (APL), DPO on all labels so far after each round; random: the same "
+                "rounds, buying uniformly random pairs (APL's like-for-like baseline)"
     )
     gamma: float = option(1.3, "confidence threshold on |beta * (u(a) - u(b))| above which no query is made")
     max_queries: int = option(-1, "query budget of this run (-1: unlimited); once spent, uncertain pairs are skipped")
-    acquisition_batch_size: int = option(32, "apl: labels bought per round")
+    acquisition_batch_size: int = option(32, "apl, random: labels bought per round")
     apl_oversample: float = option(
         2.0, "apl: the candidates of a round are the acquisition_batch_size * this unlabelled pairs of the "
              "highest-entropy prompts; it buys the most certain of them (1: entropy alone decides)")
     apl_epochs_per_round: int = option(
-        1, "apl: epochs of DPO on every label bought so far after each round's purchase, continuing from the current "
+        1, "apl, random: epochs of DPO on every label bought so far after each round's purchase, continuing from the current "
            "policy; after the last purchase, num_epochs")
     audit_rate: float = option(
         0.1, "adpo: once the confidence is trusted, the share of confident pairs still asked, to notice when it stops "
@@ -343,15 +344,15 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
             raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
         if self.gamma < 0:
             raise UserError(f"option gamma must be non-negative, got {self.gamma}")
-        if self.mode == "apl" and self.max_queries == 0:
-            raise UserError("mode apl with max_queries 0 buys no label and has nothing to train on")
+        if self.mode in ("apl", "random") and self.max_queries == 0:
+            raise UserError(f"mode {self.mode} with max_queries 0 buys no label and has nothing to train on")
         if self.mode in ("random", "apl") and self.max_queries < 0:
             raise UserError(f"mode {self.mode} needs a budget: set max_queries (e.g. the number an adpo run used)")
         if self.acquisition_batch_size < 1 or self.apl_epochs_per_round < 1 or self.apl_oversample < 1:
             raise UserError("options acquisition_batch_size and apl_epochs_per_round must be at least 1, "
                             "apl_oversample at least 1.0")
-        if self.mode == "apl" and (self.max_steps > 0 or self.save_steps > 0 or self.save_final_checkpoint):
-            raise UserError("mode apl trains in rounds of epochs and keeps no checkpoints: --max-steps, --save-steps and "
+        if self.mode in ("apl", "random") and (self.max_steps > 0 or self.save_steps > 0 or self.save_final_checkpoint):
+            raise UserError(f"mode {self.mode} trains in rounds of epochs and keeps no checkpoints: --max-steps, --save-steps and "
                             "--save-final-checkpoint do not apply (--resume buys nothing twice: it reuses the ledger)")
         if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
             raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
