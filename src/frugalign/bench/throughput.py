@@ -239,10 +239,10 @@ def layout_scorer(layout: str, rows, pad_id: int):
         return score
     if layout in ("shared-prefix", "padded-response-head"):  # the library's own code paths, as the recipe calls them
         t = on_device(pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
-                                 [r["rejected_ids"] for r in rows], pad_id, shared_prefix=layout == "shared-prefix"))
+                                 [r["rejected_ids"] for r in rows], pad_id, layout.removesuffix("-response-head")))
         return lambda model: tuple(x.sum for x in pair_logps(model, t, model.get_output_embeddings()))
     t = pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
-                   [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True)
+                   [r["rejected_ids"] for r in rows], pad_id, "shared-prefix")
     t = pack(t) if layout == "packed" else t
     t = on_device({**t, "attention_mask": additive_mask(t["attention_mask"], torch.float32)})
     full_head = layout == "shared-prefix-full-head"
