@@ -190,9 +190,10 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def supports_shared_prefix(model, layout: str = "shared-prefix") -> bool:
     """Whether `model` gives the padded layout's log-probs in `layout`, on a probe batch of two pairs of
     unequal lengths (so masks, position ids, packing and padding all matter). This fails for attention
-    kernels that ignore or reject the layout's mask (a BlockMask needs FlexAttention), and for models whose logits are not the
-    output embedding applied to the last hidden state (e.g. soft-capped logits); the caller then uses
-    padded rows. Tolerance: 1e-3 in float32, 5e-2 in lower precision (the two layouts sum differently)."""
+    kernels that ignore or reject the layout's mask (a BlockMask needs FlexAttention), and for models
+    whose logits are not the output embedding applied to the last hidden state (e.g. soft-capped
+    logits); the caller then uses padded rows. Tolerance: 1e-3 in float32, 5e-2 in lower precision
+    (the two layouts sum differently)."""
     head = model.get_output_embeddings()
     vocab = head.weight.shape[0]
     device = head.weight.device
@@ -204,7 +205,7 @@ def supports_shared_prefix(model, layout: str = "shared-prefix") -> bool:
         plain = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0).items()})
         shared = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0, layout).items()},
                             head)
-    except (TypeError, ValueError, RuntimeError):  # a model or kernel that refuses a 4-D mask or position ids
+    except (TypeError, ValueError, RuntimeError):  # a model or kernel that refuses the mask or position ids
         return False
     finally:
         model.train(training)
