@@ -132,8 +132,9 @@ def may_attend(query_part: torch.Tensor, key_part: torch.Tensor, query: torch.Te
 
 
 def block_mask(parts: torch.Tensor):
-    """`may_attend` as a FlexAttention BlockMask for rows of `parts`, built on their device (the mask is
-    never materialised: FlexAttention skips the key blocks no query of a block sees)."""
+    """`may_attend` as a FlexAttention BlockMask for rows of `parts`, built on their device. The rule is
+    evaluated once per batch to find the blocks; the attention kernel then skips the key blocks no query
+    of a block sees and applies the rule itself inside the others, with no dense float mask to read."""
     from torch.nn.attention.flex_attention import create_block_mask  # torch >= 2.5; only the flex layouts need it
 
     def mask_mod(b, h, q, kv):
@@ -173,7 +174,7 @@ def pair_logps(model, tensors: dict[str, torch.Tensor], output_layer=None) -> tu
     out = model(input_ids=tensors["input_ids"], **inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
     hidden = out.hidden_states[-1]
     lp = token_logps(output_layer(hidden.reshape(-1, hidden.shape[-1])[tensors["predictors"]]), tensors["targets"])
-    counts = tensors["counts"].to(lp.device)
+    counts = tensors["counts"]
     sums = torch.zeros(counts.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, tensors["segments"], lp)
     n = counts.shape[0] // 2
     return SequenceLogps(sums[:n], counts[:n]), SequenceLogps(sums[n:], counts[n:])
