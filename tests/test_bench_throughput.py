@@ -29,6 +29,20 @@ def test_every_layout_scores_the_same(tokenizer):
         assert torch.allclose(rejected, scores["padded"][1], atol=1e-4), layout
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="what the CPU offers")
+def test_flex_layouts_score_the_same_but_are_not_offered_on_the_cpu(tokenizer):
+    rows, _ = tokenize_preferences(throughput.make_pairs(tokenizer, 3, 9, 5), tokenizer, 64, 64, "t", "error")
+    rows[1]["chosen_ids"] = rows[1]["chosen_ids"][2:]
+    model = tiny_causal_lm(len(tokenizer), attn_implementation="flex_attention").eval()
+    with torch.no_grad():  # FlexAttention has no backward on the CPU: scoring only
+        padded = throughput.layout_scorer("padded", rows, tokenizer.pad_token_id)(model)
+        for layout in throughput.FLEX_LAYOUTS:
+            for got, want in zip(throughput.layout_scorer(layout, rows, tokenizer.pad_token_id)(model), padded):
+                assert torch.allclose(got, want, atol=1e-4), layout
+    assert throughput.ablation_layouts() == throughput.LAYOUTS
+    assert not any(leg.layout in throughput.FLEX_LAYOUTS for leg in throughput.legs("tiny-llama", False, ablation=True))
+
+
 def test_bench_without_trl_writes_the_schema(tokenizer, tmp_path):
     result = throughput.bench(["tiny-llama"], tokenizer, pairs=2, prompt_tokens=10, response_tokens=6, steps=2,
                               warmup=1, trl=False, ablation=True, mode="quick", load=tiny, rounds=1)

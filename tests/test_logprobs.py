@@ -15,7 +15,7 @@ def random_pairs(seed, n=3, vocab=40):
 
 def both_layouts(model, prompts, firsts, seconds, head=None):
     plain = pair_logps(model, pair_batch(prompts, firsts, seconds, 0))
-    shared = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=True),
+    shared = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, "shared-prefix"),
                         head if head is not None else model.get_output_embeddings())
     return plain, shared
 
@@ -41,10 +41,10 @@ def test_shared_prefix_equals_padded_rows(seed, attn):
 def test_shared_prefix_gradients_match(attn):
     prompts, firsts, seconds = random_pairs(5)
     grads = []
-    for shared in (False, True):
+    for layout in ("padded", "shared-prefix"):
         model = tiny_causal_lm(40, seed=0, attn_implementation=attn)
-        head = model.get_output_embeddings() if shared else None
-        a, b = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=shared), head)
+        head = model.get_output_embeddings() if layout != "padded" else None
+        a, b = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, layout), head)
         (a.sum - 2 * b.sum).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-4)
@@ -54,18 +54,18 @@ def test_lora_adapter_on_and_off_match_padded_rows():
     peft = pytest.importorskip("peft")
     prompts, firsts, seconds = random_pairs(7)
     grads = []
-    for shared in (False, True):
+    for layout in ("padded", "shared-prefix"):
         torch.manual_seed(0)
         # init_lora_weights=False: a non-zero adapter, so that "on" and "off" differ; the output layer adapted too
         config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "lm_head"], init_lora_weights=False)
         model = peft.get_peft_model(tiny_causal_lm(40, seed=0), config)
-        head = model.get_output_embeddings() if shared else None
-        a, b = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=shared), head)
+        head = model.get_output_embeddings() if layout != "padded" else None
+        a, b = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, layout), head)
         (a.sum - 2 * b.sum).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad]))
         with torch.no_grad(), model.disable_adapter():
-            off = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, shared_prefix=shared), head)
-        if not shared:
+            off = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, layout), head)
+        if layout == "padded":
             plain_on, plain_off = (a, b), off
             base = pair_logps(tiny_causal_lm(40, seed=0), pair_batch(prompts, firsts, seconds, 0))
             assert all(torch.allclose(x.sum, y.sum, atol=1e-4) for x, y in zip(plain_off, base))
@@ -81,13 +81,13 @@ def test_lora_adapter_on_and_off_match_padded_rows():
 def test_second_response_does_not_see_the_first():
     model = tiny_causal_lm(40, seed=0)
     head = model.get_output_embeddings()
-    a1 = pair_logps(model, pair_batch([[5, 6]], [[7, 8]], [[9, 10]], 0, shared_prefix=True), head)[1]
-    a2 = pair_logps(model, pair_batch([[5, 6]], [[11, 12, 13]], [[9, 10]], 0, shared_prefix=True), head)[1]
+    a1 = pair_logps(model, pair_batch([[5, 6]], [[7, 8]], [[9, 10]], 0, "shared-prefix"), head)[1]
+    a2 = pair_logps(model, pair_batch([[5, 6]], [[11, 12, 13]], [[9, 10]], 0, "shared-prefix"), head)[1]
     assert torch.allclose(a1.sum, a2.sum, atol=1e-5)
 
 
 def test_shared_prefix_mask_and_positions():
-    t = pair_batch([[5, 6]], [[7, 8, 9]], [[10]], 0, shared_prefix=True)
+    t = pair_batch([[5, 6]], [[7, 8, 9]], [[10]], 0, "shared-prefix")
     assert t["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10]]
     assert t["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2]]
     assert t["attention_mask"][0, 0, 5].tolist() == [True, True, False, False, False, True]

@@ -3,11 +3,14 @@
 A response's log-probability is the sum of its tokens' log-probabilities; prompt and padding tokens are
 masked out. Chosen and rejected responses of a batch go through the model in a single forward pass.
 
-Pairs have two layouts (`pair_batch`): padded rows (any causal LM), and the shared-prefix layout (one
-row per pair, the prompt computed once). Given the model's output embedding, `pair_logps` runs it on
-response positions only, in either layout. Both tricks need a model that passes
-`supports_shared_prefix`, a probe that compares the layouts' log-probs on a small batch; DPO's
-`shared_prefix` option says which layout to use.
+Pairs have four layouts (`pair_batch`, `LAYOUTS`): padded rows (any causal LM), and three that compute
+each prompt once (Wang and Hegde 2024, "Accelerating Direct Preference Optimization with Prefix
+Sharing"): one row per pair with a dense 4-D mask (`shared-prefix`), the same rows with a FlexAttention
+BlockMask (`flex`), and every pair of the batch back to back in one row with a BlockMask (`packed`, no
+padding). One rule (`may_attend`) gives both kinds of mask. Given the model's output embedding,
+`pair_logps` runs it on response positions only, in any layout. These tricks need a model that passes
+`supports_shared_prefix`, a probe that compares a layout's log-probs with padded rows on a small batch;
+DPO's `shared_prefix` option says which layout to use.
 """
 
 from __future__ import annotations
@@ -15,6 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from frugalign.errors import UserError
+
+LAYOUTS = ("padded", "shared-prefix", "flex", "packed")
+FLEX_LAYOUTS = ("flex", "packed")  # masked by a BlockMask: the model must run FlexAttention
 
 
 @dataclass
@@ -62,71 +70,113 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
 
 def pair_batch(prompts: list[list[int]], firsts: list[list[int]], seconds: list[list[int]], pad_id: int,
-               shared_prefix: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors for a batch of pairs (prompt, first response, second response).
+               layout: str = "padded") -> dict[str, torch.Tensor]:
+    """Tensors for a batch of pairs (prompt, first response, second response), in one of `LAYOUTS`.
 
-    Padded layout: 2B right-padded rows, the B first responses then the B second ones.
-    Shared-prefix layout: one row per pair, [prompt, first, second], where the second response
-    attends to the prompt and itself but not to the first, and its positions restart after the
-    prompt; the prompt is computed once, and only response positions reach the output layer."""
-    if not shared_prefix:
+    padded: 2B right-padded rows, the B first responses then the B second ones.
+    shared-prefix and flex: one row per pair, [prompt, first, second]; packed: one row, every pair's
+    [prompt, first, second] back to back. In these the second response's positions restart after the
+    prompt, and `parts` says which part of which pair each token is, from which `may_attend` gives the
+    mask: a dense one here (shared-prefix), a BlockMask in `pair_logps` (flex, packed). The prompt is
+    computed once, and only response positions reach the output layer. `counts` are the responses'
+    lengths, known here: first responses, then second ones."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r} is not one of {LAYOUTS}")
+    counts = torch.tensor([len(a) for a in firsts] + [len(b) for b in seconds], dtype=torch.float32)
+    if layout == "padded":
         t = pad_sequences(prompts + prompts, firsts + seconds, pad_id)
         # where the output layer runs, found here on the CPU: a nonzero() on the GPU would stall each step
         segments, col = t["loss_mask"][:, 1:].nonzero(as_tuple=True)  # the state at col predicts token col + 1
         return {**t, "predictors": segments * t["input_ids"].shape[1] + col, "targets": t["input_ids"][segments, col + 1],
-                "segments": segments}
+                "segments": segments, "counts": counts}
     n = len(prompts)
+    rows = [[i] for i in range(n)] if layout != "packed" else [list(range(n))]
     lengths = [len(p) + len(a) + len(b) for p, a, b in zip(prompts, firsts, seconds)]
-    width = max(lengths)
-    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((n, width), dtype=torch.long)
-    mask = torch.zeros((n, 1, width, width), dtype=torch.bool)
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    parts = torch.full((len(rows), width), -1, dtype=torch.long)  # 3i, 3i+1, 3i+2: pair i's prompt, first, second
     predictors: list[int] = []  # flat index (row * width + position) of the hidden state predicting a token
     targets: list[int] = []
     segments: list[int] = []  # i: first response of pair i, n + i: its second response
-    causal = torch.tril(torch.ones((width, width), dtype=torch.bool))
-    for i, (p, a, b) in enumerate(zip(prompts, firsts, seconds)):
-        P, A, B = len(p), len(a), len(b)
-        input_ids[i, : P + A + B] = torch.tensor(p + a + b, dtype=torch.long)
-        position_ids[i, : P + A + B] = torch.tensor(list(range(P + A)) + list(range(P, P + B)), dtype=torch.long)
-        mask[i, 0] = causal
-        mask[i, 0, P + A : P + A + B, P : P + A] = False  # the second response does not see the first
-        mask[i, 0, P + A + B :, :] = False
-        # padding queries attend to themselves only, so that no softmax row is empty
-        mask[i, 0, torch.arange(P + A + B, width), torch.arange(P + A + B, width)] = True
-        base = i * width
-        predictors += [base + P - 1 + j for j in range(A)]
-        predictors += [base + P - 1] + [base + P + A + j for j in range(B - 1)]
-        targets += a + b
-        segments += [i] * A + [n + i] * B
-    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask,
-            "predictors": torch.tensor(predictors), "targets": torch.tensor(targets),
-            "segments": torch.tensor(segments)}
+    for r, row in enumerate(rows):
+        start = 0
+        for i in row:
+            p, a, b = prompts[i], firsts[i], seconds[i]
+            P, A, B = len(p), len(a), len(b)
+            span = slice(start, start + P + A + B)
+            input_ids[r, span] = torch.tensor(p + a + b, dtype=torch.long)
+            position_ids[r, span] = torch.tensor(list(range(P + A)) + list(range(P, P + B)), dtype=torch.long)
+            parts[r, span] = torch.tensor([3 * i] * P + [3 * i + 1] * A + [3 * i + 2] * B, dtype=torch.long)
+            base = r * width + start
+            predictors += [base + P - 1 + j for j in range(A)]
+            predictors += [base + P - 1] + [base + P + A + j for j in range(B - 1)]
+            targets += a + b
+            segments += [i] * A + [n + i] * B
+            start = span.stop
+    t = {"input_ids": input_ids, "position_ids": position_ids, "predictors": torch.tensor(predictors),
+         "targets": torch.tensor(targets), "segments": torch.tensor(segments), "counts": counts}
+    if layout != "shared-prefix":
+        return t | {"parts": parts}
+    positions = torch.arange(width)
+    return t | {"attention_mask": may_attend(parts[:, None, :, None], parts[:, None, None, :], positions[:, None], positions)}
+
+
+def may_attend(query_part: torch.Tensor, key_part: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """The mask of the layouts that compute each prompt once, for query and key token indices and their
+    parts (3i, 3i+1, 3i+2: pair i's prompt, first and second response; -1: padding): a token sees the
+    tokens up to itself of its own part and of its pair's prompt. So the second response sees the prompt
+    but never the first response, packed pairs never see each other, and padding sees padding only
+    (no query is left without a key)."""
+    return (key <= query) & ((key_part == query_part) | (key_part == query_part // 3 * 3))
+
+
+def block_mask(parts: torch.Tensor):
+    """`may_attend` as a FlexAttention BlockMask for rows of `parts`, built on their device. The rule is
+    evaluated once per batch to find the blocks; the attention kernel then skips the key blocks no query
+    of a block sees and applies the rule itself inside the others, with no dense float mask to read."""
+    from torch.nn.attention.flex_attention import create_block_mask  # torch >= 2.5; only the flex layouts need it
+
+    def mask_mod(b, h, q, kv):
+        return may_attend(parts[b, q], parts[b, kv], q, kv)
+
+    rows, width = parts.shape
+    return create_block_mask(mask_mod, rows, None, width, width, device=parts.device)
+
+
+def require_flex_backward(device: torch.device) -> None:
+    """FlexAttention has no backward on the CPU (or MPS): PyTorch raises inside the model's first
+    attention layer. Training in a flex layout there fails here instead, in one line."""
+    if device.type in ("cpu", "mps"):
+        raise UserError(f"shared_prefix flex and packed train on a GPU only: PyTorch's FlexAttention has no backward "
+                        f"on {device.type}; use shared_prefix on or off there (scoring without gradients works)")
 
 
 def pair_logps(model, tensors: dict[str, torch.Tensor], output_layer=None) -> tuple[SequenceLogps, SequenceLogps]:
     """(first, second) response log-probs from one forward over a `pair_batch`. With `output_layer`,
     the model's output embedding (`get_output_embeddings()`), only response positions reach it; the
-    shared-prefix layout needs it."""
+    layouts that compute each prompt once need it, and the flex ones a model running FlexAttention."""
     shared = "position_ids" in tensors
     if output_layer is None and not shared:
         out = sequence_logps(model, tensors["input_ids"], tensors["attention_mask"], tensors["loss_mask"])
         n = out.sum.shape[0] // 2
         return SequenceLogps(out.sum[:n], out.count[:n]), SequenceLogps(out.sum[n:], out.count[n:])
-    if shared:
-        n_seq, inputs = 2 * tensors["input_ids"].shape[0], {
-            "attention_mask": additive_mask(tensors["attention_mask"], output_layer.weight.dtype),
-            "position_ids": tensors["position_ids"]}
+    if "parts" in tensors:  # flex, packed
+        if torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters()):
+            require_flex_backward(tensors["parts"].device)
+        inputs = {"attention_mask": block_mask(tensors["parts"]), "position_ids": tensors["position_ids"]}
+    elif shared:
+        inputs = {"attention_mask": additive_mask(tensors["attention_mask"], output_layer.weight.dtype),
+                  "position_ids": tensors["position_ids"]}
     else:  # padded rows keep their 2-D mask (and with it, fused attention kernels)
-        n_seq, inputs = tensors["input_ids"].shape[0], {"attention_mask": tensors["attention_mask"]}
+        inputs = {"attention_mask": tensors["attention_mask"]}
     # logits_to_keep=1: the model's own output layer runs on one position; we run it on response positions only
     out = model(input_ids=tensors["input_ids"], **inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
     hidden = out.hidden_states[-1]
     lp = token_logps(output_layer(hidden.reshape(-1, hidden.shape[-1])[tensors["predictors"]]), tensors["targets"])
-    segments = tensors["segments"]
-    sums = torch.zeros(n_seq, dtype=lp.dtype, device=lp.device).index_add(0, segments, lp)
-    counts = torch.zeros(n_seq, dtype=lp.dtype, device=lp.device).index_add(0, segments, torch.ones_like(lp))
-    n = n_seq // 2
+    counts = tensors["counts"]
+    sums = torch.zeros(counts.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, tensors["segments"], lp)
+    n = counts.shape[0] // 2
     return SequenceLogps(sums[:n], counts[:n]), SequenceLogps(sums[n:], counts[n:])
 
 
@@ -138,12 +188,13 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 @torch.no_grad()
-def supports_shared_prefix(model) -> bool:
-    """Whether `model` gives the padded layout's log-probs in the shared-prefix layout, on a probe batch
-    of two pairs of unequal lengths (so masks, position ids and padding all matter). This fails for
-    attention kernels that ignore or reject a dense 4-D mask, and for models whose logits are not the
-    output embedding applied to the last hidden state (e.g. soft-capped logits); the caller then uses
-    padded rows. Tolerance: 1e-3 in float32, 5e-2 in lower precision (the two layouts sum differently)."""
+def supports_shared_prefix(model, layout: str = "shared-prefix") -> bool:
+    """Whether `model` gives the padded layout's log-probs in `layout`, on a probe batch of two pairs of
+    unequal lengths (so masks, position ids, packing and padding all matter). This fails for attention
+    kernels that ignore or reject the layout's mask (a BlockMask needs FlexAttention), and for models
+    whose logits are not the output embedding applied to the last hidden state (e.g. soft-capped
+    logits); the caller then uses padded rows. Tolerance: 1e-3 in float32, 5e-2 in lower precision
+    (the two layouts sum differently)."""
     head = model.get_output_embeddings()
     vocab = head.weight.shape[0]
     device = head.weight.device
@@ -153,9 +204,9 @@ def supports_shared_prefix(model) -> bool:
     model.eval()  # no dropout: both layouts must see the same function
     try:
         plain = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0).items()})
-        shared = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0, True).items()},
+        shared = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0, layout).items()},
                             head)
-    except (TypeError, ValueError, RuntimeError):  # a model or kernel that refuses a 4-D mask or position ids
+    except (TypeError, ValueError, RuntimeError):  # a model or kernel that refuses the mask or position ids
         return False
     finally:
         model.train(training)

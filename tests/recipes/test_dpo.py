@@ -189,3 +189,25 @@ def test_reference_free_losses_refuse_options_that_need_a_reference(tmp_path, pr
     with pytest.raises(SystemExit) as refused:  # adpo's confidence needs a reference: it offers dpo and ipo only
         main(["adpo", "--loss", "simpo", "--dataset", str(preference_file), "--output-dir", str(tmp_path / "c")])
     assert refused.value.code == 2 and "invalid choice: 'simpo'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the flex layouts train on a GPU")
+@pytest.mark.parametrize("layout", ["flex", "packed"])
+def test_flex_layouts_refuse_to_train_on_the_cpu_in_one_line(tmp_path, tiny_model_dir, preference_file, capsys, layout):
+    out = tmp_path / "o"
+    code = main(["dpo", "--model", str(tiny_model_dir), "--dataset", str(preference_file), "--output-dir", str(out),
+                 "--shared-prefix", layout, *TRAIN])
+    err = capsys.readouterr().err
+    assert code == 2 and "train on a GPU only" in err and "Traceback" not in err
+    assert not (out / "metrics.jsonl").exists()  # refused before any step
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto's choice on the CPU")
+def test_auto_layout_on_the_cpu_is_the_dense_shared_prefix():
+    from frugalign.models import tiny_causal_lm
+    from frugalign.recipes.configs import DPOConfig
+    from frugalign.training.dpo import PairScorer
+
+    model = tiny_causal_lm(40)
+    assert PairScorer(DPOConfig(output_dir="unused"), model, 0).layout == "shared-prefix"
+    assert model.config._attn_implementation == "sdpa"  # only the flex layouts switch the attention

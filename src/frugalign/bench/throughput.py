@@ -14,7 +14,8 @@ that load from other work on the machine falls on every leg alike; warm-up steps
 leg reports the median and interquartile range of its timed steps over all rounds.
 
 `--ablation` also times bare steps (live reference) with each trick of frugalign's pair layout on or
-off, so that what each one gives is measured rather than inferred (see `LAYOUTS`).
+off, so that what each one gives is measured rather than inferred (see `LAYOUTS`), and on CUDA the
+FlexAttention layouts too (`FLEX_LAYOUTS`).
 """
 
 from __future__ import annotations
@@ -52,14 +53,18 @@ BETA, LR = 0.1, 1e-6
 #   shared-prefix-full-head  one row per pair (prompt once), logits at every position
 #   shared-prefix            one row per pair, output layer on response positions only (frugalign's layout)
 #   packed                   the shared-prefix rows of a step packed into one row, block-diagonal mask
+# and on CUDA only (PyTorch has no FlexAttention backward on the CPU), the library's FlexAttention layouts:
+#   flex                     the shared-prefix rows masked by a BlockMask (`--shared-prefix flex`)
+#   flex-packed              every pair in one row, masked by a BlockMask (`--shared-prefix packed`)
 LAYOUTS = ("padded", "padded-response-head", "shared-prefix-full-head", "shared-prefix", "packed")
+FLEX_LAYOUTS = ("flex", "flex-packed")
 ROUNDS = 3
 
 
 @dataclass(frozen=True)
 class Leg:
     """One timed setting of a model: a method (`frugalign`, `frugalign-topN`, `floor`, `trl`, or
-    `frugalign-layout` with one of `LAYOUTS`) with a live or a precomputed reference."""
+    `frugalign-layout` with one of `ablation_layouts()`) with a live or a precomputed reference."""
     model: str
     method: str
     precomputed: bool
@@ -223,8 +228,8 @@ def on_device(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def layout_scorer(layout: str, rows, pad_id: int):
-    """`model -> (chosen, rejected)` summed response log-probs in one of `LAYOUTS` (all give the same
-    values; they differ in what is computed)."""
+    """`model -> (chosen, rejected)` summed response log-probs in one of `LAYOUTS` or `FLEX_LAYOUTS` (those
+    for a model running FlexAttention); all give the same values, they differ in what is computed."""
     import torch
 
     from frugalign.logprobs import additive_mask, pair_batch, pair_logps, sequence_logps, token_logps
@@ -237,12 +242,13 @@ def layout_scorer(layout: str, rows, pad_id: int):
             sums = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"]).sum
             return sums[:n], sums[n:]
         return score
-    if layout in ("shared-prefix", "padded-response-head"):  # the library's own code paths, as the recipe calls them
+    library = {"shared-prefix": "shared-prefix", "padded-response-head": "padded", "flex": "flex", "flex-packed": "packed"}
+    if layout in library:  # the library's own code paths, as the recipe calls them
         t = on_device(pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
-                                 [r["rejected_ids"] for r in rows], pad_id, shared_prefix=layout == "shared-prefix"))
+                                 [r["rejected_ids"] for r in rows], pad_id, library[layout]))
         return lambda model: tuple(x.sum for x in pair_logps(model, t, model.get_output_embeddings()))
     t = pair_batch([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
-                   [r["rejected_ids"] for r in rows], pad_id, shared_prefix=True)
+                   [r["rejected_ids"] for r in rows], pad_id, "shared-prefix")
     t = pack(t) if layout == "packed" else t
     t = on_device({**t, "attention_mask": additive_mask(t["attention_mask"], torch.float32)})
     full_head = layout == "shared-prefix-full-head"
@@ -322,7 +328,14 @@ def legs(name: str, trl: bool, ablation: bool, trainable_layers: int = 0) -> lis
         [f"frugalign-top{trainable_layers}"] if trainable_layers else [])
     out = [Leg(name, m, pre, trainable_layers=trainable_layers if m.startswith("frugalign-top") else 0)
            for pre in (False, True) for m in methods]
-    return out + ([Leg(name, "frugalign-layout", False, layout) for layout in LAYOUTS] if ablation else [])
+    return out + ([Leg(name, "frugalign-layout", False, layout) for layout in ablation_layouts()] if ablation else [])
+
+
+def ablation_layouts() -> tuple[str, ...]:
+    """The ablation's layouts on this machine: a leg that cannot train here is not offered."""
+    import torch
+
+    return LAYOUTS + (FLEX_LAYOUTS if torch.cuda.is_available() else ())
 
 
 def interleave(legs: list[Leg], rounds: int) -> list[tuple[int, Leg]]:
@@ -350,6 +363,8 @@ def time_leg(leg: Leg, load, tokenizer, examples, rows, steps: int, warmup: int,
     elif leg.method == "floor":
         times = time_floor(model, rows, tokenizer.pad_token_id, leg.precomputed, steps, warmup, precision=precision)
     elif leg.method == "frugalign-layout":
+        if leg.layout in FLEX_LAYOUTS:
+            model.set_attn_implementation("flex_attention")  # as the recipe does: only FlexAttention reads a BlockMask
         times = time_bare(model, layout_scorer(leg.layout, rows, tokenizer.pad_token_id), leg.precomputed, steps,
                           warmup, precision=precision)
     else:
@@ -534,7 +549,7 @@ def tables(result: dict) -> list[Table]:
         model, reference = key.split("/")
         label = f"{model} ({params[model] / 1e6:.1f}M)"
         if reference == "layouts":
-            for layout in LAYOUTS:
+            for layout in [x for x in LAYOUTS + FLEX_LAYOUTS if f"{x}_step_s" in e]:
                 ratio = e.get(f"padded_over_{layout}", 1.0)
                 ablation.add_row(label, layout, median_iqr(e, layout), f"{ratio:.2f}x")
             continue

@@ -91,11 +91,15 @@ class PairLossOptions(Config):
     loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
     beta: float = option(0.1, "strength of the KL regularisation to the reference")
     label_smoothing: float = option(0.0, "conservative DPO: probability that a label is flipped (dpo loss only)")
-    shared_prefix: Literal["auto", "on", "off"] = option(
-        "auto", "on: one row per pair, its prompt computed once (chosen and rejected attend to one copy); off: "
-                "padded rows; auto: on, except under bf16/fp16 on a GPU, where padded rows keep the fused attention "
-                "kernel and are faster. Either way the output layer runs on response tokens only. Models whose "
-                "logits are post-processed (soft-capping) always get padded rows with full logits"
+    shared_prefix: Literal["auto", "on", "off", "flex", "packed"] = option(
+        "auto", "on: one row per pair, its prompt computed once (chosen and rejected attend to one copy; a dense "
+                "4-D mask); off: padded rows; flex: the rows of on, masked by a FlexAttention BlockMask (the policy is "
+                "switched to attn_implementation flex_attention); packed: as flex, with every pair of the micro-batch "
+                "back to back in one row (no padding). flex and packed need a GPU: PyTorch has no FlexAttention "
+                "backward on the CPU, and they fail at the start there. auto: on, except under bf16/fp16 on a GPU, "
+                "where padded rows keep the fused attention kernel and are faster; auto never picks flex or packed, "
+                "as they have not been timed on a GPU yet. Either way the output layer runs on response tokens only. "
+                "Models that fail the layout's probe (soft-capped logits) always get padded rows with full logits"
     )
 
     # the losses label smoothing applies to: DPO's, and wDPO's, which weights DPO's per pair

@@ -18,7 +18,7 @@ import torch
 from frugalign import losses
 from frugalign.data import preference_examples, tokenize_preferences
 from frugalign.engine import Engine, TrainResult, resolve_mixed_precision
-from frugalign.logprobs import SequenceLogps, pair_batch, pair_logps, supports_shared_prefix
+from frugalign.logprobs import FLEX_LAYOUTS, SequenceLogps, pair_batch, pair_logps, require_flex_backward, supports_shared_prefix
 from frugalign.recipes.configs import DPOConfig
 from frugalign.training.common import mean_metrics, read_training_rows, to_device
 
@@ -64,17 +64,23 @@ def pair_metrics(
 
 class PairScorer:
     """Builds the batch tensors of pairs and scores them with the policy, in the layout the config
-    and the model allow (shared prefix, or padded rows)."""
+    and the model allow (`logprobs.LAYOUTS`)."""
 
     def __init__(self, config: DPOConfig, policy, pad_id: int):
         self.pad_id = pad_id
-        usable = supports_shared_prefix(policy)  # logits = output layer(last hidden state), 4-D masks honoured
         low_precision_gpu = torch.cuda.is_available() and resolve_mixed_precision(config.mixed_precision) != "no"
-        self.shared = usable and (config.shared_prefix == "on" or (config.shared_prefix == "auto" and not low_precision_gpu))
+        wanted = {"on": "shared-prefix", "off": "padded", "flex": "flex", "packed": "packed",
+                  "auto": "padded" if low_precision_gpu else "shared-prefix"}[config.shared_prefix]
+        if wanted in FLEX_LAYOUTS:
+            require_flex_backward(policy.get_output_embeddings().weight.device)  # before any compute
+            policy.set_attn_implementation("flex_attention")  # only FlexAttention reads a BlockMask
+        # logits = output layer(last hidden state), the layout's mask honoured
+        usable = supports_shared_prefix(policy, "shared-prefix" if wanted == "padded" else wanted)
+        self.layout = wanted if usable else "padded"
         self.head = policy.get_output_embeddings() if usable else None
 
     def tensors(self, prompts, firsts, seconds, device) -> dict[str, torch.Tensor]:
-        return to_device(pair_batch(prompts, firsts, seconds, self.pad_id, self.shared), device)
+        return to_device(pair_batch(prompts, firsts, seconds, self.pad_id, self.layout), device)
 
     def chosen_rejected(self, rows: list[dict], device) -> dict[str, torch.Tensor]:
         return self.tensors([r["prompt_ids"] for r in rows], [r["chosen_ids"] for r in rows],
