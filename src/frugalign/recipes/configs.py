@@ -193,6 +193,8 @@ class DPOLossOptions(PairLossOptions):
 
 @dataclass
 class KTOLossOptions(Options):
+    """KTO's loss (`recipes.kto`)."""
+
     beta: float = option(0.1, "strength of the KL regularisation to the reference")
     desirable_weight: float = option(1.0, "w_D: weight of the desirable rows' losses (TRL's desirable_weight)")
     undesirable_weight: float = option(1.0, "w_U: weight of the undesirable rows' losses (TRL's undesirable_weight)")
@@ -216,6 +218,8 @@ class RewardOptions(Options):
 
 @dataclass
 class RLHFOptions(Options):
+    """`frugalign rlhf`'s own option: the reward it maximises."""
+
     reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
 
 
@@ -347,6 +351,8 @@ class AnnotatorOptions(Options):
 
 @dataclass
 class AIHFOptions(Options):
+    """`frugalign aihf`'s own options: its variant, and the weight and reward model of its preferences."""
+
     variant: Literal["explicit", "dpo", "self-play"] = option(
         "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
                "self-play: lambda*DPO(P) + SPIN(demonstrations)")
