@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from frugalign.config import TrainConfig
+from frugalign.config import TrainOptions, load_config
 from frugalign.engine import Engine, lr_lambda
 from frugalign.models import tiny_causal_lm
-from frugalign.recipes.configs import DPOConfig
+from frugalign.recipes.configs import DPOConfig, SFTConfig
 from frugalign.training.dpo import train_dpo
 from tests.conftest import preference_rows
 
@@ -28,12 +28,12 @@ def flat_params(model):
 
 
 def test_micro_batches_cover_each_epoch_once_and_are_seeded(tmp_path):
-    engine = Engine(TrainConfig(output_dir=str(tmp_path), batch_size=2, gradient_accumulation_steps=2, seed=3))
+    engine = Engine(SFTConfig(train=TrainOptions(output_dir=str(tmp_path), batch_size=2, gradient_accumulation_steps=2, seed=3)))
     epoch0 = [i for step in range(3) for mb in engine.micro_batches(12, step) for i in mb]
     assert sorted(epoch0) == list(range(12))
     assert [len(mb) for mb in engine.micro_batches(12, 0)] == [2, 2]
     assert engine.micro_batches(12, 3) != engine.micro_batches(12, 0)  # a new epoch, a new order
-    again = Engine(TrainConfig(output_dir=str(tmp_path), batch_size=2, gradient_accumulation_steps=2, seed=3))
+    again = Engine(SFTConfig(train=TrainOptions(output_dir=str(tmp_path), batch_size=2, gradient_accumulation_steps=2, seed=3)))
     assert again.micro_batches(12, 4) == engine.micro_batches(12, 4)
     # 10 rows, global batch 4: the last batch of the epoch is filled from the epoch's start
     assert engine.steps_per_epoch(10) == 3
@@ -56,7 +56,7 @@ def dpo_config(tmp_path, **kw):
     # fp32 everywhere (bf16 on a GPU would differ in rounding between the runs these tests compare)
     defaults = dict(output_dir=str(tmp_path), learning_rate=1e-3, batch_size=4, max_steps=6, warmup_ratio=0.0,
                     seed=0, logging_steps=1, mixed_precision="no")
-    return DPOConfig(**{**defaults, **kw})
+    return load_config(DPOConfig, **{**defaults, **kw})
 
 
 def test_gradient_accumulation_matches_a_bigger_batch(tmp_path, tokenizer):

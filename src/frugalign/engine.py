@@ -30,7 +30,7 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from rich.progress import Progress, TextColumn
 
-from frugalign.config import TrainConfig
+from frugalign.config import Config, to_dict
 from frugalign.console import console, format_duration, progress_bar, progress_line
 from frugalign.errors import UserError, redact
 
@@ -60,14 +60,14 @@ class TrainResult:
         return {**out, **self.eval_metrics}
 
 
-def ensure_output_dir(config: TrainConfig) -> Path:
-    """config.output_dir, set to a fresh `runs/<name>-<timestamp>` when the Python API left it unset
+def ensure_output_dir(config: Config) -> Path:
+    """config.train.output_dir, set to a fresh `runs/<name>-<timestamp>` when the Python API left it unset
     (the CLI sets it before, with the command's name)."""
-    if config.output_dir is None:
+    if config.train.output_dir is None:
         from frugalign.rundir import fresh_run_dir
 
-        config.output_dir = str(fresh_run_dir(type(config).__name__.removesuffix("Config").lower()))
-    return Path(config.output_dir)
+        config.train.output_dir = str(fresh_run_dir(type(config).__name__.removesuffix("Config").lower()))
+    return Path(config.train.output_dir)
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -96,10 +96,12 @@ class Engine:
     """Holds the accelerator and runs `fit`. Create it before the models, so that they are placed
     on the right device and the seed is set for everything that follows."""
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: Config):
+        """`config`: a command's config; the engine reads its `train` part, and its `epochs` part for the length
+        of a run without max_steps."""
         self.config = config
         self.output_dir = ensure_output_dir(config)
-        trackers = list(config.report_to)
+        trackers = list(config.train.report_to)
         # accelerate keeps one process-wide state and refuses a second Accelerator with another precision;
         # each Engine is one training run, so a run in the same process (a bench, a notebook) starts afresh.
         # The process group (PartialState) is kept.
@@ -109,13 +111,13 @@ class Engine:
             cpu=not torch.cuda.is_available(),
             # our schedule counts optimizer steps of the global batch: one scheduler step each
             step_scheduler_with_optimizer=False,
-            mixed_precision=resolve_mixed_precision(config.mixed_precision),
+            mixed_precision=resolve_mixed_precision(config.train.mixed_precision),
             log_with=trackers or None,
             project_dir=str(self.output_dir),
         )
         if trackers:
-            self.accelerator.init_trackers("frugalign", config={k: redact(str(v)) for k, v in vars(config).items()})
-        set_seed(config.seed)
+            self.accelerator.init_trackers("frugalign", config={k: redact(str(v)) for k, v in to_dict(config).items()})
+        set_seed(config.train.seed)
 
     @property
     def device(self) -> torch.device:
@@ -138,19 +140,19 @@ class Engine:
 
     # ---- data order -------------------------------------------------------------------------
     def global_batch_size(self) -> int:
-        c = self.config
+        c = self.config.train
         return c.batch_size * c.gradient_accumulation_steps * self.accelerator.num_processes
 
     def steps_per_epoch(self, n_rows: int) -> int:
         return max(1, math.ceil(n_rows / self.global_batch_size()))
 
     def total_steps(self, n_rows: int) -> int:
-        c = self.config
-        return c.max_steps if c.max_steps > 0 else self.steps_per_epoch(n_rows) * c.num_epochs
+        c = self.config.train
+        return c.max_steps if c.max_steps > 0 else self.steps_per_epoch(n_rows) * self.config.epochs.num_epochs
 
     def micro_batches(self, n_rows: int, step: int) -> list[list[int]]:
         """Row indices of this process's micro-batches for optimizer step `step`."""
-        c = self.config
+        c = self.config.train
         per_epoch = self.steps_per_epoch(n_rows)
         epoch, within = divmod(step, per_epoch)
         order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(c.seed + epoch)).tolist()
@@ -165,7 +167,7 @@ class Engine:
 
     # ---- training -----------------------------------------------------------------------------
     def make_optimizer(self, model) -> torch.optim.Optimizer:
-        c = self.config
+        c = self.config.train
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise UserError("the model has no trainable parameters")
@@ -190,7 +192,7 @@ class Engine:
 
         `step_fn` gets the prepared model and the rows of one micro-batch and returns the micro-batch loss and metrics;
         metrics are averaged over micro-batches and processes before they are logged."""
-        c = self.config
+        c = self.config.train
         if not rows:
             raise UserError("no training rows")
         if c.gradient_checkpointing:
@@ -259,7 +261,7 @@ class Engine:
                                   mean_metrics=means, total_metrics=totals)
 
     def _optimizer_step(self, model, optimizer, scheduler, rows, step, step_fn) -> dict[str, float]:
-        c = self.config
+        c = self.config.train
         micro = self.micro_batches(len(rows), step)
         sums: dict[str, float] = {}
         for i, indices in enumerate(micro):
@@ -296,7 +298,7 @@ class Engine:
         return {f"eval/{k}": v for k, v in self._mean_over_processes(metrics).items()}
 
     def _log(self, path: Path, step: int, metrics: dict[str, float]) -> None:
-        if self.config.report_to:
+        if self.config.train.report_to:
             self.accelerator.log(metrics, step=step)
         if self.is_main:
             with path.open("a") as f:
@@ -320,7 +322,7 @@ class Engine:
             # Keep this checkpoint and the newest earlier ones. One with a later step cannot be this run's
             # (steps only grow): it would pass for its latest on --resume, so it goes too.
             earlier = [p for p in self.checkpoints() if checkpoint_step(p) < step]
-            keep = set(earlier[max(0, len(earlier) - self.config.save_total_limit + 1):]) | {path}
+            keep = set(earlier[max(0, len(earlier) - self.config.train.save_total_limit + 1):]) | {path}
             for old in self.checkpoints():
                 if old not in keep:
                     shutil.rmtree(old, ignore_errors=True)
@@ -338,7 +340,7 @@ class Engine:
         return complete[-1] if complete else None
 
     def _maybe_resume(self) -> int:
-        if not self.config.resume:
+        if not self.config.train.resume:
             return 0
         path = self.latest_checkpoint()
         if path is None:
@@ -358,7 +360,7 @@ class Engine:
         return path
 
     def end(self) -> None:
-        if self.config.report_to:
+        if self.config.train.report_to:
             self.accelerator.end_training()
 
 

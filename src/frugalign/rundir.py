@@ -39,20 +39,20 @@ def holds_a_run(path: Path) -> bool:
 
 
 def prepare_run_dir(config, command: str, argv: list[str]) -> None:
-    """Before anything loads: choose or check config.output_dir, clear it on --overwrite, and save
+    """Before anything loads: choose or check config.train.output_dir, clear it on --overwrite, and save
     config.yaml and command.txt in it. Under several processes only the first one does this (the
     others would find the folder the first had just written)."""
-    if config.overwrite and config.resume:
+    if config.train.overwrite and config.train.resume:
         raise UserError("options resume and overwrite contradict each other: pass one of them")
-    if config.output_dir is None:
-        if config.resume:
+    if config.train.output_dir is None:
+        if config.train.resume:
             raise UserError("--resume needs --output-dir: the folder of the run to continue")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("under several processes pass --output-dir (each process would pick its own timestamp)")
-        config.output_dir = str(fresh_run_dir(command))
+        config.train.output_dir = str(fresh_run_dir(command))
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    path = Path(config.output_dir)
+    path = Path(config.train.output_dir)
     try:
         _prepare(path, config, argv)
     except OSError as e:  # a name too long, no permission, a file on the way
@@ -62,8 +62,8 @@ def prepare_run_dir(config, command: str, argv: list[str]) -> None:
 def _prepare(path: Path, config, argv: list[str]) -> None:
     if path.exists() and not path.is_dir():
         raise UserError(f"--output-dir {path}: is a file, not a folder")
-    if holds_a_run(path) and not config.resume:
-        if not config.overwrite:
+    if holds_a_run(path) and not config.train.resume:
+        if not config.train.overwrite:
             raise UserError(f"--output-dir {path} holds another run: pass --overwrite to replace it, --resume to "
                             "continue it, or choose another folder")
         for entry in path.iterdir():

@@ -13,6 +13,7 @@ import pytest
 
 from frugalign.active.ledger import LabelLedger
 from frugalign.cli import main
+from frugalign.config import load_config
 from frugalign.errors import UserError
 from tests.conftest import preference_rows
 
@@ -137,8 +138,8 @@ def run_adpo_on(tmp_path, tokenizer, make_annotator, audit_rate: float, name: st
     from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
 
     pairs, labels = unlabelled_pairs(preference_rows(300), "pool", tokenizer, 0)
-    config = ADPOConfig(output_dir=str(tmp_path / name), learning_rate=5e-3, batch_size=8, num_epochs=3,
-                        warmup_ratio=0.0, gamma=0.05, audit_rate=audit_rate, audit_window=20, logging_steps=1000)
+    config = load_config(ADPOConfig, output_dir=str(tmp_path / name), learning_rate=5e-3, batch_size=8, num_epochs=3,
+                         warmup_ratio=0.0, gamma=0.05, audit_rate=audit_rate, audit_window=20, logging_steps=1000)
     ledger = LabelLedger(tmp_path / name / "labels.sqlite", fingerprint(pairs))
     _, _, stats = train_adpo(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer,
                              unlabelled_rows(pairs, tokenizer, config, "pool"), make_annotator(pairs, labels, ledger),
@@ -285,14 +286,14 @@ def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
     from frugalign.recipes.configs import ADPOConfig
 
     with pytest.raises(UserError, match="mode apl needs a budget"):
-        ADPOConfig(mode="apl").validate()
+        load_config(ADPOConfig, mode="apl")
     with pytest.raises(UserError, match="mode random trains in rounds"):
-        ADPOConfig(mode="random", max_queries=8, max_steps=5).validate()
+        load_config(ADPOConfig, mode="random", max_queries=8, max_steps=5)
     with pytest.raises(UserError, match="buys no label"):
-        ADPOConfig(mode="apl", max_queries=0).validate()
+        load_config(ADPOConfig, mode="apl", max_queries=0)
     for bad in ({"max_steps": 5}, {"save_steps": 2}, {"save_final_checkpoint": True}):
         with pytest.raises(UserError, match="rounds of epochs"):
-            ADPOConfig(mode="apl", max_queries=8, **bad).validate()
+            load_config(ADPOConfig, mode="apl", max_queries=8, **bad)
     with pytest.raises(UserError, match="acquisition_batch_size"):
-        ADPOConfig(mode="apl", max_queries=8, acquisition_batch_size=0).validate()
-    ADPOConfig(mode="apl", max_queries=8, resume=True).validate()  # resuming reuses the ledger
+        load_config(ADPOConfig, mode="apl", max_queries=8, acquisition_batch_size=0)
+    load_config(ADPOConfig, mode="apl", max_queries=8, resume=True)  # resuming reuses the ledger

@@ -9,6 +9,7 @@ import torch
 
 from frugalign import losses
 from frugalign.cli import main
+from frugalign.config import load_config
 from frugalign.data import Demonstration, PreferenceExample
 from frugalign.models import tiny_causal_lm
 from frugalign.recipes.configs import AIHFConfig, RLHFConfig
@@ -40,8 +41,8 @@ def test_rlhf_raises_the_reward_it_is_given(tmp_path, tokenizer):
     """Reward: the share of 'a' characters in the response. Parameters change, metrics are reported."""
     policy = tiny_causal_lm(len(tokenizer), seed=0)
     before = flat(policy)
-    config = RLHFConfig(output_dir=str(tmp_path), learning_rate=5e-3, batch_size=4, num_epochs=6, warmup_ratio=0.0,
-                        samples_per_prompt=4, max_new_tokens=6, kl_coef=0.01, logging_steps=1, seed=0)
+    config = load_config(RLHFConfig, output_dir=str(tmp_path), learning_rate=5e-3, batch_size=4, num_epochs=6, warmup_ratio=0.0,
+                         samples_per_prompt=4, max_new_tokens=6, kl_coef=0.01, logging_steps=1, seed=0)
 
     def share_of_a(prompts, responses):
         return np.array([r.count("a") / max(1, len(r)) for r in responses])
@@ -56,8 +57,8 @@ def test_rlhf_raises_the_reward_it_is_given(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("variant", ["dpo", "self-play"])
 def test_aihf_dpo_forms_train_on_both_kinds_of_pairs(tmp_path, tokenizer, variant):
-    config = AIHFConfig(output_dir=str(tmp_path), variant=variant, iterations=2, learning_rate=2e-3, batch_size=4,
-                        warmup_ratio=0.0, max_new_tokens=4, preference_weight=0.5, seed=0, logging_steps=50)
+    config = load_config(AIHFConfig, output_dir=str(tmp_path), variant=variant, iterations=2, learning_rate=2e-3, batch_size=4,
+                         warmup_ratio=0.0, max_new_tokens=4, preference_weight=0.5, seed=0, logging_steps=50)
     policy = tiny_causal_lm(len(tokenizer), seed=0)
     before = flat(policy)
     trained, records = train_aihf(config, policy, tokenizer, demos(), prefs())
@@ -69,11 +70,11 @@ def test_aihf_dpo_forms_train_on_both_kinds_of_pairs(tmp_path, tokenizer, varian
 
 
 def test_spin_opponent_is_the_previous_iterate_and_resume_continues(tmp_path, tokenizer):
-    config = AIHFConfig(output_dir=str(tmp_path), variant="self-play", iterations=1, learning_rate=2e-3, batch_size=4,
-                        warmup_ratio=0.0, max_new_tokens=4, seed=0, logging_steps=50)
+    config = load_config(AIHFConfig, output_dir=str(tmp_path), variant="self-play", iterations=1, learning_rate=2e-3,
+                         batch_size=4, warmup_ratio=0.0, max_new_tokens=4, seed=0, logging_steps=50)
     policy, records = train_aihf(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer, demos(), [])
     first = flat(policy)
-    config.iterations, config.resume = 3, True
+    config.demos.iterations, config.train.resume = 3, True
     resumed, records = train_aihf(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer, demos(), [])
     assert [r["iteration"] for r in records] == [0, 1, 2]  # iteration 0 was not run again
     iter1 = flat(type(policy).from_pretrained(tmp_path / "policy-iter1"))
@@ -89,9 +90,9 @@ def test_aihf_explicit_updates_reward_and_policy(tmp_path, tokenizer):
     rm = LlamaForSequenceClassification(models.tiny_llama_config(len(tokenizer), num_labels=1,
                                                                  pad_token_id=tokenizer.pad_token_id))
     rm_before = flat(rm)
-    config = AIHFConfig(output_dir=str(tmp_path), variant="explicit", iterations=1, learning_rate=2e-3, batch_size=4,
-                        warmup_ratio=0.0, max_new_tokens=4, samples_per_prompt=2, reward_learning_rate=1e-3, seed=0,
-                        logging_steps=50)
+    config = load_config(AIHFConfig, output_dir=str(tmp_path), variant="explicit", iterations=1, learning_rate=2e-3, batch_size=4,
+                         warmup_ratio=0.0, max_new_tokens=4, samples_per_prompt=2, reward_learning_rate=1e-3, seed=0,
+                         logging_steps=50)
     policy = tiny_causal_lm(len(tokenizer), seed=0)
     before = flat(policy)
     trained, records = train_aihf(config, policy, tokenizer, demos(), prefs(), reward_model=rm, reward_tokenizer=tokenizer)

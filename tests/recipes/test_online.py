@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+from frugalign.config import load_config
 from frugalign.errors import UserError
 from frugalign.recipes import online
 from frugalign.tasks import load_task
@@ -24,7 +25,7 @@ def task(tmp_path_factory):
 def config(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), iterations=2, rho=0.5, selection="optune", learning_rate=5e-4,
                 batch_size=16, max_new_tokens=5, samples_per_prompt=2, logging_steps=50)
-    return online.OnlineConfig(**{**base, **kw})
+    return load_config(online.OnlineConfig, **{**base, **kw})
 
 
 def counting_scorer(task, calls):
@@ -56,36 +57,36 @@ def task_cache(task):
 def test_select_prompts_rules():
     pool = online.PromptPool(["a", "b", "c", "d"], chosen_reward=[0.9, 0.1, 0.5, -1.0])
     rng = __import__("random").Random(0)
-    cfg = online.OnlineConfig(rho=0.5)
+    cfg = load_config(online.OnlineConfig, rho=0.5)
     assert online.select_prompts(pool, 0, cfg, rng) == [0, 1, 2, 3]
     assert online.select_prompts(pool, 1, cfg, rng) == [1, 3]
-    cfg.selection = "random"
+    cfg.online.selection = "random"
     assert len(online.select_prompts(pool, 1, cfg, rng)) == 2
 
 
 def test_gap_selection_regenerates_the_nearest_ties():
     pool = online.PromptPool(["a", "b", "c", "d"], chosen_reward=[0.9, 0.1, 0.5, -1.0],
                              rejected_reward=[0.0, 0.05, -0.5, -1.2])  # gaps 0.9, 0.05, 1.0, 0.2
-    cfg = online.OnlineConfig(rho=0.5, selection="gap")
+    cfg = load_config(online.OnlineConfig, rho=0.5, selection="gap")
     assert online.select_prompts(pool, 1, cfg, __import__("random").Random(0)) == [1, 3]
 
 
 def test_stale_selection_regenerates_the_oldest_pairs_lowest_reward_first():
     pool = online.PromptPool(["a", "b", "c", "d"], chosen_reward=[0.9, 0.1, 0.5, -1.0], sampled_at=[0, 1, 0, 1])
-    cfg = online.OnlineConfig(rho=0.5, selection="stale")
+    cfg = load_config(online.OnlineConfig, rho=0.5, selection="stale")
     assert online.select_prompts(pool, 3, cfg, __import__("random").Random(0)) == [0, 2]
-    cfg.rho = 0.75  # the two oldest, then the lower reward of the two newer ones
+    cfg.online.rho = 0.75  # the two oldest, then the lower reward of the two newer ones
     assert online.select_prompts(pool, 3, cfg, __import__("random").Random(0)) == [0, 2, 3]
 
 
 def test_mixed_selection_takes_the_lowest_rewards_and_a_random_share():
     rewards = [float(x) for x in range(100)]
     pool = online.PromptPool([str(i) for i in range(100)], chosen_reward=rewards)
-    cfg = online.OnlineConfig(rho=0.2, selection="mixed", random_share=0.25)
+    cfg = load_config(online.OnlineConfig, rho=0.2, selection="mixed", random_share=0.25)
     picked = online.select_prompts(pool, 1, cfg, __import__("random").Random(0))
     assert len(picked) == 20 and set(range(15)) <= set(picked)  # 15 lowest, 5 drawn from the other 85
     assert len(set(picked) - set(range(15))) == 5
-    cfg.random_share = 0.0
+    cfg.online.random_share = 0.0
     assert online.select_prompts(pool, 1, cfg, __import__("random").Random(0)) == list(range(20))
 
 
@@ -290,7 +291,7 @@ def test_string_prompts_follow_the_chat_template_rule(tmp_path):
     tok.chat_template = "{% for m in messages %}[{{ m['content'] }}]{% endfor %}{% if add_generation_prompt %}>{% endif %}"
     data = tmp_path / "prompts.jsonl"
     data.write_text(json.dumps({"prompt": "hi"}) + "\n" + json.dumps({"prompt": "[yo]>"}) + "\n")
-    config = online.OnlineConfig(dataset=str(data), output_dir=str(tmp_path / "run"))
+    config = load_config(online.OnlineConfig, dataset=str(data), output_dir=str(tmp_path / "run"))
     assert online.load_prompts(config, tok) == ["[hi]>", "[yo]>"]  # the second was rendered already
-    config.chat_template = "off"
+    config.chat.chat_template = "off"
     assert online.load_prompts(config, tok) == ["hi", "[yo]>"]

@@ -25,9 +25,18 @@ import numpy as np
 
 from frugalign.active.annotators import GoldOracle
 from frugalign.active.ledger import LabelLedger, fingerprint, pair_id
-from frugalign.bench.common import (BenchRuns, add_task_arguments, bench_task, gold_over_seeds, paired_difference,
-                                    plot_frontier, seeds_of, task_settings)
+from frugalign.bench.common import (
+    BenchRuns,
+    add_task_arguments,
+    bench_task,
+    gold_over_seeds,
+    paired_difference,
+    plot_frontier,
+    seeds_of,
+    task_settings,
+)
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
 from frugalign.errors import UserError
@@ -71,17 +80,17 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     from frugalign.recipes.adpo import ADPOConfig, train_adpo, unlabelled_rows
 
     pairs = [UnlabelledPair(p["prompt"], p["response_a"], p["response_b"]) for p in task.pair_pool]
-    config = ADPOConfig(output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
-                        query_warmup=args.query_warmup if "adpo" in mode else 0, audit_rate=args.audit_rate,
-                        audit_window=args.audit_window, min_agreement=args.min_agreement,
-                        max_queries=budget if mode in BUDGETED else -1,
-                        acquisition_batch_size=args.acquisition_batch_size,
-                        apl_epochs_per_round=args.apl_epochs_per_round, logging_steps=10, **settings)
+    config = load_config(ADPOConfig, output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
+                         query_warmup=args.query_warmup if "adpo" in mode else 0, audit_rate=args.audit_rate,
+                         audit_window=args.audit_window, min_agreement=args.min_agreement,
+                         max_queries=budget if mode in BUDGETED else -1,
+                         acquisition_batch_size=args.acquisition_batch_size,
+                         apl_epochs_per_round=args.apl_epochs_per_round, logging_steps=10, **settings)
     rows = unlabelled_rows(pairs, task.tokenizer, config, f"{task.name} pool")
-    ledger = LabelLedger(Path(config.output_dir) / "labels.sqlite", fingerprint(pairs))
+    ledger = LabelLedger(Path(config.train.output_dir) / "labels.sqlite", fingerprint(pairs))
     oracle = GoldOracle(task.gold_reward, tau=args.tau, seed=seed)
     truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
-    steps = config.num_epochs * -(-len(rows) // config.batch_size)
+    steps = config.epochs.num_epochs * -(-len(rows) // config.train.batch_size)
     # apl, random: the gold evaluation after each round (their own curve points), none within one
     eval_steps = 0 if mode in BUDGETED else max(1, steps // max(1, args.curve_points))
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)

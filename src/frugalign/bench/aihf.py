@@ -30,6 +30,7 @@ from frugalign.bench.common import (
     task_settings,
 )
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
 from frugalign.evaluate.gold import gold_eval
@@ -79,28 +80,29 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
     costs = {"generations": 0, "preference_pairs": 0, "demonstrations": 0}
     if method == "sft":
         rows, _ = tokenize_demonstrations(demos, tok, 64, 64, "demonstrations")
-        policy, _ = train_sft(SFTConfig(num_epochs=epochs, **common), policy, tok, rows)
+        policy, _ = train_sft(load_config(SFTConfig, num_epochs=epochs, **common), policy, tok, rows)
         costs["demonstrations"] = len(demos)
     elif method in ("dpo", "ipo"):
         rows, _ = tokenize_preferences(prefs, tok, 64, 64, "preferences")
-        policy, _ = train_dpo(DPOConfig(loss=method, beta=beta, num_epochs=epochs, **common), policy, tok, rows)
+        policy, _ = train_dpo(load_config(DPOConfig, loss=method, beta=beta, num_epochs=epochs, **common), policy, tok, rows)
         costs["preference_pairs"] = len(prefs)
     elif method == "rlhf":
         rm = reward_model_from(task.model)
         rows = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": 0.0, "weight": 1.0}
                 for p in prefs]
-        rm, _ = train_reward(RewardConfig(num_epochs=epochs, **{**common, "output_dir": str(workdir / "rm")}), rm, tok, rows)
+        rc = load_config(RewardConfig, num_epochs=epochs, **{**common, "output_dir": str(workdir / "rm")})
+        rm, _ = train_reward(rc, rm, tok, rows)
         prompts = sorted({p.prompt for p in prefs})
-        config = RLHFConfig(num_epochs=epochs, samples_per_prompt=4, max_new_tokens=task.max_new_tokens, kl_coef=0.05,
-                            generation_backend=backend, **common)
+        config = load_config(RLHFConfig, num_epochs=epochs, samples_per_prompt=4, max_new_tokens=task.max_new_tokens,
+                             kl_coef=0.05, generation_backend=backend, **common)
         policy, result = train_rlhf(config, policy, tok, prompts, lambda p, r: score(rm, tok, p, r), reference=task.model)
         costs["preference_pairs"], costs["generations"] = len(prefs), int(result.last_metrics["generations"])
     else:
         variant = {"spin": "self-play", "aihf-explicit": "explicit", "aihf-dpo": "dpo", "aihf-self-play": "self-play"}[method]
-        config = AIHFConfig(variant=variant, iterations=iterations, beta=beta, num_epochs=max(1, epochs // 2),
-                            max_new_tokens=task.max_new_tokens, samples_per_prompt=4, max_prompt_length=64,
-                            max_response_length=64, reward_learning_rate=settings["learning_rate"],
-                            generation_backend=backend, **common)
+        config = load_config(AIHFConfig, variant=variant, iterations=iterations, beta=beta, num_epochs=max(1, epochs // 2),
+                             max_new_tokens=task.max_new_tokens, samples_per_prompt=4, max_prompt_length=64,
+                             max_response_length=64, reward_learning_rate=settings["learning_rate"],
+                             generation_backend=backend, **common)
         used = [] if method == "spin" else prefs
         rm = reward_model_from(task.model) if variant == "explicit" else None
         policy, records = train_aihf(config, policy, tok, demos, used, reward_model=rm, reward_tokenizer=tok)

@@ -22,6 +22,7 @@ from frugalign.bench.common import (
     task_settings,
 )
 from frugalign.bench.results import machine_info, write_results
+from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.evaluate.gold import gold_eval
@@ -64,10 +65,10 @@ def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
 
     pool, ties = task.labelled_pool(tau=args.tau, seed=seed)
     rows = tokenize_pool(task, pool)
-    config = DPOConfig(output_dir=str(workdir / f"{args.loss}-seed{seed}"), seed=seed, loss=args.loss,
-                       simpo_gamma=args.simpo_gamma, logging_steps=10, **settings)
-    steps = config.num_epochs * -(-len(rows) // config.batch_size)
-    config.eval_steps = max(1, steps // max(1, args.curve_points))
+    config = load_config(DPOConfig, output_dir=str(workdir / f"{args.loss}-seed{seed}"), seed=seed, loss=args.loss,
+                         simpo_gamma=args.simpo_gamma, logging_steps=10, **settings)
+    steps = config.epochs.num_epochs * -(-len(rows) // config.train.batch_size)
+    config.eval.eval_steps = max(1, steps // max(1, args.curve_points))
     reference = task.model
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
@@ -75,11 +76,11 @@ def run_seed(args, seed: int, workdir: Path) -> tuple[list[dict], dict]:
 
     def gold_curve(model) -> dict[str, float]:
         # the engine calls this every eval_steps steps and once at the end
-        step = min(steps, (len(curve) + 1) * config.eval_steps)
+        step = min(steps, (len(curve) + 1) * config.eval.eval_steps)
         ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, samples_per_prompt=task.eval_samples,
                        seed=seed, progress=False)
         # every label is bought before training: the queries are the pool; the x axis is pairs trained on
-        curve.append({"queries": len(pool), "pairs_seen": step * config.batch_size, "generations": 0,
+        curve.append({"queries": len(pool), "pairs_seen": step * config.train.batch_size, "generations": 0,
                       "time_s": time.perf_counter() - began, "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95,
                       "kl": ev.kl})
         return {"gold_reward": ev.mean, "kl": ev.kl}

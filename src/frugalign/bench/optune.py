@@ -17,9 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.common import (BenchRuns, add_task_arguments, bench_task, gold_over_seeds, paired_difference,
-                                    plot_frontier, seeds_of)
+from frugalign.bench.common import (
+    BenchRuns,
+    add_task_arguments,
+    bench_task,
+    gold_over_seeds,
+    paired_difference,
+    plot_frontier,
+    seeds_of,
+)
 from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
 
@@ -65,14 +73,15 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
     task = bench_task(args, seed)
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     base = task.settings
-    config = OnlineConfig(output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
-                          seed=seed, iterations=args.iterations, rho=setting["rho"], selection=setting["selection"],
-                          random_share=args.random_share, loss=setting["loss"], learning_rate=base["learning_rate"],
-                          beta=base["beta"], batch_size=base["batch_size"], optimizer=args.optimizer,
-                          trainable_layers=args.trainable_layers, max_new_tokens=task.max_new_tokens, temperature=1.0,
-                          top_p=0.9, samples_per_prompt=args.samples_per_prompt,
-                          generation_batch_size=args.generation_batch_size, train_pairs=args.train_pairs,
-                          generation_backend=args.generation_backend, logging_steps=50)
+    config = load_config(OnlineConfig,
+                         output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
+                         seed=seed, iterations=args.iterations, rho=setting["rho"], selection=setting["selection"],
+                         random_share=args.random_share, loss=setting["loss"], learning_rate=base["learning_rate"],
+                         beta=base["beta"], batch_size=base["batch_size"], optimizer=args.optimizer,
+                         trainable_layers=args.trainable_layers, max_new_tokens=task.max_new_tokens, temperature=1.0,
+                         top_p=0.9, samples_per_prompt=args.samples_per_prompt,
+                         generation_batch_size=args.generation_batch_size, train_pairs=args.train_pairs,
+                         generation_backend=args.generation_backend, logging_steps=50)
     prompts = task.train_prompts[:args.train_prompts] if args.train_prompts else task.train_prompts
     began = time.perf_counter()
     curve: list[dict] = []

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from frugalign.bench.results import machine_info, write_results
+from frugalign.config import load_config
 from frugalign.console import console
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.errors import UserError
@@ -157,11 +158,11 @@ def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup
     from frugalign.training.dpo import train_dpo
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = DPOConfig(output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps, beta=BETA,
-                           mixed_precision="no" if precision == "fp32" else "bf16",
-                           warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, logging_steps=1,
-                           reference="precomputed" if precomputed else "copy", save_total_limit=1,
-                           trainable_layers=trainable_layers)
+        config = load_config(DPOConfig, output_dir=tmp, learning_rate=lr, batch_size=len(rows), max_steps=warmup + steps,
+                             beta=BETA, mixed_precision="no" if precision == "fp32" else "bf16",
+                             warmup_ratio=0.0, lr_scheduler="constant", max_grad_norm=0.0, logging_steps=1,
+                             reference="precomputed" if precomputed else "copy", save_total_limit=1,
+                             trainable_layers=trainable_layers)
         train_dpo(config, model, tokenizer, [dict(r) for r in rows])
         lines = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
     return [x["step_seconds"] for x in lines if "step_seconds" in x][warmup:]

@@ -22,6 +22,7 @@ their labels stored, by the same steps as in the other modes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import time
@@ -81,8 +82,9 @@ class ActiveState:
 
 
 def unlabelled_rows(pairs: list[UnlabelledPair], tokenizer, config: ADPOConfig, source: str) -> list[dict]:
-    rows, report = tokenize_unlabelled(pairs, tokenizer, config.max_prompt_length, config.max_response_length, source,
-                                       config.overlong)
+    length = config.length
+    rows, report = tokenize_unlabelled(pairs, tokenizer, length.max_prompt_length, length.max_response_length, source,
+                                       length.overlong)
     for row in rows:
         pair = pairs[row["index"]]
         row["pair"] = pair
@@ -131,17 +133,18 @@ def train_adpo(
     asked-but-unanswered in the ledger, and a later run sharing it asks them again."""
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
-    ledger = ledger or LabelLedger(config.ledger or Path(config.output_dir) / "labels.sqlite",
-                                   fingerprint(r["pair"] for r in rows), allow_other_datasets=config.ledger_shared)
+    ledger = ledger or LabelLedger(config.labels.ledger or Path(config.train.output_dir) / "labels.sqlite",
+                                   fingerprint(r["pair"] for r in rows), allow_other_datasets=config.labels.ledger_shared)
     # stable across --resume, so the budget and the counts continue
-    run_id = hashlib.sha256(str(Path(config.output_dir).resolve()).encode()).hexdigest()[:16]
+    run_id = hashlib.sha256(str(Path(config.train.output_dir).resolve()).encode()).hexdigest()[:16]
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
-    reference = Reference(engine, policy, scorer, precomputed=False, lora=config.lora_r > 0)
+    reference = Reference(engine, policy, scorer, precomputed=False, lora=config.lora.lora_r > 0)
     stats = QueryStats()
     state = ActiveState()
     bought_so_far: set[str] = set()  # apl, random: the pairs bought by this run's rounds
-    budget = config.max_queries if config.max_queries >= 0 else None
-    rule = QueryRule(config.mode, config.gamma, config.audit_rate, config.seed, config.audit_window, config.query_warmup)
+    budget = config.active.max_queries if config.active.max_queries >= 0 else None
+    active = config.active
+    rule = QueryRule(active.mode, active.gamma, active.audit_rate, config.train.seed, active.audit_window, active.query_warmup)
     session_start = time.time()
 
     def store(answers: dict[str, int]) -> None:
@@ -247,13 +250,13 @@ def train_adpo(
         collect()
         state.answered = ledger.counts(run_id)["answered"]
         outcomes, state.audits_asked = ledger.audit_outcomes(run_id)
-        state.trust = Trust(outcomes, config.audit_window, config.min_agreement)
+        state.trust = Trust(outcomes, config.active.audit_window, config.active.min_agreement)
         batch, state.ready = batch + state.ready, []  # pairs whose labels arrived since they were seen
         tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                  [r["b_ids"] for r in batch], engine.device)
         a, b = scorer(model, tensors)
         ref_a, ref_b = reference.live(model, tensors)
-        confidence = config.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
+        confidence = config.loss.beta * losses.pair_margin(a.sum, b.sum, ref_a.sum, ref_b.sum).detach()
         signs = torch.tensor(label_batch(batch, confidence.tolist()), device=engine.device)
         chosen, rejected = orient(signs, a, b)
         ref_chosen, ref_rejected = orient(signs, ref_a, ref_b)
@@ -271,7 +274,7 @@ def train_adpo(
             metrics["audit_agreement_lower_bound"] = state.trust.lower_bound
         if isinstance(annotator, LLMJudge):
             metrics.update(judge_metrics(annotator))
-        if config.mode in ("apl", "random"):
+        if config.active.mode in ("apl", "random"):
             metrics["round"] = float(state.round)
         return loss, metrics
 
@@ -282,8 +285,8 @@ def train_adpo(
         """Per row: APL's entropy estimate for its prompt and its margin m, by the current policy."""
         model.eval()
         responses, margins = [], []
-        for start in range(0, len(rows), config.batch_size):
-            batch = rows[start:start + config.batch_size]
+        for start in range(0, len(rows), config.train.batch_size):
+            batch = rows[start:start + config.train.batch_size]
             tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                      [r["b_ids"] for r in batch], engine.device)
             a, b = scorer(model, tensors)
@@ -293,7 +296,7 @@ def train_adpo(
                                                                                  ref_b.sum.tolist()))
             ref_a_sum, ref_b_sum = (torch.tensor([pool_reference[r["pair_id"]][k] for r in batch], device=a.sum.device)
                                     for k in (0, 1))
-            margins += (config.beta * losses.pair_margin(a.sum, b.sum, ref_a_sum, ref_b_sum)).tolist()
+            margins += (config.loss.beta * losses.pair_margin(a.sum, b.sum, ref_a_sum, ref_b_sum)).tolist()
             for row, mean_a, mean_b in zip(batch, a.mean.tolist(), b.mean.tolist()):
                 pair = row["pair"]
                 responses += [(pair.prompt, pair.response_a, mean_a), (pair.prompt, pair.response_b, mean_b)]
@@ -301,15 +304,15 @@ def train_adpo(
         entropy = prompt_entropies(responses)
         return [entropy[r["pair"].prompt] for r in rows], margins
 
-    uniform = random.Random(config.seed)
+    uniform = random.Random(config.train.seed)
 
     def acquire(model, ids: list[str], taken: set[str], size: int) -> list[str]:
         """This round's purchase: APL's rule on the current policy's scores, or a uniform draw (random)."""
         if size <= 0:
             return []
-        if config.mode == "apl":
+        if config.active.mode == "apl":
             entropy, margins = score_pool(model)
-            return apl_acquire(ids, entropy, margins, taken, size, config.apl_oversample)
+            return apl_acquire(ids, entropy, margins, taken, size, config.active.apl_oversample)
         return uniform.sample(sorted(set(ids) - taken), size)
 
     def rounds():
@@ -319,24 +322,25 @@ def train_adpo(
         while not last:
             # labelled or asked already (by this run before a restart, or by another run sharing the ledger)
             taken = bought_so_far | set(ledger.pending()) | {r["pair_id"] for r in rows if known_label(r) is not None}
-            left = min(config.max_queries - ledger.counts(run_id)["queried"], len(set(ids) - taken))
-            bought = acquire(model, ids, taken, min(config.acquisition_batch_size, left))
+            left = min(config.active.max_queries - ledger.counts(run_id)["queried"], len(set(ids) - taken))
+            bought = acquire(model, ids, taken, min(config.active.acquisition_batch_size, left))
             bought_so_far.update(bought)
             last = len(bought) >= left
             state.round += 1
             labelled = [r for r in rows if r["pair_id"] in bought_so_far or r["pair_id"] in taken]
             model, result = engine.fit(engine.unwrap(model), labelled, step, eval_fn,
-                                       description=f"adpo ({config.mode}) round {state.round}: {len(bought)} pairs to buy",
-                                       epochs=config.num_epochs if last else config.apl_epochs_per_round,
+                                       description=f"adpo ({config.active.mode}) round {state.round}: {len(bought)} "
+                                                   "pairs to buy",
+                                       epochs=config.epochs.num_epochs if last else config.active.apl_epochs_per_round,
                                        eval_steps=eval_steps)
             results.append(result)
         return model, merge_results(results)
 
     try:
-        if config.mode in ("apl", "random"):
+        if config.active.mode in ("apl", "random"):
             model, result = rounds()
         else:
-            model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.mode})",
+            model, result = engine.fit(policy, rows, step, eval_fn, description=f"adpo ({config.active.mode})",
                                        eval_steps=eval_steps)
     finally:
         annotator.close()  # waits for the requests under way
@@ -356,50 +360,51 @@ def judge_metrics(judge: LLMJudge) -> dict[str, float]:
 
 def make_annotator(config: ADPOConfig, pairs: list[UnlabelledPair], labels: list[int] | None, ledger: LabelLedger,
                    source: str) -> Annotator:
-    if config.annotator == "stored":
+    if config.labels.annotator == "stored":
         if labels is None:
             raise UserError(f"{source}: --annotator stored needs labelled rows (chosen/rejected); these are unlabelled: "
                             "use --annotator reward-model, llm-judge or human")
         return StoredLabels(pairs, labels)
-    if config.annotator == "reward-model":
-        return RewardModelJudge(models.load_reward_model(config.reward_model),
-                                models.load_tokenizer(config.reward_model or models.MINILM))
-    if config.annotator == "llm-judge":
-        return LLMJudge(config.judge_url, config.judge_model, concurrency=config.judge_concurrency,
-                        max_retries=config.judge_max_retries, timeout=config.judge_timeout,
-                        verdict_from=config.judge_verdict)
+    if config.labels.annotator == "reward-model":
+        return RewardModelJudge(models.load_reward_model(config.labels.reward_model),
+                                models.load_tokenizer(config.labels.reward_model or models.MINILM))
+    if config.labels.annotator == "llm-judge":
+        return LLMJudge(config.labels.judge_url, config.labels.judge_model, concurrency=config.labels.judge_concurrency,
+                        max_retries=config.labels.judge_max_retries, timeout=config.labels.judge_timeout,
+                        verdict_from=config.labels.judge_verdict)
     return HumanQueue(ledger)
 
 
 def run(config: ADPOConfig) -> TrainResult:
     """`frugalign adpo`: validate, open the ledger, train while querying, save, summarise."""
-    if not config.dataset:
+    if not config.data.dataset:
         raise UserError("no dataset: pass --dataset (unlabelled prompt/response_a/response_b rows, or chosen/rejected)")
-    tokenizer = models.load_tokenizer(config.model)
-    pairs, labels = unlabelled_pairs(load_rows(config.dataset, config.dataset_split), config.dataset, tokenizer,
-                                     config.seed)
-    rows = unlabelled_rows(pairs, tokenizer, config, config.dataset)
-    ledger = LabelLedger(config.ledger or Path(config.output_dir) / "labels.sqlite", fingerprint(pairs),
-                         allow_other_datasets=config.ledger_shared)
-    annotator = make_annotator(config, pairs, labels, ledger, config.dataset)
+    tokenizer = models.load_tokenizer(config.model.model)
+    pairs, labels = unlabelled_pairs(load_rows(config.data.dataset, config.data.dataset_split), config.data.dataset, tokenizer,
+                                     config.train.seed)
+    rows = unlabelled_rows(pairs, tokenizer, config, config.data.dataset)
+    ledger = LabelLedger(config.labels.ledger or Path(config.train.output_dir) / "labels.sqlite", fingerprint(pairs),
+                         allow_other_datasets=config.labels.ledger_shared)
+    annotator = make_annotator(config, pairs, labels, ledger, config.data.dataset)
     truth = None
     if labels is not None:
         hidden = {pair_id(p.prompt, p.response_a, p.response_b): (p, lab) for p, lab in zip(pairs, labels)}
         truth = lambda pair: hidden[pair_id(pair.prompt, pair.response_a, pair.response_b)][1]  # noqa: E731
     instructions = ""
-    if config.serve:
+    if config.labels.serve:
         from frugalign.annotate.commands import read_instructions, serve_in_thread
 
-        instructions = read_instructions(config.serve_instructions)  # a bad file fails before the model loads
+        instructions = read_instructions(config.labels.serve_instructions)  # a bad file fails before the model loads
     # apl and random resume from the ledger, not from a checkpoint: from the initial policy, the labels bought are
     # reused (none bought twice) and their rounds buy the rest of the budget
-    engine = Engine(config.derive(ADPOConfig, resume=False) if config.mode in ("apl", "random") else config)
+    engine = Engine(dataclasses.replace(config, train=dataclasses.replace(config.train, resume=False))
+                    if config.active.mode in ("apl", "random") else config)
     policy = load_policy(config, engine)
     app = None
-    if config.serve and engine.is_main:
-        host, port = config.serve.rsplit(":", 1)
+    if config.labels.serve and engine.is_main:
+        host, port = config.labels.serve.rsplit(":", 1)
         app = serve_in_thread(ledger.location, host, int(port), instructions=instructions)
-        engine.print(f"annotation app: http://{config.serve}/ (add people with `frugalign annotate add-annotator "
+        engine.print(f"annotation app: http://{config.labels.serve}/ (add people with `frugalign annotate add-annotator "
                      f"NAME --db {ledger.where}`)")
     try:
         model, result, stats = train_adpo(config, policy, tokenizer, rows, annotator, engine, truth, ledger=ledger)
@@ -428,7 +433,7 @@ def run(config: ADPOConfig) -> TrainResult:
         summary["pseudo-label agreement"] = stats.pseudo_agree / stats.pseudo_checked
     if stats.audited:
         summary["audits (agreeing)"] = f"{stats.audited} ({stats.audit_agree})"
-    print_summary(f"frugalign adpo ({config.mode})", summary)
+    print_summary(f"frugalign adpo ({config.active.mode})", summary)
     ledger.close()
     if silent_judge:
         s = judge.stats

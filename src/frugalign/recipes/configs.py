@@ -2,8 +2,10 @@
 builds its flags from these dataclasses without loading torch or transformers (see cli.py).
 
 A command's config is composed of the parts it reads and nothing else (tests/test_config_reads.py runs
-every command and checks that each option it offers is read), plus its own options. The parts stay flat:
-one YAML key and one flag per field, `learning_rate:` and `--learning-rate` whichever part holds it."""
+every command and checks that each option it offers is read): `DPOConfig(train=TrainOptions(learning_rate=5e-7),
+loss=DPOLossOptions(beta=0.1))`, read as `config.train.learning_rate`. A command's own options are a part of its
+own. The options stay flat for users: one YAML key and one flag per option, `learning_rate:` and
+`--learning-rate` whichever part holds it (frugalign.config)."""
 
 from __future__ import annotations
 
@@ -11,23 +13,22 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from frugalign.config import Config, EpochOptions, TrainConfig, option
+from frugalign.config import Config, EpochOptions, Options, TrainOptions, option, part
 from frugalign.errors import UserError
 
 GenerationBackend = Literal["auto", "hf", "vllm"]
-
 
 
 # ---- the parts ----
 
 
 @dataclass
-class ModelOptions(Config):
+class ModelOptions(Options):
     model: str | None = option(None, "hub id or local checkpoint; default: the embedded SmolLM2-135M-Instruct")
 
 
 @dataclass
-class SplitOptions(Config):
+class SplitOptions(Options):
     dataset_split: str = option("train", "split of a hub dataset")
 
 
@@ -37,7 +38,7 @@ class DatasetOptions(SplitOptions):
 
 
 @dataclass
-class HeldOutOptions(Config):
+class HeldOutOptions(Options):
     """The rows a command evaluates on during training."""
 
     eval_dataset: str | None = option(None, "held-out rows (same format); default: eval_fraction of dataset")
@@ -51,7 +52,7 @@ class HeldOutOptions(Config):
 
 
 @dataclass
-class LengthOptions(Config):
+class LengthOptions(Options):
     """Truncation of the prompts and responses a command tokenizes itself."""
 
     max_prompt_length: int = option(512, "prompt tokens kept (the end of a longer prompt is kept)")
@@ -65,7 +66,7 @@ class LengthOptions(Config):
 
 
 @dataclass
-class LoRAOptions(Config):
+class LoRAOptions(Options):
     """LoRA on the policy (`training.common.load_policy`)."""
 
     lora_r: int = option(0, "LoRA rank; 0 trains all weights")
@@ -75,7 +76,7 @@ class LoRAOptions(Config):
 
 
 @dataclass
-class ChatTemplateOptions(Config):
+class ChatTemplateOptions(Options):
     """Of every command that reads plain-string rows or prompts (the rule: frugalign.data.formats)."""
 
     chat_template: Literal["auto", "on", "off"] = option(
@@ -85,7 +86,7 @@ class ChatTemplateOptions(Config):
 
 
 @dataclass
-class PairLossOptions(Config):
+class PairLossOptions(Options):
     """The pairwise loss of the commands that train with `training.dpo` (its pair scoring too)."""
 
     loss: Literal["dpo", "ipo"] = option("dpo", "pairwise loss: dpo (sigmoid) or ipo (squared, length-normalised)")
@@ -116,7 +117,7 @@ class PairLossOptions(Config):
 
 
 @dataclass
-class ReferenceOptions(Config):
+class ReferenceOptions(Options):
     reference: Literal["copy", "precomputed"] = option(
         "copy",
         "copy: a frozen copy of the initial policy (with LoRA: the base model, adapter disabled, no copy); "
@@ -125,7 +126,7 @@ class ReferenceOptions(Config):
 
 
 @dataclass
-class SamplingOptions(Config):
+class SamplingOptions(Options):
     """How the commands that sample from the policy sample."""
 
     max_new_tokens: int = option(64, "tokens sampled per response")
@@ -134,12 +135,12 @@ class SamplingOptions(Config):
 
 
 @dataclass
-class GenerationBatchOptions(Config):
+class GenerationBatchOptions(Options):
     generation_batch_size: int = option(64, "prompts per generate call")
 
 
 @dataclass
-class GenerationBackendOptions(Config):
+class GenerationBackendOptions(Options):
     """Which engine samples from the policy (`frugalign.generation.open_generator`)."""
 
     generation_backend: GenerationBackend = option(
@@ -149,7 +150,7 @@ class GenerationBackendOptions(Config):
 
 
 @dataclass
-class RLOOOptions(Config):
+class RLOOOptions(Options):
     """RLOO's policy step (`training.rlhf`)."""
 
     kl_coef: float = option(0.05, "beta: weight of the KL penalty to the reference, per token log-ratio")
@@ -164,7 +165,7 @@ class RLOOOptions(Config):
 
 
 @dataclass
-class DemonstrationOptions(Config):
+class DemonstrationOptions(Options):
     """The iterations of SPIN and AIHF over demonstrations (`training.aihf`)."""
 
     demonstrations: str | None = option(None, "demonstrations (TRL SFT format: prompt/completion or messages)")
@@ -179,19 +180,12 @@ class DemonstrationOptions(Config):
             raise UserError("option demonstration_weight must be non-negative")
 
 
-# ---- the commands ----
+# ---- the parts of one command ----
 
 
 @dataclass
-class SFTConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
-                ChatTemplateOptions):
-    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
-
-
-@dataclass
-class DPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
-                ChatTemplateOptions, PairLossOptions, ReferenceOptions):
-    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
+class DPOLossOptions(PairLossOptions):
+    """`frugalign dpo`'s loss: the pairwise losses, and those that need no reference model."""
 
     loss: Literal["dpo", "ipo", "simpo", "orpo"] = option(
         "dpo", "pairwise loss: dpo (sigmoid), ipo (squared, length-normalised); without a reference model: simpo "
@@ -200,18 +194,10 @@ class DPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOut
                               "scale (its paper: 2 to 2.5); orpo: lambda, the weight of the odds-ratio term (0.1)")
     simpo_gamma: float = option(0.5, "simpo: the target reward margin gamma (its paper: about half of beta)")
 
-    def validate(self) -> None:
-        super().validate()
-        if self.loss in ("simpo", "orpo") and self.reference == "precomputed":
-            raise UserError(f"loss {self.loss} uses no reference model: --reference precomputed does not apply")
-
 
 @dataclass
-class KTOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions, LengthOptions, LoRAOptions,
-                ChatTemplateOptions):
-    """`frugalign kto`: KTO on unpaired (prompt, completion, label) rows; (prompt, chosen, rejected) rows are
-    split into a desirable and an undesirable row. The reference is a frozen copy of the initial policy (with
-    LoRA: the base model, adapter disabled)."""
+class KTOLossOptions(Options):
+    """KTO's loss (`recipes.kto`)."""
 
     beta: float = option(0.1, "strength of the KL regularisation to the reference")
     desirable_weight: float = option(1.0, "w_D: weight of the desirable rows' losses (TRL's desirable_weight)")
@@ -223,38 +209,36 @@ class KTOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOut
             raise UserError(f"option beta must be positive, got {self.beta}")
         if self.desirable_weight < 0 or self.undesirable_weight < 0:
             raise UserError("options desirable_weight and undesirable_weight must be non-negative")
-        if self.batch_size < 2:
-            raise UserError("kto needs batch_size >= 2: its KL estimate pairs each prompt with another row's "
-                            "completion of the micro-batch")
 
 
 @dataclass
-class RewardConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, HeldOutOptions):
-    """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
-    --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
+class RewardOptions(Options):
+    """The reward model's own options (`training.reward`)."""
 
     max_length: int = option(512, "tokens of prompt + response seen by the reward model (longer: truncated)")
     centering: float = option(0.0, "coefficient c of the centring penalty c * (r_w + r_l)^2 (about 1e-2 keeps "
                                    "rewards near zero)")
-    learning_rate: float = option(2e-5, "peak learning rate")
 
 
 @dataclass
-class RLHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LoRAOptions, ChatTemplateOptions, SamplingOptions,
-                 GenerationBackendOptions, RLOOOptions):
-    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+class RLHFOptions(Options):
+    """`frugalign rlhf`'s own option: the reward it maximises."""
 
     reward_model: str | None = option(None, "the reward model scoring samples (a `frugalign reward` checkpoint)")
-    top_p: float = option(1.0, "nucleus sampling (1: the policy's own distribution, as the gradient assumes)")
 
 
 @dataclass
-class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
-                   ReferenceOptions, SamplingOptions, GenerationBatchOptions, GenerationBackendOptions):
-    """`frugalign online`: iterative online DPO on `prompt` rows (beta is wDPO's beta1)."""
+class OnlineLossOptions(PairLossOptions):
+    """Online DPO's loss (beta is wDPO's beta1)."""
 
     loss: Literal["dpo", "ipo", "wdpo"] = option("dpo", "pairwise loss; wdpo: DPO weighted by sigma(beta2 * reward gap)")
     beta2: float = option(1.0, "wDPO: scale of the reward gap in the pair weight")
+
+
+@dataclass
+class OnlineOptions(Options):
+    """Online DPO's iterations: which prompts are regenerated, how, and which pairs are trained on."""
+
     iterations: int = option(3, "generate-score-train iterations")
     rho: float = option(1.0, "fraction of prompts regenerated per iteration after the first")
     selection: Literal["optune", "gap", "stale", "mixed", "random", "all"] = option(
@@ -263,9 +247,6 @@ class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, Cha
         "plus a --random-share drawn at random), random, all")
     random_share: float = option(0.5, "selection mixed: share of the regenerated prompts drawn at random")
     samples_per_prompt: int = option(2, "responses sampled per regenerated prompt (best vs worst)")
-    temperature: float = option(1.0, "sampling temperature (0: greedy)")
-    top_p: float = option(0.9, "nucleus sampling")
-    generation_batch_size: int = option(64, "prompts per generate call (and per journal entry)")
     train_pairs: Literal["all", "regenerated"] = option(
         "all", "pairs trained on per iteration: all (every prompt's current pair, OPTune's Algorithm 1) or "
         "regenerated (only this iteration's new pairs: no retraining on stale pairs, training time falls with rho)")
@@ -284,10 +265,10 @@ class OnlineConfig(TrainConfig, ModelOptions, DatasetOptions, LengthOptions, Cha
 
 
 @dataclass
-class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, LoRAOptions, PairLossOptions):
-    """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
+class ActiveOptions(Options):
+    """Which pairs ADPO asks about and which it pseudo-labels (`recipes.adpo`). Its confidence is the implicit
+    reward margin against the reference (computed live): the losses that have one."""
 
-    # its confidence is the implicit reward margin against the reference (computed live): the losses that have one
     mode: Literal["adpo", "adpo-nopl", "dpo", "random", "apl"] = option(
         "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
                 "apl: buy max_queries labels in rounds, the pairs of the prompts the policy is least sure of whose "
@@ -318,6 +299,28 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
         0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
            "a few steps from its reference can be confidently wrong)"
     )
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0.0 <= self.audit_rate <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
+            raise UserError("options audit_rate and min_agreement must lie in [0, 1]")
+        if self.audit_window < 1:
+            raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
+        if self.gamma < 0:
+            raise UserError(f"option gamma must be non-negative, got {self.gamma}")
+        if self.mode in ("apl", "random") and self.max_queries == 0:
+            raise UserError(f"mode {self.mode} with max_queries 0 buys no label and has nothing to train on")
+        if self.mode in ("random", "apl") and self.max_queries < 0:
+            raise UserError(f"mode {self.mode} needs a budget: set max_queries (e.g. the number an adpo run used)")
+        if self.acquisition_batch_size < 1 or self.apl_epochs_per_round < 1 or self.apl_oversample < 1:
+            raise UserError("options acquisition_batch_size and apl_epochs_per_round must be at least 1, "
+                            "apl_oversample at least 1.0")
+
+
+@dataclass
+class AnnotatorOptions(Options):
+    """Who answers ADPO's queries, and the ledger that keeps the answers."""
+
     ledger: str | None = option(None, "label ledger: an SQLite file (default: OUTPUT_DIR/labels.sqlite), or a "
                                       "postgresql://user:password@host/db URL shared by several machines")
     ledger_shared: bool = option(False, "allow a ledger that already holds labels of another dataset")
@@ -340,24 +343,9 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
     judge_max_retries: int = option(4, "retries of a failed or unparsable judge request (exponential backoff)")
     judge_timeout: float = option(30.0, "seconds before a judge request times out")
 
+
     def validate(self) -> None:
         super().validate()
-        if not 0.0 <= self.audit_rate <= 1.0 or not 0.0 <= self.min_agreement <= 1.0:
-            raise UserError("options audit_rate and min_agreement must lie in [0, 1]")
-        if self.audit_window < 1:
-            raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
-        if self.gamma < 0:
-            raise UserError(f"option gamma must be non-negative, got {self.gamma}")
-        if self.mode in ("apl", "random") and self.max_queries == 0:
-            raise UserError(f"mode {self.mode} with max_queries 0 buys no label and has nothing to train on")
-        if self.mode in ("random", "apl") and self.max_queries < 0:
-            raise UserError(f"mode {self.mode} needs a budget: set max_queries (e.g. the number an adpo run used)")
-        if self.acquisition_batch_size < 1 or self.apl_epochs_per_round < 1 or self.apl_oversample < 1:
-            raise UserError("options acquisition_batch_size and apl_epochs_per_round must be at least 1, "
-                            "apl_oversample at least 1.0")
-        if self.mode in ("apl", "random") and (self.max_steps > 0 or self.save_steps > 0 or self.save_final_checkpoint):
-            raise UserError(f"mode {self.mode} trains in rounds of epochs and keeps no checkpoints: --max-steps, --save-steps and "
-                            "--save-final-checkpoint do not apply (--resume buys nothing twice: it reuses the ledger)")
         if self.serve is not None and (self.annotator != "human" or not re.fullmatch(r"[\w.\-]+:\d+", self.serve)):
             raise UserError(f"--serve {self.serve!r}: needs --annotator human and the form HOST:PORT")
         if self.serve_instructions is not None and self.serve is None:
@@ -367,9 +355,8 @@ class ADPOConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
 
 
 @dataclass
-class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
-                 SamplingOptions, GenerationBatchOptions, GenerationBackendOptions, DemonstrationOptions, RLOOOptions):
-    """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
+class AIHFOptions(Options):
+    """`frugalign aihf`'s own options: its variant, and the weight and reward model of its preferences."""
 
     variant: Literal["explicit", "dpo", "self-play"] = option(
         "dpo", "explicit: a reward model and RLOO policy steps; dpo: lambda*DPO(P) + DPO(y_E vs samples); "
@@ -377,8 +364,6 @@ class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
     preference_weight: float = option(1.0, "lambda (dpo, self-play) or w_P (explicit): weight of preference pairs")
     reward_model: str | None = option(None, "explicit: the reward model to start from (default: the embedded MiniLM)")
     reward_learning_rate: float = option(5e-5, "explicit: reward model learning rate")
-    kl_coef: float = option(0.05, "explicit: KL penalty of the policy step (per-token log-ratio to the reference)")
-    samples_per_prompt: int = option(4, "explicit: RLOO samples per prompt in the policy step")
 
     def validate(self) -> None:
         super().validate()
@@ -386,10 +371,179 @@ class AIHFConfig(TrainConfig, EpochOptions, ModelOptions, DatasetOptions, Length
             raise UserError("option preference_weight must be non-negative")
 
 
+# ---- the commands ----
+# The parts are listed in the order `--help` lists their options.
+
+
 @dataclass
-class SPINConfig(TrainConfig, EpochOptions, ModelOptions, SplitOptions, LengthOptions, ChatTemplateOptions, PairLossOptions,
-                 SamplingOptions, GenerationBatchOptions, GenerationBackendOptions, DemonstrationOptions):
+class SFTConfig(Config):
+    """`frugalign sft`: fine-tune on (prompt, completion) or `messages` rows."""
+
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    lora: LoRAOptions = part(LoRAOptions)
+    length: LengthOptions = part(LengthOptions)
+    eval: HeldOutOptions = part(HeldOutOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
+
+
+@dataclass
+class DPOConfig(Config):
+    """`frugalign dpo`: preference optimisation on (prompt, chosen, rejected[, weight]) rows."""
+
+    reference: ReferenceOptions = part(ReferenceOptions)
+    loss: DPOLossOptions = part(DPOLossOptions)
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    lora: LoRAOptions = part(LoRAOptions)
+    length: LengthOptions = part(LengthOptions)
+    eval: HeldOutOptions = part(HeldOutOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loss.loss in ("simpo", "orpo") and self.reference.reference == "precomputed":
+            raise UserError(f"loss {self.loss.loss} uses no reference model: --reference precomputed does not apply")
+
+
+@dataclass
+class KTOConfig(Config):
+    """`frugalign kto`: KTO on unpaired (prompt, completion, label) rows; (prompt, chosen, rejected) rows are
+    split into a desirable and an undesirable row. The reference is a frozen copy of the initial policy (with
+    LoRA: the base model, adapter disabled)."""
+
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    lora: LoRAOptions = part(LoRAOptions)
+    length: LengthOptions = part(LengthOptions)
+    eval: HeldOutOptions = part(HeldOutOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
+    loss: KTOLossOptions = part(KTOLossOptions)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.train.batch_size < 2:
+            raise UserError("kto needs batch_size >= 2: its KL estimate pairs each prompt with another row's "
+                            "completion of the micro-batch")
+
+
+@dataclass
+class RewardConfig(Config):
+    """`frugalign reward`: a reward model from (prompt, chosen, rejected[, margin, weight]) rows. With no
+    --model, the embedded all-MiniLM-L6-v2 encoder with a new scalar head."""
+
+    eval: HeldOutOptions = part(HeldOutOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions, learning_rate=2e-5)
+    reward: RewardOptions = part(RewardOptions)
+
+
+@dataclass
+class RLHFConfig(Config):
+    """`frugalign rlhf`: RLOO with a per-token KL penalty against a reward model, on `prompt` rows."""
+
+    rloo: RLOOOptions = part(RLOOOptions)
+    backend: GenerationBackendOptions = part(GenerationBackendOptions)
+    sampling: SamplingOptions = part(SamplingOptions, help={
+        "top_p": "nucleus sampling (1: the policy's own distribution, as the gradient assumes)"})
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    lora: LoRAOptions = part(LoRAOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
+    rlhf: RLHFOptions = part(RLHFOptions)
+
+
+@dataclass
+class OnlineConfig(Config):
+    """`frugalign online`: iterative online DPO on `prompt` rows (beta is wDPO's beta1)."""
+
+    backend: GenerationBackendOptions = part(GenerationBackendOptions)
+    generation: GenerationBatchOptions = part(GenerationBatchOptions, help={
+        "generation_batch_size": "prompts per generate call (and per journal entry)"})
+    sampling: SamplingOptions = part(SamplingOptions, top_p=0.9, help={"temperature": "sampling temperature (0: greedy)"})
+    reference: ReferenceOptions = part(ReferenceOptions)
+    loss: OnlineLossOptions = part(OnlineLossOptions)
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    length: LengthOptions = part(LengthOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    train: TrainOptions = part(TrainOptions)
+    online: OnlineOptions = part(OnlineOptions)
+
+
+@dataclass
+class ADPOConfig(Config):
+    """`frugalign adpo`: DPO that asks the annotator only about the pairs the policy is unsure of."""
+
+    loss: PairLossOptions = part(PairLossOptions)
+    lora: LoRAOptions = part(LoRAOptions)
+    length: LengthOptions = part(LengthOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
+    active: ActiveOptions = part(ActiveOptions)
+    labels: AnnotatorOptions = part(AnnotatorOptions)
+
+    def validate(self) -> None:
+        super().validate()
+        t = self.train
+        if self.active.mode in ("apl", "random") and (t.max_steps > 0 or t.save_steps > 0 or t.save_final_checkpoint):
+            raise UserError(f"mode {self.active.mode} trains in rounds of epochs and keeps no checkpoints: --max-steps, "
+                            "--save-steps and --save-final-checkpoint do not apply (--resume buys nothing twice: it "
+                            "reuses the ledger)")
+
+
+@dataclass
+class AIHFConfig(Config):
+    """`frugalign aihf`: demonstrations (--demonstrations) and preferences (--dataset) together."""
+
+    rloo: RLOOOptions = part(RLOOOptions, help={
+        "kl_coef": "explicit: KL penalty of the policy step (per-token log-ratio to the reference)",
+        "samples_per_prompt": "explicit: RLOO samples per prompt in the policy step"})
+    demos: DemonstrationOptions = part(DemonstrationOptions)
+    backend: GenerationBackendOptions = part(GenerationBackendOptions)
+    generation: GenerationBatchOptions = part(GenerationBatchOptions)
+    sampling: SamplingOptions = part(SamplingOptions)
+    loss: PairLossOptions = part(PairLossOptions)
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    length: LengthOptions = part(LengthOptions)
+    data: DatasetOptions = part(DatasetOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
+    aihf: AIHFOptions = part(AIHFOptions)
+
+    @property
+    def variant(self) -> str:
+        return self.aihf.variant
+
+
+@dataclass
+class SPINConfig(Config):
     """`frugalign spin`: iterations of DPO of demonstrations (--demonstrations) against the previous iterate's
     samples, that iterate being the reference."""
+
+    demos: DemonstrationOptions = part(DemonstrationOptions)
+    backend: GenerationBackendOptions = part(GenerationBackendOptions)
+    generation: GenerationBatchOptions = part(GenerationBatchOptions)
+    sampling: SamplingOptions = part(SamplingOptions)
+    loss: PairLossOptions = part(PairLossOptions)
+    chat: ChatTemplateOptions = part(ChatTemplateOptions)
+    length: LengthOptions = part(LengthOptions)
+    data: SplitOptions = part(SplitOptions)
+    model: ModelOptions = part(ModelOptions)
+    epochs: EpochOptions = part(EpochOptions)
+    train: TrainOptions = part(TrainOptions)
 
     variant: ClassVar[str] = "self-play"  # SPIN is AIHF's self-play form without preferences (training.aihf)

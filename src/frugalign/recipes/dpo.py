@@ -13,13 +13,13 @@ from frugalign.training.dpo import load_preference_rows, train_dpo
 
 def run(config: DPOConfig) -> TrainResult:
     """`frugalign dpo`: load, validate, train, save, summarise."""
-    tokenizer = models.load_tokenizer(config.model)
+    tokenizer = models.load_tokenizer(config.model.model)
     train_rows, eval_rows = load_preference_rows(config, tokenizer)
     engine = Engine(config)
     policy = load_policy(config, engine)
     model, result = train_dpo(config, policy, tokenizer, train_rows, eval_rows, engine)
     path = engine.save_model(model, tokenizer)
     engine.end()
-    print_summary(f"frugalign {config.loss}", {"pairs": len(train_rows), "held-out pairs": len(eval_rows),
+    print_summary(f"frugalign {config.loss.loss}", {"pairs": len(train_rows), "held-out pairs": len(eval_rows),
                                                **result.summary(), "model": str(path)})
     return result

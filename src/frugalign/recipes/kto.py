@@ -60,7 +60,7 @@ def train_kto(config: KTOConfig, policy, tokenizer, train_rows: list[dict], eval
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
     pad_id = tokenizer.pad_token_id
-    reference = None if config.lora_r > 0 else copy.deepcopy(policy).eval().requires_grad_(False)
+    reference = None if config.lora.lora_r > 0 else copy.deepcopy(policy).eval().requires_grad_(False)
 
     def logps(model, rows: list[dict]) -> torch.Tensor:
         t = to_device(pad_sequences([r["prompt_ids"] for r in rows], [r["completion_ids"] for r in rows], pad_id),
@@ -82,9 +82,9 @@ def train_kto(config: KTOConfig, policy, tokenizer, train_rows: list[dict], eval
             pairs = mismatched(rows)
             kl = (logps(model, pairs) - reference_logps(model, pairs)).mean()
         desirable = torch.tensor([r["desirable"] for r in rows], device=engine.device)
-        per_row = losses.kto_loss(logratios, desirable, kl, config.beta, config.desirable_weight,
-                                  config.undesirable_weight)
-        return per_row, policy_logps.detach(), config.beta * logratios.detach(), desirable, kl.clamp(min=0.0)
+        per_row = losses.kto_loss(logratios, desirable, kl, config.loss.beta, config.loss.desirable_weight,
+                                  config.loss.undesirable_weight)
+        return per_row, policy_logps.detach(), config.loss.beta * logratios.detach(), desirable, kl.clamp(min=0.0)
 
     def class_sums(policy_logps, rewards, desirable) -> dict[str, float]:
         out = {}
@@ -101,7 +101,7 @@ def train_kto(config: KTOConfig, policy, tokenizer, train_rows: list[dict], eval
 
     def evaluate(model) -> dict[str, float]:
         shard = engine.shard(eval_rows)
-        batches = [shard[i : i + config.batch_size] for i in range(0, len(shard), config.batch_size)]
+        batches = [shard[i : i + config.train.batch_size] for i in range(0, len(shard), config.train.batch_size)]
         if len(batches) > 1 and len(batches[-1]) == 1:  # one row has no other row's completion to mismatch with
             batches[-2:] = [batches[-2] + batches[-1]]
         totals = dict.fromkeys(("loss", "kl", "rows", *SUMS), 0.0)
@@ -119,15 +119,15 @@ def train_kto(config: KTOConfig, policy, tokenizer, train_rows: list[dict], eval
         return {"loss": totals["loss"] / rows, "kl": totals["kl"] / rows, **per_row_means(totals)}
 
     return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="kto",
-                      eval_steps=config.eval_steps)
+                      eval_steps=config.eval.eval_steps)
 
 
 def run(config: KTOConfig) -> TrainResult:
     """`frugalign kto`: load, validate, train, save, summarise."""
-    tokenizer = models.load_tokenizer(config.model)
+    tokenizer = models.load_tokenizer(config.model.model)
     train_rows, eval_rows = load_labelled_rows(config, tokenizer)
     if len(train_rows) < 2:  # the KL estimate pairs each prompt with another row's completion
-        raise UserError(f"{config.dataset}: KTO needs at least 2 training rows, got {len(train_rows)}")
+        raise UserError(f"{config.data.dataset}: KTO needs at least 2 training rows, got {len(train_rows)}")
     engine = Engine(config)
     policy = load_policy(config, engine)
     model, result = train_kto(config, policy, tokenizer, train_rows, eval_rows, engine)

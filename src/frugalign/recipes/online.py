@@ -18,6 +18,7 @@ a kill loses at most the batch in flight. Time is counted per phase (generation,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -37,7 +38,7 @@ from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
-from frugalign.recipes.configs import DPOConfig, OnlineConfig
+from frugalign.recipes.configs import DPOConfig, DPOLossOptions, EpochOptions, OnlineConfig
 from frugalign.training.common import load_prompts
 from frugalign.training.dpo import train_dpo
 
@@ -85,19 +86,19 @@ def select_prompts(pool: PromptPool, iteration: int, config: OnlineConfig, rng: 
         coverage of the prompts it would never revisit);
       random: uniformly at random; all: every prompt."""
     n = len(pool.prompts)
-    if iteration == 0 or config.selection == "all":
+    if iteration == 0 or config.online.selection == "all":
         return list(range(n))
-    k = math.ceil(config.rho * n)
-    if config.selection == "random":
+    k = math.ceil(config.online.rho * n)
+    if config.online.selection == "random":
         return sorted(rng.sample(range(n), k))
     lowest_reward = sorted(range(n), key=lambda i: pool.chosen_reward[i])
-    if config.selection == "optune":
+    if config.online.selection == "optune":
         return sorted(lowest_reward[:k])
-    if config.selection == "gap":
+    if config.online.selection == "gap":
         return sorted(sorted(range(n), key=lambda i: pool.chosen_reward[i] - pool.rejected_reward[i])[:k])
-    if config.selection == "stale":
+    if config.online.selection == "stale":
         return sorted(sorted(range(n), key=lambda i: (pool.sampled_at[i], pool.chosen_reward[i]))[:k])
-    focused = lowest_reward[:k - round(config.random_share * k)]  # mixed
+    focused = lowest_reward[:k - round(config.online.random_share * k)]  # mixed
     chosen = set(focused)
     return sorted(focused + rng.sample([i for i in range(n) if i not in chosen], k - len(focused)))
 
@@ -106,15 +107,15 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
                on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
     """The online loop. `scorer(prompts, responses)` returns rewards (a reward model, a gold oracle);
     `on_iteration(t, policy)` may return extra metrics for the iteration's record (benches: gold reward)."""
-    out = Path(config.output_dir)
+    out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(config.seed)
+    rng = random.Random(config.train.seed)
     records: list[dict] = []
     state_path = out / "online_state.json"
     start, phase, selected = 0, "generate", None
     pool = PromptPool(prompts)
     policy_dir: str | None = None  # the policy the current iteration starts from, once one was saved
-    if config.resume and state_path.exists():
+    if config.train.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         start, phase, records, policy_dir = state["iteration"], state["phase"], state["records"], state["policy"]
         selected = state.get("selected")
@@ -123,11 +124,11 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
         if policy_dir:
             policy = type(policy).from_pretrained(policy_dir)
         console.print(f"resuming at iteration {start}, {phase} phase: nothing already generated is generated again")
-    check_prompt_lengths(prompts, tokenizer, policy, config.max_new_tokens)
-    generator = open_generator(config.generation_backend, policy, tokenizer, out, config.vllm_gpu_memory_utilization,
-                               config.seed)
+    check_prompt_lengths(prompts, tokenizer, policy, config.sampling.max_new_tokens)
+    generator = open_generator(config.backend.generation_backend, policy, tokenizer, out,
+                               config.backend.vllm_gpu_memory_utilization, config.train.seed)
     try:
-        for t in range(start, config.iterations):
+        for t in range(start, config.online.iterations):
             record = {"iteration": t, "generated": 0, "generation_backend": generator.name,
                       "time_s": {"generation": 0.0, "scoring": 0.0, "training": 0.0}}
             if phase == "train":  # resumed after this iteration's responses were generated and scored
@@ -159,7 +160,7 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
                 record.update(on_iteration(t, policy))
             records.append(record)
             # the last iterate is the final model: saved once, as model/
-            policy_dir = str(out / ("model" if t == config.iterations - 1 else f"policy-iter{t}"))
+            policy_dir = str(out / ("model" if t == config.online.iterations - 1 else f"policy-iter{t}"))
             policy.save_pretrained(policy_dir)
             tokenizer.save_pretrained(policy_dir)
             phase = "generate"
@@ -206,9 +207,9 @@ def sample_and_score(config: OnlineConfig, generator, prompts: list[str], select
                      scorer: Scorer, record: dict) -> dict[int, dict]:
     """The iteration's samples ({"texts", "scores"} per selected prompt), generated then scored a batch
     of prompts at a time through the journal; `record` gets the counts, tokens/s and phase times."""
-    journal = Path(config.output_dir) / f"samples-iter{t}.jsonl"
+    journal = Path(config.train.output_dir) / f"samples-iter{t}.jsonl"
     done = read_journal(journal)
-    batch = config.generation_batch_size
+    batch, sampling = config.generation.generation_batch_size, config.sampling
     todo = [i for i in selected if "texts" not in done.get(i, {})]
     tokens, began = 0, time.perf_counter()
     with progress_bar(TextColumn("{task.fields[rate]}")) as bar:
@@ -216,9 +217,9 @@ def sample_and_score(config: OnlineConfig, generator, prompts: list[str], select
                             start=len(selected) - len(todo), rate="")
         for start in range(0, len(todo), batch):
             chunk = todo[start:start + batch]
-            gens = generator.generate([prompts[i] for i in chunk], config.samples_per_prompt, config.max_new_tokens,
-                                      config.temperature, config.top_p, batch, seed=config.seed + 1_000_003 * t + chunk[0],
-                                      progress=False)
+            gens = generator.generate([prompts[i] for i in chunk], config.online.samples_per_prompt, sampling.max_new_tokens,
+                                      sampling.temperature, sampling.top_p, batch,
+                                      seed=config.train.seed + 1_000_003 * t + chunk[0], progress=False)
             entries = [{"index": i, "texts": texts} for i, texts in zip(chunk, gens.texts)]
             append_journal(journal, entries)
             done.update((e["index"], e) for e in entries)
@@ -229,8 +230,8 @@ def sample_and_score(config: OnlineConfig, generator, prompts: list[str], select
                           time.perf_counter() - began, len(selected) - len(todo), rate)
     record["time_s"]["generation"] = time.perf_counter() - began
     record["tokens_per_second"] = tokens / record["time_s"]["generation"] if tokens else None
-    record["generated"] = len(selected) * config.samples_per_prompt  # what the iteration cost, resumed or not
-    record["generated_after_resume"] = len(todo) * config.samples_per_prompt
+    record["generated"] = len(selected) * config.online.samples_per_prompt  # what the iteration cost, resumed or not
+    record["generated_after_resume"] = len(todo) * config.online.samples_per_prompt
     # An empty response (EOS at once) is a response like any other: scored, and trained on as EOS alone.
     record["empty_responses"] = sum(1 for i in selected for text in done[i]["texts"] if not text.strip())
     if record["empty_responses"]:
@@ -240,13 +241,13 @@ def sample_and_score(config: OnlineConfig, generator, prompts: list[str], select
     began = time.perf_counter()
     for start in range(0, len(todo), batch):
         chunk = todo[start:start + batch]
-        flat_prompts = [prompts[i] for i in chunk for _ in range(config.samples_per_prompt)]
+        flat_prompts = [prompts[i] for i in chunk for _ in range(config.online.samples_per_prompt)]
         scores = np.asarray(scorer(flat_prompts, [x for i in chunk for x in done[i]["texts"]]), dtype=float)
         if scores.shape != (len(flat_prompts),) or not np.isfinite(scores).all():
             bad = int(np.flatnonzero(~np.isfinite(scores))[0]) if scores.shape == (len(flat_prompts),) else 0
             raise UserError(f"the scorer returned {scores.ravel()[bad] if scores.size else 'nothing'} for prompt "
                             f"{flat_prompts[bad]!r}: refusing to train on it (a NaN is never read as a reward)")
-        k = config.samples_per_prompt
+        k = config.online.samples_per_prompt
         entries = [{"index": i, "scores": scores[n * k:(n + 1) * k].tolist()} for n, i in enumerate(chunk)]
         append_journal(journal, entries)
         for e in entries:
@@ -286,19 +287,25 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
     examples = [PreferenceExample(p, c, r, weight=1.0)
                 for p, c, r in zip(pool.prompts, pool.chosen, pool.rejected)]
     gaps = np.asarray(pool.chosen_reward) - np.asarray(pool.rejected_reward)
-    candidates = regenerated if config.train_pairs == "regenerated" else range(len(examples))
+    candidates = regenerated if config.online.train_pairs == "regenerated" else range(len(examples))
     keep = [i for i in candidates if gaps[i] > 0 and examples[i].chosen != examples[i].rejected]
     if not keep:
         console.print(f"iteration {t}: every pair is a tie, nothing to train on")
         return policy
-    rows, _ = tokenize_preferences([examples[i] for i in keep], tokenizer, config.max_prompt_length,
-                                   config.max_response_length, f"iteration {t} pairs", config.overlong)
-    if config.loss == "wdpo":
-        weights = losses.wdpo_weights(torch.tensor(gaps[keep]), torch.zeros(len(keep)), config.beta2)
+    rows, _ = tokenize_preferences([examples[i] for i in keep], tokenizer, config.length.max_prompt_length,
+                                   config.length.max_response_length, f"iteration {t} pairs", config.length.overlong)
+    if config.loss.loss == "wdpo":
+        weights = losses.wdpo_weights(torch.tensor(gaps[keep]), torch.zeros(len(keep)), config.loss.beta2)
         for row in rows:
             row["weight"] = float(weights[row["index"]])
-    dpo = config.derive(DPOConfig, loss="ipo" if config.loss == "ipo" else "dpo",
-                        output_dir=str(Path(config.output_dir) / f"train-iter{t}"), resume=False, num_epochs=1)
+    loss = config.loss  # wDPO is DPO on the weighted rows
+    dpo = DPOConfig(
+        train=dataclasses.replace(config.train, output_dir=str(Path(config.train.output_dir) / f"train-iter{t}"),
+                                  resume=False),
+        epochs=EpochOptions(num_epochs=1), model=config.model, data=config.data, length=config.length, chat=config.chat,
+        reference=config.reference,
+        loss=DPOLossOptions(loss="ipo" if loss.loss == "ipo" else "dpo", beta=loss.beta,
+                            label_smoothing=loss.label_smoothing, shared_prefix=loss.shared_prefix))
     policy, _ = train_dpo(dpo, policy, tokenizer, rows, engine=Engine(dpo))
     return policy
 
@@ -308,21 +315,21 @@ def run(config: OnlineConfig) -> list[dict]:
     from frugalign import models
     from frugalign.training.reward import score
 
-    if not config.reward_model:
+    if not config.online.reward_model:
         raise UserError("frugalign online needs --reward-model (a checkpoint from `frugalign reward`)")
-    tokenizer = models.load_tokenizer(config.model)
+    tokenizer = models.load_tokenizer(config.model.model)
     prompts = load_prompts(config, tokenizer)
-    rm, rm_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(config.reward_model)
-    policy = models.load_causal_lm(config.model)
+    rm, rm_tokenizer = models.load_reward_model(config.online.reward_model), models.load_tokenizer(config.online.reward_model)
+    policy = models.load_causal_lm(config.model.model)
     policy, records = run_online(config, policy, tokenizer, prompts,
                                  lambda p, r: score(rm, rm_tokenizer, p, r))
-    (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    (Path(config.train.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
     phases = {p: format_duration(sum(r["time_s"][p] for r in records)) for p in ("generation", "scoring", "training")}
-    print_summary(f"frugalign online ({config.selection}, rho {config.rho}, {config.loss})", {
+    print_summary(f"frugalign online ({config.online.selection}, rho {config.online.rho}, {config.loss.loss})", {
         "prompts": len(prompts), "iterations": len(records),
         "responses generated": sum(r["generated"] for r in records),
         "mean chosen reward (first / last iteration)": f"{records[0]['mean_chosen_reward']:.4f} / "
                                                        f"{records[-1]['mean_chosen_reward']:.4f}",
         "time (generation / scoring / training)": " / ".join(phases.values()),
-        "model": str(Path(config.output_dir) / "model")})
+        "model": str(Path(config.train.output_dir) / "model")})
     return records

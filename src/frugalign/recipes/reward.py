@@ -15,26 +15,26 @@ from frugalign.training.reward import train_reward
 
 def load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Validated rows as plain text: the reward model's own tokenizer encodes them per batch."""
-    if not config.dataset:
+    if not config.data.dataset:
         raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
         # a reward model scores plain text, here and wherever it judges: strings are not templated
-        examples = preference_examples(load_rows(source, config.dataset_split), source, tokenizer, "off")
+        examples = preference_examples(load_rows(source, config.data.dataset_split), source, tokenizer, "off")
         if is_main_process():
             console.print(f"{source}: {len(examples)} pairs")
         return [{"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "weight": e.weight,
                  "margin": e.margin} for e in examples]
 
-    train = read(config.dataset)
-    if config.eval_dataset:
-        return train, read(config.eval_dataset)
-    return hold_out(train, config.eval_fraction, config.seed)
+    train = read(config.data.dataset)
+    if config.eval.eval_dataset:
+        return train, read(config.eval.eval_dataset)
+    return hold_out(train, config.eval.eval_fraction, config.train.seed)
 
 
 def run(config: RewardConfig) -> TrainResult:
     """`frugalign reward`: validate, train, save, summarise (held-out accuracy)."""
-    name = config.model or models.MINILM
+    name = config.model.model or models.MINILM
     tokenizer = models.load_tokenizer(name)
     train_rows, eval_rows = load_pairs(config, tokenizer)
     engine = Engine(config)

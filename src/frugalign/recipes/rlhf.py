@@ -15,11 +15,11 @@ from frugalign.training.rlhf import train_rlhf
 
 def run(config: RLHFConfig) -> TrainResult:
     """`frugalign rlhf`: prompts, a reward model as the reward, RLOO, the final policy."""
-    if not config.reward_model:
+    if not config.rlhf.reward_model:
         raise UserError("frugalign rlhf needs --reward-model (a checkpoint from `frugalign reward`)")
-    tokenizer = models.load_tokenizer(config.model)
+    tokenizer = models.load_tokenizer(config.model.model)
     prompts = load_prompts(config, tokenizer)
-    rm, rm_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(config.reward_model)
+    rm, rm_tokenizer = models.load_reward_model(config.rlhf.reward_model), models.load_tokenizer(config.rlhf.reward_model)
     engine = Engine(config)
     policy = load_policy(config, engine)
     model, result = train_rlhf(config, policy, tokenizer, prompts, lambda p, r: score(rm, rm_tokenizer, p, r),

@@ -18,7 +18,7 @@ def load_demonstration_rows(config: SFTConfig, tokenizer) -> tuple[list[dict], l
 
 def run(config: SFTConfig) -> TrainResult:
     """`frugalign sft`: load, validate, train, save, summarise."""
-    tokenizer = models.load_tokenizer(config.model)
+    tokenizer = models.load_tokenizer(config.model.model)
     train_rows, eval_rows = load_demonstration_rows(config, tokenizer)
     engine = Engine(config)
     policy = load_policy(config, engine)

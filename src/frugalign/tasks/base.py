@@ -134,6 +134,7 @@ def build_task(spec: TaskSpec, seed: int, quick: bool, cache: Path | None) -> Ta
 
 def _pretrain(spec: TaskSpec, seed: int):
     """The base policy: SFT of a tiny Llama on the task's noisy corpus, with frugalign's own spec."""
+    from frugalign.config import load_config
     from frugalign.data import Demonstration, tokenize_demonstrations
     from frugalign.models import tiny_causal_lm
     from frugalign.recipes.configs import SFTConfig
@@ -145,8 +146,9 @@ def _pretrain(spec: TaskSpec, seed: int):
     model = tiny_causal_lm(len(tok), seed=seed, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     with tempfile.TemporaryDirectory() as tmp:
-        config = SFTConfig(output_dir=tmp, learning_rate=spec.learning_rate, batch_size=64, max_steps=spec.steps,
-                           lr_scheduler="cosine", warmup_ratio=0.05, seed=seed, logging_steps=50, save_total_limit=1)
+        config = load_config(SFTConfig, output_dir=tmp, learning_rate=spec.learning_rate, batch_size=64,
+                             max_steps=spec.steps, lr_scheduler="cosine", warmup_ratio=0.05, seed=seed, logging_steps=50,
+                             save_total_limit=1)
         model, _ = train_sft(config, model, tok, rows)
     return model.eval()
 

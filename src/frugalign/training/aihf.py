@@ -15,18 +15,28 @@ first iteration not finished. Costs are counted: responses generated, preference
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from frugalign import models
+from frugalign.config import TrainOptions
 from frugalign.console import console, format_duration, print_summary
 from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
-from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SPINConfig
+from frugalign.recipes.configs import (
+    AIHFConfig,
+    DPOConfig,
+    DPOLossOptions,
+    ReferenceOptions,
+    RewardConfig,
+    RLHFConfig,
+    SPINConfig,
+)
 from frugalign.training.dpo import attach_reference_logps, train_dpo
 from frugalign.training.reward import score, train_reward
 from frugalign.training.rlhf import train_rlhf
@@ -38,9 +48,11 @@ def sample_opponents(generator, demos: list[Demonstration], config: AIHFConfig |
                      k: int) -> list[PreferenceExample]:
     """(prompt, demonstration, the policy's own response) for each demonstration; identical ones are dropped
     (nothing to learn from them). `generator` holds the current policy's weights."""
-    gens = generator.generate([d.prompt for d in demos], 1, config.max_new_tokens, config.temperature, config.top_p,
-                              config.generation_batch_size, seed=config.seed + k, description=f"iteration {k}: sampling")
-    return [PreferenceExample(d.prompt, d.completion, texts[0], weight=config.demonstration_weight)
+    sampling = config.sampling
+    gens = generator.generate([d.prompt for d in demos], 1, sampling.max_new_tokens, sampling.temperature, sampling.top_p,
+                              config.generation.generation_batch_size, seed=config.train.seed + k,
+                              description=f"iteration {k}: sampling")
+    return [PreferenceExample(d.prompt, d.completion, texts[0], weight=config.demos.demonstration_weight)
             for d, texts in zip(demos, gens.texts) if texts[0].strip() != d.completion.strip()]
 
 
@@ -49,16 +61,16 @@ def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demo
     """The outer loop: sample opponents with pi_k, `step(k, policy, opponents) -> (policy, generated)`, save,
     record (responses generated: the opponents, and apart what the step sampled itself). `generator` gets
     pi_k's weights before each iteration samples."""
-    out = Path(config.output_dir)
+    out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path, records, start = out / "aihf_state.json", [], 0
-    if config.resume and state_path.exists():
+    if config.train.resume and state_path.exists():
         state = json.loads(state_path.read_text())
         start, records = state["iteration"], state["records"]
         if state["policy"]:
             policy = type(policy).from_pretrained(state["policy"])
         console.print(f"resuming at iteration {start}")
-    for k in range(start, config.iterations):
+    for k in range(start, config.demos.iterations):
         began = time.perf_counter()
         generator.sync(policy)  # pi_k: the policy the last iteration trained, or the one resumed from disk
         opponents = sample_opponents(generator, demos, config, k) if demos else []
@@ -79,9 +91,17 @@ def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demo
     return policy, records
 
 
+def sub_run(config: AIHFConfig | SPINConfig, folder: str, **changes) -> TrainOptions:
+    """The training options of a trainer an iteration runs: the command's, in a folder of its own inside the run's,
+    never resumed (a resumed run restarts its unfinished iteration)."""
+    return dataclasses.replace(config.train, output_dir=str(Path(config.train.output_dir) / folder), resume=False,
+                               **changes)
+
+
 def dpo_rows(config: AIHFConfig | SPINConfig, tokenizer, examples: list[PreferenceExample], source: str) -> list[dict]:
-    rows, _ = tokenize_preferences(examples, tokenizer, config.max_prompt_length, config.max_response_length, source,
-                                   config.overlong)
+    length = config.length
+    rows, _ = tokenize_preferences(examples, tokenizer, length.max_prompt_length, length.max_response_length, source,
+                                   length.overlong)
     return rows
 
 
@@ -89,20 +109,23 @@ def dpo_step(config: AIHFConfig | SPINConfig, tokenizer, initial, preferences: l
     """dpo and self-play (and SPIN): one DPO pass over preference pairs (weight lambda, reference: the
     initial policy) and opponent pairs (reference: the initial policy, or pi_k for self-play)."""
     pref_rows = attach_reference_logps(initial, dpo_rows(config, tokenizer, [
-        PreferenceExample(p.prompt, p.chosen, p.rejected, weight=p.weight * config.preference_weight) for p in preferences
-    ], "preferences"), tokenizer.pad_token_id, config.batch_size) if preferences else []
+        PreferenceExample(p.prompt, p.chosen, p.rejected, weight=p.weight * config.aihf.preference_weight) for p in preferences
+    ], "preferences"), tokenizer.pad_token_id, config.train.batch_size) if preferences else []
 
     def step(k: int, policy, opponents: list[PreferenceExample]):
         opp_rows = dpo_rows(config, tokenizer, opponents, f"iteration {k} opponents") if opponents else []
         if opp_rows:
             attach_reference_logps(policy if config.variant == "self-play" else initial, opp_rows,
-                                   tokenizer.pad_token_id, config.batch_size)
+                                   tokenizer.pad_token_id, config.train.batch_size)
         rows = pref_rows + opp_rows
         if not rows:
             console.print(f"iteration {k}: no pair differs, nothing to train on")
             return policy, 0
-        dpo = config.derive(DPOConfig, output_dir=str(Path(config.output_dir) / f"train-iter{k}"), resume=False,
-                            reference="precomputed")
+        loss = config.loss
+        dpo = DPOConfig(train=sub_run(config, f"train-iter{k}"), epochs=config.epochs, model=config.model,
+                        length=config.length, chat=config.chat, reference=ReferenceOptions(reference="precomputed"),
+                        loss=DPOLossOptions(loss=loss.loss, beta=loss.beta, label_smoothing=loss.label_smoothing,
+                                            shared_prefix=loss.shared_prefix))
         policy, _ = train_dpo(dpo, policy, tokenizer, [dict(r) for r in rows], engine=Engine(dpo))
         return policy, 0
     return step
@@ -112,16 +135,18 @@ def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[Pref
                   reward_tokenizer, prompts: list[str], generator) -> Step:
     """explicit: a reward step on both kinds of pairs, then RLOO policy steps against the learned reward."""
     pref = [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected, "margin": 0.0,
-             "weight": p.weight * config.preference_weight} for p in preferences]
+             "weight": p.weight * config.aihf.preference_weight} for p in preferences]
 
     def step(k: int, policy, opponents: list[PreferenceExample]):
         nonlocal reward_model
         rows = pref + [{"prompt": o.prompt, "chosen": o.chosen, "rejected": o.rejected, "margin": 0.0, "weight": o.weight}
                        for o in opponents]
-        rc = config.derive(RewardConfig, output_dir=str(Path(config.output_dir) / f"reward-iter{k}"), resume=False,
-                           learning_rate=config.reward_learning_rate)
+        rc = RewardConfig(train=sub_run(config, f"reward-iter{k}", learning_rate=config.aihf.reward_learning_rate),
+                          epochs=config.epochs)
         reward_model, _ = train_reward(rc, reward_model, reward_tokenizer, rows, engine=Engine(rc))
-        pc = config.derive(RLHFConfig, output_dir=str(Path(config.output_dir) / f"policy-step-iter{k}"), resume=False)
+        pc = RLHFConfig(train=sub_run(config, f"policy-step-iter{k}"), epochs=config.epochs, model=config.model,
+                        data=config.data, chat=config.chat, sampling=config.sampling, backend=config.backend,
+                        rloo=config.rloo)
         policy, result = train_rlhf(pc, policy, tokenizer, prompts,
                                     lambda p, r: score(reward_model, reward_tokenizer, p, r), reference=initial,
                                     engine=Engine(pc), generator=generator)
@@ -135,13 +160,13 @@ def train_aihf(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[D
     """The Python API behind `frugalign aihf` and `frugalign spin` (no preferences, variant self-play)."""
     initial = copy.deepcopy(policy).eval().requires_grad_(False)
     # one sampling engine for the whole run (vLLM starts once), given each policy's weights before it samples
-    generator = open_generator(config.generation_backend, policy, tokenizer, Path(config.output_dir),
-                               config.vllm_gpu_memory_utilization, config.seed)
+    generator = open_generator(config.backend.generation_backend, policy, tokenizer, Path(config.train.output_dir),
+                               config.backend.vllm_gpu_memory_utilization, config.train.seed)
     try:
         if config.variant == "explicit":
             if reward_model is None:
-                reward_model, reward_tokenizer = models.load_reward_model(config.reward_model), models.load_tokenizer(
-                    config.reward_model or models.MINILM)
+                reward_model, reward_tokenizer = models.load_reward_model(config.aihf.reward_model), models.load_tokenizer(
+                    config.aihf.reward_model or models.MINILM)
             prompts = sorted({d.prompt for d in demos} | {p.prompt for p in preferences})
             step = explicit_step(config, tokenizer, initial, preferences, reward_model, reward_tokenizer, prompts,
                                  generator)
@@ -154,17 +179,17 @@ def train_aihf(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[D
 
 def load_data(config: AIHFConfig | SPINConfig, need_preferences: bool):
     """The tokenizer and both datasets, read and validated before any model is loaded."""
-    if not config.demonstrations:
+    if not config.demos.demonstrations:
         raise UserError("no demonstrations: pass --demonstrations (prompt/completion or messages rows)")
-    if need_preferences and not config.dataset:
+    if need_preferences and not config.data.dataset:
         raise UserError("no preferences: pass --dataset (prompt/chosen/rejected rows)")
-    tokenizer = models.load_tokenizer(config.model)
-    demos = demonstrations(load_rows(config.demonstrations, config.dataset_split), config.demonstrations, tokenizer,
-                           config.chat_template)
+    tokenizer = models.load_tokenizer(config.model.model)
+    path = config.demos.demonstrations
+    demos = demonstrations(load_rows(path, config.data.dataset_split), path, tokenizer, config.chat.chat_template)
     preferences = []
     if need_preferences:
-        preferences = preference_examples(load_rows(config.dataset, config.dataset_split), config.dataset, tokenizer,
-                                          config.chat_template)
+        preferences = preference_examples(load_rows(config.data.dataset, config.data.dataset_split), config.data.dataset,
+                                          tokenizer, config.chat.chat_template)
     return tokenizer, demos, preferences
 
 
@@ -181,11 +206,11 @@ def report(config: AIHFConfig | SPINConfig, name: str, records: list[dict], n_pr
 def run_iterations(config: AIHFConfig | SPINConfig, name: str, need_preferences: bool) -> list[dict]:
     """`frugalign aihf` and `frugalign spin`: validate the datasets, iterate, save, summarise."""
     tokenizer, demos, preferences = load_data(config, need_preferences)
-    policy = models.load_causal_lm(config.model)
+    policy = models.load_causal_lm(config.model.model)
     policy, records = train_aihf(config, policy, tokenizer, demos, preferences)
-    path = Path(config.output_dir) / "model"
+    path = Path(config.train.output_dir) / "model"
     policy.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (Path(config.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+    (Path(config.train.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
     report(config, name, records, len(preferences), path)
     return records

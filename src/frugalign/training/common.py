@@ -20,21 +20,21 @@ def read_training_rows(config, tokenizer, parse, tokenize) -> tuple[list[dict], 
     `parse(rows, source, tokenizer, chat_template)` checks each row of `--dataset` (and `--eval-dataset`)
     and `tokenize(examples, tokenizer, max_prompt, max_response, source, overlong)` tokenizes them; without an
     evaluation file, `eval_fraction` of the rows is held out."""
-    if not config.dataset:
+    if not config.data.dataset:
         raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
-        examples = parse(load_rows(source, config.dataset_split), source, tokenizer, config.chat_template)
-        rows, report = tokenize(examples, tokenizer, config.max_prompt_length, config.max_response_length, source,
-                                config.overlong)
+        examples = parse(load_rows(source, config.data.dataset_split), source, tokenizer, config.chat.chat_template)
+        rows, report = tokenize(examples, tokenizer, config.length.max_prompt_length, config.length.max_response_length, source,
+                                config.length.overlong)
         if is_main_process():
             console.print(f"{source}: {report.summary()}")
         return rows
 
-    train = read(config.dataset)
-    if config.eval_dataset:
-        return train, read(config.eval_dataset)
-    return hold_out(train, config.eval_fraction, config.seed)
+    train = read(config.data.dataset)
+    if config.eval.eval_dataset:
+        return train, read(config.eval.eval_dataset)
+    return hold_out(train, config.eval.eval_fraction, config.train.seed)
 
 
 def mean_metrics(engine: Engine, model, rows: list[dict], step, batch_size: int) -> dict[str, float]:
@@ -65,17 +65,17 @@ def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:
 def load_policy(config: LoRAOptions, engine: Engine):
     """The policy to train, in float32 (the engine's mixed precision casts activations), with LoRA
     adapters when lora_r > 0 (then only the adapters train)."""
-    model = models.load_causal_lm(config.model, gradient_checkpointing=config.gradient_checkpointing)
-    if config.lora_r > 0:
+    model = models.load_causal_lm(config.model.model, gradient_checkpointing=config.train.gradient_checkpointing)
+    if config.lora.lora_r > 0:
         try:
             from peft import LoraConfig, get_peft_model
         except ImportError:
             raise UserError("lora_r > 0 needs peft: pip install 'frugalign[peft]'") from None
         lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.lora_target_modules,
+            r=config.lora.lora_r,
+            lora_alpha=config.lora.lora_alpha,
+            lora_dropout=config.lora.lora_dropout,
+            target_modules=config.lora.lora_target_modules,
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, lora)
@@ -93,19 +93,19 @@ def load_prompts(config: DatasetOptions, tokenizer) -> list[str]:
     from frugalign.data.formats import render_prompt, renders_strings
     from frugalign.errors import DataError
 
-    if not config.dataset:
+    if not config.data.dataset:
         raise UserError("no dataset: pass --dataset with a `prompt` column")
-    chat = renders_strings(config.chat_template, tokenizer, config.dataset)
+    chat = renders_strings(config.chat.chat_template, tokenizer, config.data.dataset)
     out = []
-    for number, row in enumerate(load_rows(config.dataset, config.dataset_split), start=1):
+    for number, row in enumerate(load_rows(config.data.dataset, config.data.dataset_split), start=1):
         prompt = row.get("prompt")
         if isinstance(prompt, list) and prompt:
             if not getattr(tokenizer, "chat_template", None):
-                raise UserError(f"{config.dataset}: conversational prompts need a tokenizer with a chat template")
+                raise UserError(f"{config.data.dataset}: conversational prompts need a tokenizer with a chat template")
             prompt = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         elif isinstance(prompt, str) and prompt.strip() and chat:
             prompt = render_prompt(tokenizer, prompt)
         if not isinstance(prompt, str) or not prompt.strip():
-            raise DataError(config.dataset, "expected a non-empty string or list of messages", number, "prompt")
+            raise DataError(config.data.dataset, "expected a non-empty string or list of messages", number, "prompt")
         out.append(prompt)
     return out

@@ -31,15 +31,16 @@ def pair_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pair losses and the margin for the configured loss: h (summed log-ratios) for DPO and IPO, the
     difference of per-token averaged log-probs for the reference-free SimPO and ORPO."""
-    if config.loss == "simpo":
-        return losses.simpo_loss(chosen.mean - rejected.mean, config.beta, config.simpo_gamma), chosen.mean - rejected.mean
-    if config.loss == "orpo":
-        return losses.orpo_loss(chosen.mean, rejected.mean, config.beta), chosen.mean - rejected.mean
+    loss = config.loss
+    if loss.loss == "simpo":
+        return losses.simpo_loss(chosen.mean - rejected.mean, loss.beta, loss.simpo_gamma), chosen.mean - rejected.mean
+    if loss.loss == "orpo":
+        return losses.orpo_loss(chosen.mean, rejected.mean, loss.beta), chosen.mean - rejected.mean
     margin = losses.pair_margin(chosen.sum, rejected.sum, ref_chosen.sum, ref_rejected.sum)
-    if config.loss == "ipo":
+    if loss.loss == "ipo":
         avg_margin = losses.pair_margin(chosen.mean, rejected.mean, ref_chosen.mean, ref_rejected.mean)
-        return losses.ipo_loss(avg_margin, config.beta), margin
-    return losses.dpo_loss(margin, config.beta, config.label_smoothing), margin
+        return losses.ipo_loss(avg_margin, loss.beta), margin
+    return losses.dpo_loss(margin, loss.beta, loss.label_smoothing), margin
 
 
 def pair_metrics(
@@ -68,9 +69,9 @@ class PairScorer:
 
     def __init__(self, config: DPOConfig, policy, pad_id: int):
         self.pad_id = pad_id
-        low_precision_gpu = torch.cuda.is_available() and resolve_mixed_precision(config.mixed_precision) != "no"
+        low_precision_gpu = torch.cuda.is_available() and resolve_mixed_precision(config.train.mixed_precision) != "no"
         wanted = {"on": "shared-prefix", "off": "padded", "flex": "flex", "packed": "packed",
-                  "auto": "padded" if low_precision_gpu else "shared-prefix"}[config.shared_prefix]
+                  "auto": "padded" if low_precision_gpu else "shared-prefix"}[config.loss.shared_prefix]
         if wanted in FLEX_LAYOUTS:
             require_flex_backward(policy.get_output_embeddings().weight.device)  # before any compute
             policy.set_attn_implementation("flex_attention")  # only FlexAttention reads a BlockMask
@@ -182,13 +183,13 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
     scorer = PairScorer(config, policy, tokenizer.pad_token_id)
-    reference = None if config.loss in REFERENCE_FREE else Reference(engine, policy, scorer, config.reference == "precomputed",
-                                                                     config.lora_r > 0)
+    reference = None if config.loss.loss in REFERENCE_FREE else Reference(
+        engine, policy, scorer, config.reference.reference == "precomputed", config.lora.lora_r > 0)
     # rows may carry their own reference log-probs (recipes whose reference is not the initial policy)
     missing = [r for r in train_rows + list(eval_rows or []) if "ref_chosen_logp" not in r]
     if reference is not None and reference.precomputed and missing:
-        reference.precompute(policy, missing, config.batch_size, scorer, str(config.model),
-                             Path(config.output_dir) / "reference_logps.pt")
+        reference.precompute(policy, missing, config.train.batch_size, scorer, str(config.model.model),
+                             Path(config.train.output_dir) / "reference_logps.pt")
 
     def step(model, rows: list[dict]):
         tensors = scorer.chosen_rejected(rows, engine.device)
@@ -197,11 +198,11 @@ def train_dpo(config: DPOConfig, policy, tokenizer, train_rows: list[dict], eval
         per_pair, margin = pair_losses(config, chosen, rejected, ref_chosen, ref_rejected)
         weights = torch.tensor([r.get("weight", 1.0) for r in rows], device=engine.device)
         loss = losses.weighted_mean(per_pair, weights)
-        return loss, {"loss": loss.item(), **pair_metrics(config.beta, margin, chosen, rejected, ref_chosen, ref_rejected)}
+        return loss, {"loss": loss.item(), **pair_metrics(config.loss.beta, margin, chosen, rejected, ref_chosen, ref_rejected)}
 
     def evaluate(model) -> dict[str, float]:
-        return mean_metrics(engine, model, eval_rows, step, config.batch_size)
+        return mean_metrics(engine, model, eval_rows, step, config.train.batch_size)
 
     if eval_fn is None and eval_rows:
         eval_fn = evaluate
-    return engine.fit(policy, train_rows, step, eval_fn, description=config.loss, eval_steps=config.eval_steps)
+    return engine.fit(policy, train_rows, step, eval_fn, description=config.loss.loss, eval_steps=config.eval.eval_steps)

@@ -45,19 +45,19 @@ def train_reward(config: RewardConfig, model, tokenizer, train_rows: list[dict],
     def pair_rewards(model, rows):
         prompts = [r["prompt"] for r in rows]
         r = rewards(model, tokenizer, prompts + prompts, [r["chosen"] for r in rows] + [r["rejected"] for r in rows],
-                    config.max_length, engine.device)
+                    config.reward.max_length, engine.device)
         return r[: len(rows)], r[len(rows):]
 
     def step(model, rows: list[dict]):
         chosen, rejected = pair_rewards(model, rows)
         margin = torch.tensor([r["margin"] for r in rows], device=engine.device)
-        per_pair = losses.bradley_terry_loss(chosen, rejected, margin, config.centering)
+        per_pair = losses.bradley_terry_loss(chosen, rejected, margin, config.reward.centering)
         loss = losses.weighted_mean(per_pair, torch.tensor([r["weight"] for r in rows], device=engine.device))
         return loss, {"loss": loss.item(), "accuracy": (chosen > rejected).float().mean().item(),
                       "reward_margin": (chosen - rejected).mean().item(), "reward_mean": chosen.mean().item()}
 
     def evaluate(model) -> dict[str, float]:
-        return mean_metrics(engine, model, eval_rows, step, config.batch_size)
+        return mean_metrics(engine, model, eval_rows, step, config.train.batch_size)
 
     return engine.fit(model, train_rows, step, evaluate if eval_rows else None, description="reward model",
-                      eval_steps=config.eval_steps)
+                      eval_steps=config.eval.eval_steps)

@@ -41,20 +41,21 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
     policy = policy.to(engine.device)
     owned = generator is None
     if owned:
-        generator = open_generator(config.generation_backend, policy, tokenizer, Path(config.output_dir),
-                                   config.vllm_gpu_memory_utilization, config.seed)
+        generator = open_generator(config.backend.generation_backend, policy, tokenizer, Path(config.train.output_dir),
+                                   config.backend.vllm_gpu_memory_utilization, config.train.seed)
     # a reference passed in is shared (e.g. a task's base policy): used under no_grad, never modified
     reference = (reference if reference is not None else copy.deepcopy(policy).requires_grad_(False)).to(engine.device)
-    k, pad = config.samples_per_prompt, tokenizer.pad_token_id
+    k, pad = config.rloo.samples_per_prompt, tokenizer.pad_token_id
     counts = {"generations": 0, "micro_batches": 0}
 
     def step(model, rows: list[dict]):
         batch = [r["prompt"] for r in rows]
         prompt_ids = [tokenizer(p)["input_ids"] for p in batch]  # the ids the samples continue (both backends tokenize so)
-        if counts["micro_batches"] % config.gradient_accumulation_steps == 0:  # the weights change once per step
+        if counts["micro_batches"] % config.train.gradient_accumulation_steps == 0:  # the weights change once per step
             generator.sync(engine.unwrap(model))  # vLLM: the weights of this step; Hugging Face: the policy itself
         counts["micro_batches"] += 1
-        gens = generator.generate(batch, k, config.max_new_tokens, config.temperature, config.top_p, len(batch) * k,
+        sampling = config.sampling
+        gens = generator.generate(batch, k, sampling.max_new_tokens, sampling.temperature, sampling.top_p, len(batch) * k,
                                   seed=None, progress=False)
         counts["generations"] += len(batch) * k
         flat_prompts = [p for p in batch for _ in range(k)]
@@ -68,7 +69,7 @@ def train_rlhf(config: RLHFConfig, policy, tokenizer, prompts: list[str], scorer
         if not torch.isfinite(rewards).all():
             raise UserError("the reward returned a non-finite value: refusing to train on it")
         kl = (policy_lp.sum - ref_lp.sum).detach()
-        loss = losses.rloo_loss(policy_lp.sum, rewards - config.kl_coef * kl, k).mean()
+        loss = losses.rloo_loss(policy_lp.sum, rewards - config.rloo.kl_coef * kl, k).mean()
         entropy = (-policy_lp.sum / policy_lp.count.clamp(min=1)).mean()
         return loss, {"loss": loss.item(), "reward": rewards.mean().item(), "kl": kl.mean().item(),
                       "entropy": entropy.item(), "generations": float(counts["generations"])}

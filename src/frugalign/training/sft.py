@@ -37,10 +37,10 @@ def train_sft(config: SFTConfig, policy, tokenizer, train_rows: list[dict], eval
 
     def evaluate(model) -> dict[str, float]:
         shard = engine.shard(eval_rows)
-        total = sum(completion_nll(model, shard[i : i + config.batch_size], pad_id, engine.device).sum().item()
-                    for i in range(0, len(shard), config.batch_size))
+        total = sum(completion_nll(model, shard[i : i + config.train.batch_size], pad_id, engine.device).sum().item()
+                    for i in range(0, len(shard), config.train.batch_size))
         loss = total / max(1, len(shard))
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
     return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="sft",
-                      eval_steps=config.eval_steps)
+                      eval_steps=config.eval.eval_steps)
