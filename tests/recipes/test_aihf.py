@@ -2,6 +2,9 @@
 refuse bad input before any model loads."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -121,3 +124,26 @@ def test_spin_cli_end_to_end(tmp_path, tiny_model_dir):
                  str(out), "--iterations", "2", "--max-new-tokens", "4", "--batch-size", "4"]) == 0
     records = json.loads((out / "iterations.json").read_text())
     assert [r["generated"] for r in records] == [8, 8] and (out / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_aihf_under_two_processes_saves_each_iterate_once(tmp_path, tiny_model_dir):
+    """Under `accelerate launch` every process trains the same iterate: each iteration hands the next one the
+    model itself (not the multi-process wrapper, which cannot be saved or sampled from), and one process
+    writes it."""
+    rows = preference_rows(8)
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["chosen"]}) + "\n"
+                                              for r in rows))
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preference_rows(8, seed=1)))
+    config = os.path.join(os.path.dirname(__file__), "..", "..", "recipes", "accelerate", "cpu_2proc.yaml")
+    out = tmp_path / "aihf"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "-m", "frugalign", "aihf",
+         "--model", str(tiny_model_dir), "--demonstrations", str(tmp_path / "d.jsonl"), "--dataset",
+         str(tmp_path / "p.jsonl"), "--output-dir", str(out), "--iterations", "2", "--max-new-tokens", "4",
+         "--batch-size", "2"],
+        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="200"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    assert json.loads((out / "aihf_state.json").read_text())["iteration"] == 2
+    assert all((out / f"policy-iter{k}" / "model.safetensors").exists() for k in (0, 1))

@@ -21,9 +21,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from accelerate import PartialState
+
 from frugalign import models
 from frugalign.config import TrainOptions
-from frugalign.console import console, format_duration, print_summary
+from frugalign.console import console, format_duration, is_main_process, print_summary
 from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
@@ -83,11 +85,13 @@ def iterate(config: AIHFConfig | SPINConfig, policy, tokenizer, demos: list[Demo
             record.update(on_iteration(k, policy))
         records.append(record)
         path = out / f"policy-iter{k}"
-        policy.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"iteration": k + 1, "records": records, "policy": str(path)}))
-        tmp.replace(state_path)
+        if is_main_process():  # every process holds the same weights; one writes them
+            policy.save_pretrained(path)
+            tokenizer.save_pretrained(path)
+            tmp = state_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"iteration": k + 1, "records": records, "policy": str(path)}))
+            tmp.replace(state_path)
+        PartialState().wait_for_everyone()  # no process reads or overwrites the folder before it is written
     return policy, records
 
 
@@ -126,8 +130,9 @@ def dpo_step(config: AIHFConfig | SPINConfig, tokenizer, initial, preferences: l
                         length=config.length, chat=config.chat, reference=ReferenceOptions(reference="precomputed"),
                         loss=DPOLossOptions(loss=loss.loss, beta=loss.beta, label_smoothing=loss.label_smoothing,
                                             shared_prefix=loss.shared_prefix))
-        policy, _ = train_dpo(dpo, policy, tokenizer, [dict(r) for r in rows], engine=Engine(dpo))
-        return policy, 0
+        engine = Engine(dpo)
+        policy, _ = train_dpo(dpo, policy, tokenizer, [dict(r) for r in rows], engine=engine)
+        return engine.unwrap(policy), 0  # the model itself, not its multi-process wrapper: it is saved and sampled
     return step
 
 
@@ -143,14 +148,17 @@ def explicit_step(config: AIHFConfig, tokenizer, initial, preferences: list[Pref
                        for o in opponents]
         rc = RewardConfig(train=sub_run(config, f"reward-iter{k}", learning_rate=config.aihf.reward_learning_rate),
                           epochs=config.epochs)
-        reward_model, _ = train_reward(rc, reward_model, reward_tokenizer, rows, engine=Engine(rc))
+        reward_engine = Engine(rc)
+        reward_model, _ = train_reward(rc, reward_model, reward_tokenizer, rows, engine=reward_engine)
+        reward_model = reward_engine.unwrap(reward_model)
         pc = RLHFConfig(train=sub_run(config, f"policy-step-iter{k}"), epochs=config.epochs, model=config.model,
                         data=config.data, chat=config.chat, sampling=config.sampling, backend=config.backend,
                         rloo=config.rloo)
+        policy_engine = Engine(pc)
         policy, result = train_rlhf(pc, policy, tokenizer, prompts,
                                     lambda p, r: score(reward_model, reward_tokenizer, p, r), reference=initial,
-                                    engine=Engine(pc), generator=generator)
-        return policy, int(result.last_metrics["generations"])
+                                    engine=policy_engine, generator=generator)
+        return policy_engine.unwrap(policy), int(result.last_metrics["generations"])
     return step
 
 
