@@ -256,8 +256,17 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     result = json.loads(out.read_text())
     assert "partial" not in result and len(result["runs"]) == 10 and result["summary"]["dpo"]["seeds"] == 2
     assert not (tmp_path / "adpo.partial.json").exists()
-    assert main(command + ["--resume"]) == 2  # finished: nothing to resume
-    assert "a finished bench result" in capsys.readouterr().err
+    # a finished bench grows by the seeds it lacks: seed 2 runs, seeds 0 and 1 are kept
+    calls.clear()
+    assert main([*command[:-2], "2", "--out", str(out), "--resume"]) == 0
+    assert [seed for seed, _, _ in calls] == [2] * 5
+    grown = json.loads(out.read_text())
+    assert len(grown["runs"]) == 15 and grown["summary"]["dpo"]["seeds"] == 3 and grown["seeds"] == [0, 1, 2]
+    assert [r for r in grown["runs"] if r["seed"] < 2] == result["runs"]
+    older = tmp_path / "older.json"  # written before results kept their options
+    older.write_text(json.dumps({k: v for k, v in result.items() if k != "options"}))
+    assert main([*command[:-1], str(older), "--resume"]) == 2
+    assert "without the options it was run with" in capsys.readouterr().err
 
 
 def test_random_budgets_run_random_at_fractions_of_dpos_labels(tmp_path, monkeypatch):

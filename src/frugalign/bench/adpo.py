@@ -35,7 +35,7 @@ from frugalign.bench.common import (
     seeds_of,
     task_settings,
 )
-from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.bench.results import ci95, machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
@@ -313,8 +313,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"bench": "adpo", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(),
               "runs": runs, "summary": summarise(runs)}
-    out = write_results(args.out, result)
-    done.finish()
+    out = done.finish(result)
     plot(result, out.with_suffix(".png"))
     s = result["summary"]
     table = {}

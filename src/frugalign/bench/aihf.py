@@ -29,7 +29,7 @@ from frugalign.bench.common import (
     seeds_of,
     task_settings,
 )
-from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.bench.results import ci95, machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
@@ -160,8 +160,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"bench": "aihf", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
               "summary": summarise(runs, regimes, methods)}
-    out = write_results(args.out, result)
-    done.finish()
+    out = done.finish(result)
     plot(result, out.with_suffix(".png"))
     table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
     table.update({f"{regime} · {m}": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"

@@ -31,8 +31,9 @@ def add_task_arguments(parser: argparse.ArgumentParser, default: str, default_se
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help=f"seeds (default: {default_seeds})")
     if resumable:
         parser.add_argument("--resume", action="store_true",
-                            help="go on with an interrupted bench: keep the runs --out already holds (it is written "
-                                 "after every run) when it was started with the same options")
+                            help="go on with an interrupted bench, or add seeds to a finished one: keep the runs --out "
+                                 "already holds (it is written after every run) when they were measured with the same "
+                                 "options (--seeds aside)")
 
 
 def seeds_of(args: argparse.Namespace) -> list[int]:
@@ -105,8 +106,10 @@ def plot_frontier(ax, runs: list[dict], label) -> None:
 class BenchRuns:
     """A bench's runs, written after each one to OUT's partial file (`bench-adpo.partial.json` beside
     `bench-adpo.json`), so that an interruption loses at most the run under way and a finished result at
-    OUT stays as it was until the new one replaces it. With --resume the runs of the partial file are
-    kept, when it was written by the same bench with the same options; `finish` removes it."""
+    OUT stays as it was until the new one replaces it. With --resume the runs of the partial file, or of
+    the finished result at OUT, are kept when they were measured by the same bench with the same options;
+    the seeds may differ (each run is one seed's), so a finished bench grows by the seeds it lacks.
+    `finish` writes the result and removes the partial file."""
 
     def __init__(self, bench: str, args: argparse.Namespace):
         self.bench, self.out = bench, Path(args.out)
@@ -124,23 +127,25 @@ class BenchRuns:
                   "from it)")
 
     def _resume(self) -> None:
-        if not self.partial.is_file():
-            if self.out.is_file():
-                raise UserError(f"{self.out}: a finished bench result, nothing to resume (another --out runs it again)")
+        source = self.partial if self.partial.is_file() else self.out
+        if not source.is_file():
             return  # nothing was written: the bench starts from its first run
         try:
-            saved = json.loads(self.partial.read_text())
+            saved = json.loads(source.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{self.partial}: not a bench result to resume ({e})") from None
-        theirs = saved.get("options", {}) if isinstance(saved, dict) else {}
-        differ = sorted(k for k in set(theirs) | set(self.options) if theirs.get(k) != self.options.get(k))
-        if not isinstance(saved, dict) or saved.get("bench") != self.bench or differ:
-            raise UserError(f"{self.partial}: written by `bench {saved.get('bench') if isinstance(saved, dict) else '?'}` "
-                            f"with other options ({', '.join(differ) or 'bench'}): resume with the same ones, or "
-                            "choose another --out")
-        self.runs, self.config = saved.get("runs", []), saved.get("config", {})
+            raise UserError(f"{source}: not a bench result to resume ({e})") from None
+        if not isinstance(saved, dict) or "options" not in saved:
+            raise UserError(f"{source}: a bench result without the options it was run with (written by an older "
+                            "frugalign), nothing to resume: another --out runs the bench again")
+        theirs = saved["options"]
+        # the seeds may differ: a run is one seed's, and the result is made of the seeds asked for now
+        differ = sorted(k for k in set(theirs) | set(self.options) if k != "seeds" and theirs.get(k) != self.options.get(k))
+        if saved.get("bench") != self.bench or differ:
+            raise UserError(f"{source}: written by `bench {saved.get('bench')}` with other options "
+                            f"({', '.join(differ) or 'bench'}): resume with the same ones, or choose another --out")
+        self.runs, self.config = saved.get("runs", []) + saved.get("other_seeds_runs", []), saved.get("config", {})
         self.before = float(saved.get("bench_seconds", 0.0))
-        print(f"{self.partial}: resuming with the {len(self.runs)} run(s) it holds")
+        print(f"{source}: resuming with the {len(self.runs)} run(s) it holds")
 
     def find(self, **key) -> dict | None:
         """The run done already whose fields (`params` entries included) have these values, or None."""
@@ -159,6 +164,11 @@ class BenchRuns:
         write_results(self.partial, {"bench": self.bench, "partial": True, "options": self.options, "config": config,
                                      "bench_seconds": self.seconds(), "runs": self.runs})
 
-    def finish(self) -> None:
-        """The result is written: the partial file has served."""
+    def finish(self, result: dict) -> Path:
+        """Write the result (with the options it was measured with, so that --resume can add seeds to it); the
+        partial file has served. Runs of seeds not asked for this time stay in it, for a later --resume."""
+        asked = {run["seed"] for run in result["runs"]}
+        kept = [run for run in self.runs if run["seed"] not in asked]
+        out = write_results(self.out, {**result, "options": self.options, **({"other_seeds_runs": kept} if kept else {})})
         self.partial.unlink(missing_ok=True)
+        return out

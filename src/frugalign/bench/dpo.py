@@ -21,7 +21,7 @@ from frugalign.bench.common import (
     seeds_of,
     task_settings,
 )
-from frugalign.bench.results import machine_info, write_results
+from frugalign.bench.results import machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import PreferenceExample, tokenize_preferences
@@ -155,8 +155,7 @@ def run(args: argparse.Namespace) -> int:
         "config": done.config, "bench_seconds": done.seconds(),
         "machine": machine_info(), "runs": runs, "summary": summarise(runs),
     }
-    out = write_results(args.out, result)
-    done.finish()
+    out = done.finish(result)
     png = out.with_suffix(".png")
     plot(result, png)
     table = {f"{m} gold reward": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"

@@ -26,7 +26,7 @@ from frugalign.bench.common import (
     plot_frontier,
     seeds_of,
 )
-from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.bench.results import ci95, machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
@@ -231,8 +231,7 @@ def run(args: argparse.Namespace) -> int:
     result = {"bench": "optune", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
               "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
               "summary": summarise(runs)}
-    out = write_results(args.out, result)
-    done.finish()
+    out = done.finish(result)
     plot(result, out.with_suffix(".png"))
     rows = {k: describe(v) for k, v in result["summary"].items()}
     console.print(summary_table(f"bench optune · {args.task} · seeds {seeds}", {**rows, "results": str(out)}))

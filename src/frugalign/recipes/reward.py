@@ -7,16 +7,13 @@ from frugalign import models
 from frugalign.console import console, is_main_process, print_summary
 from frugalign.data import load_rows, preference_examples
 from frugalign.engine import Engine, TrainResult
-from frugalign.errors import UserError
 from frugalign.recipes.configs import RewardConfig
-from frugalign.training.common import hold_out
+from frugalign.training.common import read_with_held_out
 from frugalign.training.reward import train_reward
 
 
 def load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]:
     """Validated rows as plain text: the reward model's own tokenizer encodes them per batch."""
-    if not config.data.dataset:
-        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
         # a reward model scores plain text, here and wherever it judges: strings are not templated
@@ -26,10 +23,7 @@ def load_pairs(config: RewardConfig, tokenizer) -> tuple[list[dict], list[dict]]
         return [{"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "weight": e.weight,
                  "margin": e.margin} for e in examples]
 
-    train = read(config.data.dataset)
-    if config.eval.eval_dataset:
-        return train, read(config.eval.eval_dataset)
-    return hold_out(train, config.eval.eval_fraction, config.train.seed)
+    return read_with_held_out(config, read)
 
 
 def run(config: RewardConfig) -> TrainResult:

@@ -4,6 +4,7 @@ out its rows, and putting tokenized rows on the device."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import torch
 
@@ -20,8 +21,6 @@ def read_training_rows(config, tokenizer, parse, tokenize) -> tuple[list[dict], 
     `parse(rows, source, tokenizer, chat_template)` checks each row of `--dataset` (and `--eval-dataset`)
     and `tokenize(examples, tokenizer, max_prompt, max_response, source, overlong)` tokenizes them; without an
     evaluation file, `eval_fraction` of the rows is held out."""
-    if not config.data.dataset:
-        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
 
     def read(source: str) -> list[dict]:
         examples = parse(load_rows(source, config.data.dataset_split), source, tokenizer, config.chat.chat_template)
@@ -31,6 +30,14 @@ def read_training_rows(config, tokenizer, parse, tokenize) -> tuple[list[dict], 
             console.print(f"{source}: {report.summary()}")
         return rows
 
+    return read_with_held_out(config, read)
+
+
+def read_with_held_out(config, read: Callable[[str], list[dict]]) -> tuple[list[dict], list[dict]]:
+    """`read(source)` of `--dataset`, and of `--eval-dataset` when there is one; without it, `eval_fraction` of
+    the rows is held out (seeded)."""
+    if not config.data.dataset:
+        raise UserError("no dataset: pass --dataset (a hub name or a local JSON/JSONL/Parquet/CSV file)")
     train = read(config.data.dataset)
     if config.eval.eval_dataset:
         return train, read(config.eval.eval_dataset)
