@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from frugalign.cli import main
+from frugalign.config import load_config
 from tests.conftest import preference_rows
 
 TRAIN = ["--learning-rate", "2e-3", "--batch-size", "8", "--num-epochs", "3", "--warmup-ratio", "0",
@@ -209,5 +210,5 @@ def test_auto_layout_on_the_cpu_is_the_dense_shared_prefix():
     from frugalign.training.dpo import PairScorer
 
     model = tiny_causal_lm(40)
-    assert PairScorer(DPOConfig(output_dir="unused"), model, 0).layout == "shared-prefix"
+    assert PairScorer(load_config(DPOConfig, output_dir="unused"), model, 0).layout == "shared-prefix"
     assert model.config._attn_implementation == "sdpa"  # only the flex layouts switch the attention
