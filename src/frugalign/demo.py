@@ -55,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
     console.rule("[bold]frugalign demo, part 1: DPO on the arith gold-oracle task")
     console.print("A tiny model answers additions like '23+58='; the gold reward grades its answers. "
                   "We label its sampled answer pairs with a simulated annotator and train DPO on them.")
-    bench_args = argparse.Namespace(task="arith", quick=False, seeds=[0], tau=0.0, loss="dpo", learning_rate=None,
-                                    num_epochs=None, curve_points=4, out=str(out / "arith-dpo.json"))
-    dpo_bench.run(bench_args)
+    # the bench's own parser: the demo runs `frugalign bench dpo` with these flags and every other option's default
+    parser = argparse.ArgumentParser()
+    dpo_bench.add_arguments(parser)
+    dpo_bench.run(parser.parse_args(["--task", "arith", "--seeds", "0", "--curve-points", "4",
+                                     "--out", str(out / "arith-dpo.json")]))
 
     if not args.skip_smollm2:
         console.rule("[bold]part 2: `frugalign dpo` on the embedded SmolLM2-135M-Instruct")

@@ -206,7 +206,8 @@ def supports_shared_prefix(model, layout: str = "shared-prefix") -> bool:
         plain = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0).items()})
         shared = pair_logps(model, {k: v.to(device) for k, v in pair_batch(prompts, firsts, seconds, 0, layout).items()},
                             head)
-    except (TypeError, ValueError, RuntimeError):  # a model or kernel that refuses the mask or position ids
+    except (TypeError, ValueError, RuntimeError, ImportError):  # a model or kernel that refuses the mask or position
+        # ids, or a torch without FlexAttention (before 2.5)
         return False
     finally:
         model.train(training)

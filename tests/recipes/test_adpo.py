@@ -249,7 +249,6 @@ def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothin
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     bought_by_round = {int(m["round"]): m["queries"] for m in metrics}  # the last line of each round
     assert bought_by_round == {1: 8.0, 2: 16.0, 3: 20.0}
-    # three rounds score the pool, the reference only in the first: its log-probs do not change
     # three rounds score the 48-row pool, the frozen reference only in the first: one pass of batches of 8
     assert len(scored_in_eval) == 48 // 8
     trained = AutoModelForCausalLM.from_pretrained(out / "model")
@@ -262,6 +261,35 @@ def test_apl_buys_its_budget_in_rounds_of_the_batch_size_and_a_rerun_buys_nothin
     other = [str(tmp_path / "other") if arg == str(out) else arg for arg in command]
     assert main([*other, "--ledger", str(ledger)]) == 0
     assert queried(ledger) == min(40, UNIQUE) and votes_per_pair(ledger) == [1] * min(40, UNIQUE)
+
+
+def test_apl_scores_a_pair_that_stands_twice_each_way_round_with_its_own_reference(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch):
+    import frugalign.recipes.adpo as adpo_recipe
+
+    rows = preference_rows(8)
+    data = tmp_path / "twice.jsonl"  # each pair twice: the pool shows some of them once a-b, once b-a
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows + rows))
+    seen = []
+    acquire = adpo_recipe.apl_acquire
+
+    def spy(ids, entropy, margins, taken, size, oversample):
+        seen.append((list(ids), list(margins)))
+        return acquire(ids, entropy, margins, taken, size, oversample)
+
+    monkeypatch.setattr(adpo_recipe, "apl_acquire", spy)
+    assert main(["adpo", "--mode", "apl", "--model", str(tiny_model_dir), "--dataset", str(data), "--output-dir",
+                 str(tmp_path / "apl"), "--max-queries", "6", "--acquisition-batch-size", "2", *TRAIN]) == 0
+    assert len(seen) == 3  # rounds 2 and 3 use the reference's scores of round 1
+    flipped = 0
+    for ids, margins in seen:
+        by_pair = {}
+        for pid, m in zip(ids, margins):
+            by_pair.setdefault(pid, []).append(m)
+        for first, second in (ms for ms in by_pair.values() if len(ms) == 2):
+            assert abs(abs(first) - abs(second)) < 1e-4  # the same pair, the same confidence, whichever way round
+            flipped += first * second < 0
+    assert flipped  # some pair stood both ways round after training moved the margins
 
 
 def test_random_buys_uniform_pairs_in_apls_rounds_the_same_for_a_seed(tmp_path, tiny_model_dir, preference_file):

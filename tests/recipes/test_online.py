@@ -202,6 +202,16 @@ def test_cli_needs_a_reward_model(tmp_path, tiny_model_dir, capsys):
     assert "--reward-model" in capsys.readouterr().err
 
 
+def test_several_processes_are_refused_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    from frugalign.cli import main
+
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "say aa?"}) + "\n")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as `accelerate launch --num_processes 2` sets it
+    assert main(["online", "--model", "no/such-model", "--dataset", str(tmp_path / "p.jsonl"), "--reward-model",
+                 "no/such-reward-model", "--output-dir", str(tmp_path / "o")]) == 2
+    assert "runs in one process" in capsys.readouterr().err
+
+
 def tiny_reward_model(path, tokenizer):
     import torch
     from transformers import LlamaForSequenceClassification

@@ -61,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-agreement", type=float, default=0.75,
                         help="ADPO: lower 95%% Wilson bound of the audit agreement needed to pseudo-label")
     parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
-    parser.add_argument("--acquisition-batch-size", type=int, default=32, help="APL: labels bought per round")
+    parser.add_argument("--acquisition-batch-size", type=int, default=32, help="APL and random: labels bought per round")
     parser.add_argument("--apl-epochs-per-round", type=int, default=1,
-                        help="APL: epochs on all labels so far after each round but the last (that one: the task's)")
+                        help="APL and random: epochs on all labels so far after each round but the last (that one: the task's)")
     parser.add_argument("--random-budgets", type=float, nargs="*", default=[], metavar="FRACTION",
                         help="also random at these fractions of DPO's labels (e.g. 0.25 0.5): uniform sampling's final "
                              "gold reward against its budget")
@@ -109,7 +109,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     final = curve[-1]
     ledger.close()
     params = {"tau": args.tau, "gamma": args.gamma if "adpo" in mode else None}
-    if mode == "apl":
+    if mode in BUDGETED:
         params.update(acquisition_batch_size=args.acquisition_batch_size, apl_epochs_per_round=args.apl_epochs_per_round)
     return {"method": mode, "seed": seed, "params": params,
             "gold_reward": final["gold_reward"], "gold_reward_ci95": final["gold_reward_ci95"], "kl": final["kl"],

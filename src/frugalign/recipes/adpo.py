@@ -278,7 +278,8 @@ def train_adpo(
             metrics["round"] = float(state.round)
         return loss, metrics
 
-    pool_reference: dict[int, tuple[float, float]] = {}  # the reference is frozen: the pool's scored once a run
+    # per row of the pool (a pair may stand in it twice, each way round): the frozen reference scores it once a run
+    pool_reference: list[tuple[float, float]] = []
 
     @torch.no_grad()
     def score_pool(model) -> tuple[list[float], list[float]]:
@@ -290,12 +291,11 @@ def train_adpo(
             tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                      [r["b_ids"] for r in batch], engine.device)
             a, b = scorer(model, tensors)
-            if any(r["pair_id"] not in pool_reference for r in batch):
+            if len(pool_reference) < start + len(batch):
                 ref_a, ref_b = reference.live(model, tensors)
-                pool_reference.update((r["pair_id"], (x, y)) for r, x, y in zip(batch, ref_a.sum.tolist(),
-                                                                                 ref_b.sum.tolist()))
-            ref_a_sum, ref_b_sum = (torch.tensor([pool_reference[r["pair_id"]][k] for r in batch], device=a.sum.device)
-                                    for k in (0, 1))
+                pool_reference.extend(zip(ref_a.sum.tolist(), ref_b.sum.tolist()))
+            ref_a_sum, ref_b_sum = (torch.tensor([pool_reference[start + i][k] for i in range(len(batch))],
+                                                 device=a.sum.device) for k in (0, 1))
             margins += (config.loss.beta * losses.pair_margin(a.sum, b.sum, ref_a_sum, ref_b_sum)).tolist()
             for row, mean_a, mean_b in zip(batch, a.mean.tolist(), b.mean.tolist()):
                 pair = row["pair"]

@@ -107,6 +107,7 @@ def run_online(config: OnlineConfig, policy, tokenizer, prompts: list[str], scor
                on_iteration: Callable[[int, object], dict] | None = None) -> tuple[object, list[dict]]:
     """The online loop. `scorer(prompts, responses)` returns rewards (a reward model, a gold oracle);
     `on_iteration(t, policy)` may return extra metrics for the iteration's record (benches: gold reward)."""
+    refuse_several_processes()
     out = Path(config.train.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(config.train.seed)
@@ -306,8 +307,17 @@ def train_iteration(config: OnlineConfig, policy, tokenizer, pool: PromptPool, t
         reference=config.reference,
         loss=DPOLossOptions(loss="ipo" if loss.loss == "ipo" else "dpo", beta=loss.beta,
                             label_smoothing=loss.label_smoothing, shared_prefix=loss.shared_prefix))
-    policy, _ = train_dpo(dpo, policy, tokenizer, rows, engine=Engine(dpo))
-    return policy
+    engine = Engine(dpo)
+    policy, _ = train_dpo(dpo, policy, tokenizer, rows, engine=engine)
+    return engine.unwrap(policy)  # the model itself: it is sampled from and saved
+
+
+def refuse_several_processes() -> None:
+    """Online DPO runs in one process: every process would sample the same prompts and write the same pool,
+    journal and iterates (its sampling and pool are not shared out between processes)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("frugalign online runs in one process (its sampling, pool and journal are not shared between "
+                        "processes): launch it without a multi-process accelerate config")
 
 
 def run(config: OnlineConfig) -> list[dict]:
@@ -317,6 +327,7 @@ def run(config: OnlineConfig) -> list[dict]:
 
     if not config.online.reward_model:
         raise UserError("frugalign online needs --reward-model (a checkpoint from `frugalign reward`)")
+    refuse_several_processes()  # before any model loads
     tokenizer = models.load_tokenizer(config.model.model)
     prompts = load_prompts(config, tokenizer)
     rm, rm_tokenizer = models.load_reward_model(config.online.reward_model), models.load_tokenizer(config.online.reward_model)

@@ -217,8 +217,10 @@ def run_iterations(config: AIHFConfig | SPINConfig, name: str, need_preferences:
     policy = models.load_causal_lm(config.model.model)
     policy, records = train_aihf(config, policy, tokenizer, demos, preferences)
     path = Path(config.train.output_dir) / "model"
-    policy.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    (Path(config.train.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
-    report(config, name, records, len(preferences), path)
+    if is_main_process():  # every process holds the same final policy; one writes it
+        policy.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        (Path(config.train.output_dir) / "iterations.json").write_text(json.dumps(records, indent=2))
+        report(config, name, records, len(preferences), path)
+    PartialState().wait_for_everyone()
     return records

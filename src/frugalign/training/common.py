@@ -9,11 +9,11 @@ from collections.abc import Callable
 import torch
 
 from frugalign import models
+from frugalign.config import Config
 from frugalign.console import console, is_main_process
 from frugalign.data import load_rows
 from frugalign.engine import Engine
 from frugalign.errors import UserError
-from frugalign.recipes.configs import DatasetOptions, LoRAOptions
 
 
 def read_training_rows(config, tokenizer, parse, tokenize) -> tuple[list[dict], list[dict]]:
@@ -69,7 +69,7 @@ def hold_out(rows: list, fraction: float, seed: int) -> tuple[list, list]:
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def load_policy(config: LoRAOptions, engine: Engine):
+def load_policy(config: Config, engine: Engine):
     """The policy to train, in float32 (the engine's mixed precision casts activations), with LoRA
     adapters when lora_r > 0 (then only the adapters train)."""
     model = models.load_causal_lm(config.model.model, gradient_checkpointing=config.train.gradient_checkpointing)
@@ -93,7 +93,7 @@ def to_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[st
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-def load_prompts(config: DatasetOptions, tokenizer) -> list[str]:
+def load_prompts(config: Config, tokenizer) -> list[str]:
     """Prompts from `prompt` rows: messages rendered with the chat template; strings too, by the
     --chat-template rule (as training rows are)."""
     from frugalign.data import load_rows

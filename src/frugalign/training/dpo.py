@@ -72,12 +72,15 @@ class PairScorer:
         low_precision_gpu = torch.cuda.is_available() and resolve_mixed_precision(config.train.mixed_precision) != "no"
         wanted = {"on": "shared-prefix", "off": "padded", "flex": "flex", "packed": "packed",
                   "auto": "padded" if low_precision_gpu else "shared-prefix"}[config.loss.shared_prefix]
+        before = policy.config._attn_implementation
         if wanted in FLEX_LAYOUTS:
             require_flex_backward(policy.get_output_embeddings().weight.device)  # before any compute
             policy.set_attn_implementation("flex_attention")  # only FlexAttention reads a BlockMask
         # logits = output layer(last hidden state), the layout's mask honoured
         usable = supports_shared_prefix(policy, "shared-prefix" if wanted == "padded" else wanted)
         self.layout = wanted if usable else "padded"
+        if wanted in FLEX_LAYOUTS and not usable:
+            policy.set_attn_implementation(before)  # padded rows keep the model's own attention kernel
         self.head = policy.get_output_embeddings() if usable else None
 
     def tensors(self, prompts, firsts, seconds, device) -> dict[str, torch.Tensor]:
