@@ -321,7 +321,8 @@ def run(args: argparse.Namespace) -> int:
         reach = s[m].get("labels_to_reach_dpo_interval")
         paired = s[m].get("minus_random")
         table[m] = (f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries, "
-                    + (f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
+                    + ("" if "dpo_interval_low" not in s  # no dpo run: no interval to reach
+                       else f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
                     + (f", {paired['mean']:+.3f}" + (f" ± {paired['ci95']:.3f}" if paired["ci95"] is not None else "")
                        + f" vs {budget_rival(m)} (paired by seed)" if paired else ""))
     if "adpo_query_fraction" in s:

@@ -138,8 +138,10 @@ class BenchRuns:
             raise UserError(f"{source}: a bench result without the options it was run with (written by an older "
                             "frugalign), nothing to resume: another --out runs the bench again")
         theirs = saved["options"]
-        # the seeds may differ: a run is one seed's, and the result is made of the seeds asked for now
-        differ = sorted(k for k in set(theirs) | set(self.options) if k != "seeds" and theirs.get(k) != self.options.get(k))
+        # the seeds may differ (a run is one seed's, and the result is made of the seeds asked for now), and --out
+        # (the files may have been moved: they are found beside it)
+        differ = sorted(k for k in set(theirs) | set(self.options)
+                        if k not in ("seeds", "out") and theirs.get(k) != self.options.get(k))
         if saved.get("bench") != self.bench or differ:
             raise UserError(f"{source}: written by `bench {saved.get('bench')}` with other options "
                             f"({', '.join(differ) or 'bench'}): resume with the same ones, or choose another --out")
