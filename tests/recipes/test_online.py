@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -264,6 +263,20 @@ def test_resume_in_the_scoring_phase_scores_each_batch_once(tmp_path, task, monk
     assert records[0]["generated"] == 40 and records[0]["generated_after_resume"] == 0
 
 
+SIGKILL_AFTER_SIX_SAMPLED = """
+import os, signal, sys
+from frugalign.recipes import online
+append = online.append_journal
+def append_then_die(path, entries):
+    append(path, entries)
+    if path.name == "samples-iter0.jsonl" and sum('"texts"' in x for x in path.read_text().splitlines()) >= 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+online.append_journal = append_then_die
+from frugalign.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_kill_9_in_the_generation_phase_then_resume_generates_nothing_twice(tmp_path, tiny_model_dir, tokenizer):
     rm = tiny_reward_model(tmp_path / "rm", tokenizer)
@@ -273,13 +286,12 @@ def test_kill_9_in_the_generation_phase_then_resume_generates_nothing_twice(tmp_
     cmd = [sys.executable, "-m", "frugalign", "online", "--model", str(tiny_model_dir), "--dataset", str(tmp_path / "p.jsonl"),
            "--reward-model", str(rm), "--output-dir", str(out), "--iterations", "2", "--rho", "0.5",
            "--generation-batch-size", "2", "--max-new-tokens", "48", "--batch-size", "8"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, COLUMNS="200"))
+    # the process kills itself (SIGKILL) once iteration 0's journal holds 6 prompts' samples: the same point on any
+    # machine, where a kill sent by a polling test landed wherever the load put it
+    killed = subprocess.run([sys.executable, "-c", SIGKILL_AFTER_SIX_SAMPLED, *cmd[3:]], capture_output=True, text=True,
+                            env=dict(os.environ, COLUMNS="200"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     journal = out / "samples-iter0.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (journal.exists() and len(journal.read_text().splitlines()) >= 6):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     generated = [json.loads(x)["index"] for x in journal.read_text().splitlines() if "texts" in x]
     assert 6 <= len(generated) < len(prompts), "the kill must land inside the generation phase"
     resumed = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"))
