@@ -42,6 +42,35 @@ def test_bench_dpo_quick_writes_the_schema(tmp_path, monkeypatch):
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
+def test_bench_dpo_trains_each_loss_asked_from_the_base_on_the_same_pool(tmp_path, monkeypatch):
+    monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "losses.json"
+    parser = argparse.ArgumentParser()
+    dpo_bench.add_arguments(parser)
+    args = parser.parse_args(["--task", "arith", "--quick", "--curve-points", "1", "--loss", "ipo", "simpo", "orpo", "kto",
+                              "--simpo-beta", "2.5", "--orpo-lambda", "0.2", "--out", str(out)])
+    assert dpo_bench.run(args) == 0
+    result = json.loads(out.read_text())
+    by = {r["method"]: r for r in result["runs"]}
+    assert list(by) == ["base", "ipo", "simpo", "orpo", "kto"]
+    assert len({r["queries"] for r in result["runs"][1:]}) == 1  # every loss saw the same labelled pool
+    assert by["simpo"]["params"]["beta"] == 2.5 and by["orpo"]["params"]["beta"] == 0.2
+    assert by["ipo"]["params"]["beta"] == by["kto"]["params"]["beta"] == 0.1  # the task's beta
+    # KTO trains on twice as many rows (each pair split in two) and its curve counts pairs, not rows
+    assert by["kto"]["curve"][-1]["pairs_seen"] == pytest.approx(by["ipo"]["curve"][-1]["pairs_seen"], abs=16)
+    for method in ("ipo", "simpo", "orpo", "kto"):
+        row = result["summary"][method]
+        assert by[method]["kl"] > 0 and by[method]["gold_reward"] != by["base"]["gold_reward"]
+        assert row["minus_base"]["mean"] == pytest.approx(by[method]["gold_reward"] - by["base"]["gold_reward"])
+
+
+def test_kto_rows_of_the_pool_make_the_chosen_completion_desirable_and_the_rejected_not(tokenizer):
+    task = types.SimpleNamespace(tokenizer=tokenizer, name="t")
+    rows = dpo_bench.tokenize_unpaired(task, [{"prompt": "2+2=", "chosen": "4", "rejected": "5"}])
+    assert [(tokenizer.decode(r["completion_ids"], skip_special_tokens=True).strip(), r["desirable"]) for r in rows] == [
+        ("4", True), ("5", False)]
+
+
 def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(tmp_path, monkeypatch):
     from frugalign.bench import adpo as adpo_bench
 

@@ -55,8 +55,9 @@ def per_row_means(sums: dict[str, float]) -> dict[str, float]:
 
 
 def train_kto(config: KTOConfig, policy, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None = None,
-              engine: Engine | None = None) -> tuple[object, TrainResult]:
-    """Train `policy` on tokenized labelled rows (the Python API behind `frugalign kto`)."""
+              engine: Engine | None = None, eval_fn=None) -> tuple[object, TrainResult]:
+    """Train `policy` on tokenized labelled rows (the Python API behind `frugalign kto`), evaluated on
+    `eval_rows`, or `eval_fn(model) -> metrics` when given (a bench's gold-reward evaluation)."""
     engine = engine or Engine(config)
     policy = policy.to(engine.device)
     pad_id = tokenizer.pad_token_id
@@ -118,7 +119,9 @@ def train_kto(config: KTOConfig, policy, tokenizer, train_rows: list[dict], eval
         rows = max(1.0, totals["rows"])
         return {"loss": totals["loss"] / rows, "kl": totals["kl"] / rows, **per_row_means(totals)}
 
-    return engine.fit(policy, train_rows, step, evaluate if eval_rows else None, description="kto",
+    if eval_fn is None and eval_rows:
+        eval_fn = evaluate
+    return engine.fit(policy, train_rows, step, eval_fn, description="kto",
                       eval_steps=config.eval.eval_steps)
 
 
