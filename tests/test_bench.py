@@ -122,7 +122,7 @@ def test_bench_adpo_runs_the_modes_asked_and_apl_beside_random_at_each_budget(tm
 
 def test_paired_difference_pairs_runs_by_seed():
     from frugalign.bench.common import paired_difference
-    from frugalign.bench.results import ci95
+    from frugalign.stats import ci95
 
     mine = [{"seed": s, "gold_reward": g} for s, g in ((0, 0.5), (1, 0.7), (2, 0.6), (3, 0.9))]
     theirs = [{"seed": s, "gold_reward": g} for s, g in ((2, 0.3), (0, 0.4), (1, 0.7))]  # another order; no seed 3

@@ -65,7 +65,16 @@ def test_reward_accuracy_on_held_out_pairs(tmp_path, tiny_model_dir, tokenizer, 
     assert main(["eval", "reward", "--reward-model", str(rm), "--dataset", str(preference_file), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["pairs"] == len(preference_rows(48)) and 0.0 <= result["accuracy"] <= 1.0
-    assert result["accuracy_ci95"] > 0
+    low, high = result["accuracy_ci95"]
+    assert 0.0 <= low <= result["accuracy"] <= high <= 1.0 and high > low
+
+
+def test_reward_accuracy_interval_is_wilsons_not_zero_wide_when_every_pair_is_right():
+    from frugalign.stats import wilson_interval
+
+    low, high = wilson_interval(12, 12)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7575, abs=1e-3)  # Wald's would be 1 +- 0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
 @pytest.mark.slow

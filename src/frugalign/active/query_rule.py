@@ -16,8 +16,9 @@ pseudo-labelled, no audits.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
+
+from frugalign.stats import wilson_interval
 
 ASK, AUDIT, PSEUDO, SKIP = "ask", "audit", "pseudo", "skip"
 Z_ONE_SIDED_95 = 1.6449
@@ -26,12 +27,7 @@ Z_ONE_SIDED_95 = 1.6449
 def wilson_lower_bound(successes: int, n: int, z: float = Z_ONE_SIDED_95) -> float:
     """Lower end of the Wilson score interval of a proportion: 0 without observations; it rises with n,
     so that 3 agreements of 3 count for less than 30 of 30."""
-    if n == 0:
-        return 0.0
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
+    return wilson_interval(successes, n, z)[0]
 
 
 def pseudo_label(confidence: float) -> int:

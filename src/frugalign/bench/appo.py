@@ -23,8 +23,9 @@ import time
 import numpy as np
 
 from frugalign.bandit import make_bandit, simulate
-from frugalign.bench.results import ci95, machine_info, write_results
+from frugalign.bench.results import machine_info, write_results
 from frugalign.console import console, progress_bar, progress_line, summary_table
+from frugalign.stats import ci95
 
 LEARNERS = ("appo", "always", "informative", "random")
 # the target of the Gamma sweep: APPO asks at most this share of informative's queries ...

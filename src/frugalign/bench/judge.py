@@ -11,7 +11,6 @@ half of the pairs it is surest of (is the probability usable as a confidence?)."
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from frugalign.bench.common import add_task_arguments, bench_task
 from frugalign.bench.results import machine_info, write_results
 from frugalign.console import console, progress_bar, progress_line, summary_table
 from frugalign.data import UnlabelledPair
+from frugalign.stats import wilson_interval
 
 MODES = ("text", "logprobs")
 
@@ -33,16 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="requests in flight")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--out", default="bench-judge.json", help="result JSON (a PNG is written beside it)")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (sensible at small n and near 0 or 1)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (centre - half, centre + half)
 
 
 def gold_pairs(task, n: int) -> list[tuple[UnlabelledPair, int]]:
@@ -86,7 +76,7 @@ def judge_pairs(judge, pairs: list[tuple[UnlabelledPair, int]], mode: str, concu
 def summarise(records: list[dict], stats, seconds: float) -> dict:
     given = [r for r in records if r["label"] not in (None, 0)]
     agree = sum(r["label"] == r["gold"] for r in given)
-    low, high = wilson(agree, len(given))
+    low, high = wilson_interval(agree, len(given))
     out = {"pairs": len(records), "verdicts": len(given), "ties": sum(r["label"] == 0 for r in records),
            "failed": sum(r["label"] is None for r in records),
            "agreement": agree / len(given) if given else None, "agreement_ci95": [low, high],

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
-
-import numpy as np
 
 
 def machine_info() -> dict:
@@ -19,17 +16,6 @@ def machine_info() -> dict:
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
     }
-
-
-def ci95(values) -> float:
-    """Half-width of the 95% interval of the mean from the t distribution with n-1 degrees of freedom
-    (at 3 seeds 4.30 standard errors, not the normal 1.96); 0 for fewer than two values."""
-    from scipy.stats import t
-
-    values = np.asarray(list(values), dtype=float)
-    if values.size < 2:
-        return 0.0
-    return float(t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
 
 
 def write_results(path: str | Path, result: dict) -> Path:

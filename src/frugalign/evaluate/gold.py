@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from frugalign.bench.results import ci95
+from frugalign.stats import ci95
 
 if TYPE_CHECKING:  # imported where used: `frugalign eval gold --help` must not load torch (cli.py)
     import torch
