@@ -93,7 +93,9 @@ def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(
                                                           for i in range(-(-by["adpo"]["queries"] // 16))]
     assert by["adpo"]["pseudo_labelled"] > 0 and by["adpo"]["pseudo_label_agreement"] is not None
     assert all(r["curve"] and r["curve"][-1]["queries"] == r["queries"] for r in result["runs"])
-    assert "adpo_query_fraction" in result["summary"] and "apl_minus_random" in result["summary"]
+    summary = result["summary"]
+    assert "adpo_query_fraction" in summary and summary["apl"]["minus_random"]["seeds"] == 1
+    assert summary["apl"]["minus_adpo"]["mean"] == pytest.approx(by["apl"]["gold_reward"] - by["adpo"]["gold_reward"])
     assert "curve" in result["summary"]["apl"] and out.with_suffix(".png").exists()
 
 

@@ -178,17 +178,13 @@ def summarise(runs: list[dict]) -> dict:
             continue
         summary[mode] = {**gold_over_seeds(mine), "queries": float(np.mean([r["queries"] for r in mine])),
                          "pseudo_labelled": float(np.mean([r["pseudo_labelled"] for r in mine]))}
-    dpo, adpo, rnd = summary.get("dpo"), summary.get("adpo"), summary.get("random")
+    dpo, adpo = summary.get("dpo"), summary.get("adpo")
     if dpo and adpo:
         summary["adpo_query_fraction"] = adpo["queries"] / dpo["queries"]
         summary["adpo_within_or_above_dpo_interval"] = adpo["gold_reward"] >= dpo["gold_reward"] - dpo["gold_reward_ci95"]
-    if adpo and rnd:
-        summary["adpo_minus_random"] = adpo["gold_reward"] - rnd["gold_reward"]
-    apl = summary.get("apl")
-    if apl and adpo:
-        summary["apl_minus_adpo"] = apl["gold_reward"] - adpo["gold_reward"]
-    if apl and rnd:
-        summary["apl_minus_random"] = apl["gold_reward"] - rnd["gold_reward"]
+    if adpo and "apl" in summary:  # the two opposite bets at the same budget, paired by seed
+        summary["apl"]["minus_adpo"] = paired_difference([r for r in runs if r["method"] == "apl"],
+                                                         [r for r in runs if r["method"] == "adpo"])
     for mode in methods_of(runs):
         rival = budget_rival(mode)
         if mode in summary and rival in summary:
