@@ -317,11 +317,13 @@ def run(args: argparse.Namespace) -> int:
     for m in (m for m in names if m in s):
         reach = s[m].get("labels_to_reach_dpo_interval")
         paired = s[m].get("minus_random")
-        table[m] = (f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}, {s[m]['queries']:.0f} queries, "
-                    + ("" if "dpo_interval_low" not in s  # no dpo run: no interval to reach
-                       else f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
-                    + (f", {paired['mean']:+.3f}" + (f" ± {paired['ci95']:.3f}" if paired["ci95"] is not None else "")
-                       + f" vs {budget_rival(m)} (paired by seed)" if paired else ""))
+        parts = [f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}", f"{s[m]['queries']:.0f} queries"]
+        if "dpo_interval_low" in s:  # no dpo run: no interval to reach
+            parts.append(f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
+        if paired:
+            parts.append(f"{paired['mean']:+.3f}" + (f" ± {paired['ci95']:.3f}" if paired["ci95"] is not None else "")
+                         + f" vs {budget_rival(m)} (paired by seed)")
+        table[m] = ", ".join(parts)
     if "adpo_query_fraction" in s:
         table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"
     if "target" in s:
