@@ -88,7 +88,10 @@ def loss_run(args, task, seed: int, loss: str, pool: list[dict], ties: int, sett
     output_dir = str(workdir / f"{loss}-seed{seed}")
     if loss == "kto":
         rows = tokenize_unpaired(task, pool)
-        config = load_config(KTOConfig, output_dir=output_dir, seed=seed, logging_steps=10, **settings)
+        # twice the rows per step: a step is the same pairs (and sequences) as the pairwise losses' step, so every
+        # loss gets the same number of optimizer steps and the same schedule
+        config = load_config(KTOConfig, output_dir=output_dir, seed=seed, logging_steps=10,
+                             **{**settings, "batch_size": 2 * settings["batch_size"]})
         pairs_per_row = 0.5  # a pair is two of KTO's rows
     else:
         rows = tokenize_pool(task, pool)
@@ -146,7 +149,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, middle, frontier_ax) = plt.subplots(1, 3, figsize=(15, 4))
-    methods = list(result["summary"])
+    methods = [m for m, row in result["summary"].items() if isinstance(row, dict)]  # older results: a float `improvement` too
     means = [result["summary"][m]["gold_reward"] for m in methods]
     errors = [result["summary"][m]["gold_reward_ci95"] for m in methods]
     colours = [f"C{i}" for i in range(len(methods))]
@@ -163,7 +166,7 @@ def plot(result: dict, path: Path) -> None:
             pairs = [0] + [curves[0][i]["pairs_seen"] for i in range(points)]
             per_seed = [[c[i]["gold_reward"] for c in curves] for i in range(points)]
             gold = np.array([base] + [np.mean(v) for v in per_seed])
-            spread = np.array([0.0] + [ci95(v) if len(v) > 1 else 0.0 for v in per_seed])
+            spread = np.array([0.0] + [ci95(v) for v in per_seed])
             middle.plot(pairs, gold, marker="o", color=colour, label=method)
             middle.fill_between(pairs, gold - spread, gold + spread, color=colour, alpha=0.15)
     middle.set_xlabel("labelled pairs trained on (epochs revisit the pool)")
@@ -209,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
     for method, row in result["summary"].items():
         gain = row.get("minus_base")
         table[f"{method} gold reward"] = (f"{row['gold_reward']:.3f} ± {row['gold_reward_ci95']:.3f} (KL {row['kl']:.2f})"
-                                          + (f", {gain['mean']:+.3f} over base" if gain else ""))
+                                          + (f", {gain['mean']:+.3f}" if gain else "")
+                                          + (f" ± {gain['ci95']:.3f}" if gain and gain["ci95"] is not None else "")
+                                          + (" over base (paired by seed)" if gain else ""))
     console.print(summary_table(f"bench dpo · {args.task} · seeds {seeds}", {**table, "results": str(out), "plot": str(png)}))
     return 0
