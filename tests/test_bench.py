@@ -10,6 +10,7 @@ import torch
 from frugalign.bench import dpo as dpo_bench
 from frugalign.bench import throughput
 from frugalign.data import tokenize_preferences
+from frugalign.errors import UserError
 from frugalign.models import tiny_causal_lm
 
 
@@ -74,6 +75,15 @@ def test_bench_dpo_plot_redraws_a_result_written_before_several_losses(tmp_path)
                           "improvement": 0.1}}  # the float such results hold beside the methods
     dpo_bench.plot(result, tmp_path / "old.png")
     assert (tmp_path / "old.png").stat().st_size > 10_000
+
+
+def test_bench_dpo_refuses_beta_when_no_loss_reads_it(tmp_path):
+    parser = argparse.ArgumentParser()
+    dpo_bench.add_arguments(parser)
+    args = parser.parse_args(["--loss", "simpo", "orpo", "--beta", "2", "--out", str(tmp_path / "x.json")])
+    with pytest.raises(UserError, match="--simpo-beta"):
+        dpo_bench.run(args)
+    assert not list(tmp_path.iterdir())  # refused before any work
 
 
 def test_kto_rows_of_the_pool_make_the_chosen_completion_desirable_and_the_rejected_not(tokenizer):

@@ -26,6 +26,7 @@ from frugalign.bench.results import machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import LabelledCompletion, PreferenceExample, tokenize_labelled, tokenize_preferences
+from frugalign.errors import UserError
 from frugalign.evaluate.gold import gold_eval
 from frugalign.stats import ci95
 
@@ -180,6 +181,9 @@ def plot(result: dict, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.beta is not None and not {"dpo", "ipo", "kto"} & set(args.loss):
+        raise UserError("--beta sets the KL strength of dpo, ipo and kto, and none is in --loss: simpo's scale is "
+                        "--simpo-beta, orpo's weight --orpo-lambda")
     seeds = seeds_of(args)
     methods = ["base", *dict.fromkeys(args.loss)]
     done = BenchRuns("dpo", args)
