@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from frugalign.active.ledger import LabelLedger, is_postgres, shown
-from frugalign.bench.results import write_results
 from frugalign.console import console, print_summary
 from frugalign.errors import UserError
+from frugalign.results import write_results
 
 
 def add_arguments(sub) -> None:

@@ -35,12 +35,12 @@ from frugalign.bench.common import (
     seeds_of,
     task_settings,
 )
-from frugalign.bench.results import machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
 from frugalign.errors import UserError
 from frugalign.evaluate.gold import gold_eval
+from frugalign.results import machine_info
 from frugalign.stats import ci95
 
 MODES = ("dpo", "adpo", "adpo-nopl", "random", "apl")

@@ -29,11 +29,11 @@ from frugalign.bench.common import (
     seeds_of,
     task_settings,
 )
-from frugalign.bench.results import machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
 from frugalign.evaluate.gold import gold_eval
+from frugalign.results import machine_info
 from frugalign.stats import ci95
 
 METHODS = ("sft", "dpo", "ipo", "spin", "rlhf", "aihf-explicit", "aihf-dpo", "aihf-self-play")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from frugalign.active.ledger import LabelLedger
-from frugalign.bench.results import machine_info, write_results
 from frugalign.console import console, summary_table
 from frugalign.data import UnlabelledPair
 from frugalign.errors import UserError
+from frugalign.results import machine_info, write_results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from frugalign.bandit import make_bandit, simulate
-from frugalign.bench.results import machine_info, write_results
 from frugalign.console import console, progress_bar, progress_line, summary_table
+from frugalign.results import machine_info, write_results
 from frugalign.stats import ci95
 
 LEARNERS = ("appo", "always", "informative", "random")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from frugalign.bench.results import write_results
 from frugalign.errors import UserError
+from frugalign.results import write_results
 from frugalign.stats import ci95
 from frugalign.tasks import TASKS, Task, load_task
 

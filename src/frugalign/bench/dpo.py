@@ -22,12 +22,12 @@ from frugalign.bench.common import (
     seeds_of,
     task_settings,
 )
-from frugalign.bench.results import machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import LabelledCompletion, PreferenceExample, tokenize_labelled, tokenize_preferences
 from frugalign.errors import UserError
 from frugalign.evaluate.gold import gold_eval
+from frugalign.results import machine_info
 from frugalign.stats import ci95
 
 LOSSES = ("dpo", "ipo", "simpo", "orpo", "kto")

@@ -15,10 +15,10 @@ import random
 import tempfile
 from pathlib import Path
 
-from frugalign.bench.results import machine_info, write_results
 from frugalign.bench.throughput import load_model, make_text
 from frugalign.console import console, summary_table
 from frugalign.errors import UserError
+from frugalign.results import machine_info, write_results
 from frugalign.tasks import TASKS
 
 

@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 from frugalign.bench.common import add_task_arguments, bench_task
-from frugalign.bench.results import machine_info, write_results
 from frugalign.console import console, progress_bar, progress_line, summary_table
 from frugalign.data import UnlabelledPair
+from frugalign.results import machine_info, write_results
 from frugalign.stats import wilson_interval
 
 MODES = ("text", "logprobs")

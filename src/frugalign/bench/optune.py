@@ -26,10 +26,10 @@ from frugalign.bench.common import (
     plot_frontier,
     seeds_of,
 )
-from frugalign.bench.results import machine_info
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.evaluate.gold import gold_eval
+from frugalign.results import machine_info
 from frugalign.stats import ci95
 
 SELECTIONS = ("optune", "gap", "stale", "mixed", "random")

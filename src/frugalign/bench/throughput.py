@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from frugalign.bench.results import machine_info, write_results
 from frugalign.config import load_config
 from frugalign.console import console
 from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.errors import UserError
+from frugalign.results import machine_info, write_results
 
 if TYPE_CHECKING:  # torch and the recipes are imported in the functions that use them: `--help` must not load them (cli.py)
     import torch

@@ -79,8 +79,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """`frugalign eval gold`: gold reward on the task's held-out prompts and KL to the task's base policy."""
     from frugalign import models
-    from frugalign.bench.results import write_results
     from frugalign.console import console, summary_table
+    from frugalign.results import write_results
     from frugalign.tasks import load_task
 
     task = load_task(args.task, seed=args.seed)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from frugalign.bench.results import write_results
 from frugalign.console import console
 from frugalign.errors import UserError
+from frugalign.results import write_results
 
 # ARC, HellaSwag, TruthfulQA (mc2), MMLU, GSM8K, Winogrande: the papers' tables
 PAPER_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "truthfulqa_mc2", "mmlu", "gsm8k", "winogrande")

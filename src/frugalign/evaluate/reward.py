@@ -7,9 +7,9 @@ import argparse
 
 import numpy as np
 
-from frugalign.bench.results import write_results
 from frugalign.console import console, summary_table
 from frugalign.data import load_rows, preference_examples
+from frugalign.results import write_results
 from frugalign.stats import wilson_interval
 
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from frugalign.active.annotators import JudgeError, LLMJudge
-from frugalign.bench.results import write_results
 from frugalign.console import console, summary_table
 from frugalign.errors import UserError
 from frugalign.evaluate.generate import read_answers
+from frugalign.results import write_results
 
 Judge = Callable[[str, str, str], int]  # (prompt, first answer, second answer) -> +1 first better, -1, 0
 

@@ -1,4 +1,5 @@
-"""The result file of every bench (docs/benchmarks.md schema): machine description, intervals, JSON output."""
+"""Result files of the benches and evaluations (docs/benchmarks.md schema): written atomically, with the machine
+they were measured on."""
 
 from __future__ import annotations
 
