@@ -12,6 +12,7 @@ from frugalign.bench import throughput
 from frugalign.data import tokenize_preferences
 from frugalign.errors import UserError
 from frugalign.models import tiny_causal_lm
+from frugalign.stats import ci95
 
 
 def test_throughput_timers_measure_each_step(tokenizer):
@@ -121,6 +122,20 @@ def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(
     assert "curve" in result["summary"]["apl"] and out.with_suffix(".png").exists()
 
 
+def test_paired_curves_subtract_the_rival_at_each_number_of_labels_seed_by_seed():
+    from frugalign.bench.common import paired_curves
+
+    def run(seed, golds):
+        return {"seed": seed, "curve": [{"queries": 32 * (i + 1), "gold_reward": g} for i, g in enumerate(golds)]}
+
+    apl = [run(0, [0.2, 0.5]), run(1, [0.3, 0.4]), run(2, [0.1, 0.9])]
+    rnd = [run(0, [0.1, 0.2]), run(1, [0.1, 0.3])]  # seed 2 has no rival: left out
+    points = paired_curves(apl, rnd)
+    assert [p["queries"] for p in points] == [32, 64] and [p["seeds"] for p in points] == [2, 2]
+    assert points[0]["mean"] == pytest.approx(0.15) and points[1]["mean"] == pytest.approx(0.2)  # mode minus rival
+    assert points[1]["ci95"] == pytest.approx(ci95([0.3, 0.1]))
+
+
 def test_bench_adpo_runs_the_modes_asked_and_apl_beside_random_at_each_budget(tmp_path, monkeypatch):
     from frugalign.bench import adpo as adpo_bench
     from frugalign.errors import UserError
@@ -146,7 +161,6 @@ def test_bench_adpo_runs_the_modes_asked_and_apl_beside_random_at_each_budget(tm
 
 def test_paired_difference_pairs_runs_by_seed():
     from frugalign.bench.common import paired_difference
-    from frugalign.stats import ci95
 
     mine = [{"seed": s, "gold_reward": g} for s, g in ((0, 0.5), (1, 0.7), (2, 0.6), (3, 0.9))]
     theirs = [{"seed": s, "gold_reward": g} for s, g in ((2, 0.3), (0, 0.4), (1, 0.7))]  # another order; no seed 3

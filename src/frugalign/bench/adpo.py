@@ -30,6 +30,7 @@ from frugalign.bench.common import (
     add_task_arguments,
     bench_task,
     gold_over_seeds,
+    paired_curves,
     paired_difference,
     plot_frontier,
     seeds_of,
@@ -188,18 +189,21 @@ def summarise(runs: list[dict]) -> dict:
     for mode in methods_of(runs):
         rival = budget_rival(mode)
         if mode in summary and rival in summary:
-            summary[mode]["minus_random"] = paired_difference([r for r in runs if r["method"] == mode],
-                                                              [r for r in runs if r["method"] == rival])
+            mine, theirs = [r for r in runs if r["method"] == mode], [r for r in runs if r["method"] == rival]
+            summary[mode]["minus_random"] = paired_difference(mine, theirs)
+            summary[mode]["minus_random_curve"] = paired_curves(mine, theirs)
+    for mode in methods_of(runs):
+        curve = mean_curve(runs, mode)
+        if mode in summary and curve:
+            summary[mode]["curve"] = curve
     if dpo:
         # the level every mode is asked to reach: the lower end of DPO's final interval over seeds
         level = dpo["gold_reward"] - dpo["gold_reward_ci95"]
         summary["dpo_interval_low"] = level
         for mode in methods_of(runs):
-            curve = mean_curve(runs, mode)
-            if mode in summary and curve:
-                summary[mode]["curve"] = curve
-                summary[mode]["labels_to_reach_dpo_interval"] = labels_to_reach(curve, level)
-                summary[mode]["area_under_curve"] = area_under(curve, dpo["queries"])
+            if "curve" in summary.get(mode, {}):
+                summary[mode]["labels_to_reach_dpo_interval"] = labels_to_reach(summary[mode]["curve"], level)
+                summary[mode]["area_under_curve"] = area_under(summary[mode]["curve"], dpo["queries"])
         summary["target"] = meets_target(summary)
     return summary
 
@@ -233,14 +237,15 @@ def plot(result: dict, path: Path) -> None:
     fig, (ax, frontier_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
     colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f", "apl": "#9467bd"}
     s = result["summary"]
-    for mode in MODES:
+    for mode in methods_of(result["runs"]):  # a budget's runs (random@F, apl@F) dashed, in their mode's colour
         curve = mean_curve(result["runs"], mode)
         if curve:
             xs = [p["queries"] for p in curve]
             ys = np.array([p["gold_reward"] for p in curve])
             ci = np.array([p["gold_reward_ci95"] for p in curve])
-            ax.plot(xs, ys, marker="o", color=colors[mode], label=mode)
-            ax.fill_between(xs, ys - ci, ys + ci, color=colors[mode], alpha=0.12)
+            colour = colors[mode.split("@")[0]]
+            ax.plot(xs, ys, marker="o", color=colour, ls="--" if "@" in mode else "-", label=mode)
+            ax.fill_between(xs, ys - ci, ys + ci, color=colour, alpha=0.12)
     budgets = sorted((s[m]["queries"], s[m]["gold_reward"], s[m]["gold_reward_ci95"]) for m in s
                      if m.startswith("random@") or m == "random")
     if len(budgets) > 1:  # uniform sampling's final gold reward at each budget
@@ -248,7 +253,7 @@ def plot(result: dict, path: Path) -> None:
         ax.errorbar(xs, ys, yerr=ci, color="black", ls="--", marker="s", capsize=3, label="random, final, by budget")
     apl_budgets = sorted((s[m]["queries"], s[m]["gold_reward"], s[m]["gold_reward_ci95"]) for m in s
                          if m.startswith("apl@"))
-    if apl_budgets:
+    if len(apl_budgets) > 1:
         xs, ys, ci = (np.array(v) for v in zip(*apl_budgets))
         ax.errorbar(xs, ys, yerr=ci, color=colors["apl"], ls="--", marker="D", capsize=3, label="apl, final, by budget")
     low = s.get("dpo_interval_low")
@@ -323,6 +328,10 @@ def run(args: argparse.Namespace) -> int:
         if paired:
             parts.append(f"{paired['mean']:+.3f}" + (f" ± {paired['ci95']:.3f}" if paired["ci95"] is not None else "")
                          + f" vs {budget_rival(m)} (paired by seed)")
+        if len(s[m].get("minus_random_curve", [])) > 1:  # the difference at each round, not only the last
+            parts.append("by labels: " + "; ".join(
+                f"{p['queries']}: {p['mean']:+.3f}" + (f" ± {p['ci95']:.3f}" if p["ci95"] is not None else "")
+                for p in s[m]["minus_random_curve"]))
         table[m] = ", ".join(parts)
     if "adpo_query_fraction" in s:
         table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"

@@ -80,6 +80,20 @@ def paired_difference(runs: list[dict], others: list[dict]) -> dict | None:
     return {"mean": float(np.mean(diffs)), "ci95": ci95(diffs) if len(diffs) > 1 else None, "seeds": len(diffs)}
 
 
+def paired_curves(runs: list[dict], others: list[dict]) -> list[dict]:
+    """`runs` minus `others` at every number of labels both curves were evaluated at, paired by seed (a mode
+    and its rival at the same budget buy in the same rounds): per point, the queries, the mean difference of
+    gold rewards, its 95% t interval (None from one seed) and how many seeds."""
+    theirs = {(o["seed"], p["queries"]): p["gold_reward"] for o in others for p in o["curve"]}
+    diffs: dict[int, list[float]] = {}
+    for run in runs:
+        for point in run["curve"]:
+            if (run["seed"], point["queries"]) in theirs:
+                diffs.setdefault(point["queries"], []).append(point["gold_reward"] - theirs[run["seed"], point["queries"]])
+    return [{"queries": q, "mean": float(np.mean(d)), "ci95": ci95(d) if len(d) > 1 else None, "seeds": len(d)}
+            for q, d in sorted(diffs.items())]
+
+
 def frontier(runs: list[dict], label) -> dict[str, dict]:
     """Per method (`label(run)`), the seed mean of the final gold reward and KL with their t intervals."""
     out: dict[str, dict] = {}
