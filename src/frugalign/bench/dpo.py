@@ -215,9 +215,10 @@ def run(args: argparse.Namespace) -> int:
     table = {}
     for method, row in result["summary"].items():
         gain = row.get("minus_base")
-        table[f"{method} gold reward"] = (f"{row['gold_reward']:.3f} ± {row['gold_reward_ci95']:.3f} (KL {row['kl']:.2f})"
-                                          + (f", {gain['mean']:+.3f}" if gain else "")
-                                          + (f" ± {gain['ci95']:.3f}" if gain and gain["ci95"] is not None else "")
-                                          + (" over base (paired by seed)" if gain else ""))
+        text = f"{row['gold_reward']:.3f} ± {row['gold_reward_ci95']:.3f} (KL {row['kl']:.2f})"
+        if gain:
+            interval = f" ± {gain['ci95']:.3f}" if gain["ci95"] is not None else ""
+            text += f", {gain['mean']:+.3f}{interval} over base (paired by seed)"
+        table[f"{method} gold reward"] = text
     console.print(summary_table(f"bench dpo · {args.task} · seeds {seeds}", {**table, "results": str(out), "plot": str(png)}))
     return 0
