@@ -8,7 +8,7 @@ import yaml
 
 from frugalign.config import Config, add_config_arguments, load_config, options, part, to_dict
 from frugalign.errors import UserError
-from frugalign.recipes.configs import AIHFConfig, DPOConfig, OnlineConfig, OnlineOptions, RewardConfig, RLHFConfig, RLOOOptions
+from frugalign.options import AIHFConfig, DPOConfig, OnlineConfig, OnlineOptions, RewardConfig, RLHFConfig, RLOOOptions
 
 
 def parse(argv):

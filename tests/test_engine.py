@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from frugalign.config import TrainOptions, load_config
+from frugalign.config import load_config
 from frugalign.engine import Engine, lr_lambda
 from frugalign.models import tiny_causal_lm
-from frugalign.recipes.configs import DPOConfig, SFTConfig
+from frugalign.options import DPOConfig, SFTConfig, TrainOptions
 from frugalign.training.dpo import train_dpo
 from tests.conftest import preference_rows
 

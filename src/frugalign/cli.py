@@ -8,6 +8,7 @@ import importlib
 import os
 import sys
 
+from frugalign import options  # dataclasses only: the commands' flags, no torch
 from frugalign.errors import UserError
 from frugalign.rundir import prepare_run_dir
 
@@ -32,22 +33,20 @@ def _subcommands(parser: argparse.ArgumentParser, dest: str, metavar: str):
     return parser.add_subparsers(dest=dest, required=True, metavar=metavar, parser_class=_Command)
 
 
-def _train_command(sub, name: str, help: str, config: str, module: str, function: str = "run") -> None:
-    """`frugalign NAME`: flags from the config class in frugalign.recipes.configs; the recipe module
-    (torch) is imported when the command runs."""
+def _train_command(sub, name: str, help: str, config_cls: type, module: str) -> None:
+    """`frugalign NAME`: flags from its config class (frugalign.options, which loads no torch); the recipe
+    module (torch) is imported when the command runs."""
 
     def setup(parser: argparse.ArgumentParser) -> None:
         from frugalign.config import add_config_arguments, load_config
-        from frugalign.recipes import configs
 
-        config_cls = getattr(configs, config)
         parser.description = config_cls.__doc__
         add_config_arguments(parser, config_cls)
 
         def handler(args: argparse.Namespace):
             config = load_config(config_cls, args)
             prepare_run_dir(config, name, args.argv)  # before anything loads: a refused folder costs nothing
-            return getattr(importlib.import_module(module), function)(config)
+            return importlib.import_module(module).run(config)
 
         parser.set_defaults(handler=handler)
 
@@ -95,22 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="frugalign", description="Data-efficient preference alignment.")
     sub = _subcommands(parser, "command", "COMMAND")
     R = "frugalign.recipes."
-    _train_command(sub, "sft", "supervised fine-tuning on demonstrations", "SFTConfig", R + "sft")
-    _train_command(sub, "dpo", "DPO / IPO on preference pairs, with per-pair weights", "DPOConfig", R + "dpo")
-    _train_command(sub, "kto", "KTO on completions labelled desirable or undesirable (unpaired feedback)", "KTOConfig",
+    _train_command(sub, "sft", "supervised fine-tuning on demonstrations", options.SFTConfig, R + "sft")
+    _train_command(sub, "dpo", "DPO, IPO, SimPO or ORPO on preference pairs, with per-pair weights", options.DPOConfig,
+                   R + "dpo")
+    _train_command(sub, "kto", "KTO on completions labelled desirable or undesirable (unpaired feedback)", options.KTOConfig,
                    R + "kto")
     _train_command(sub, "reward", "a Bradley-Terry reward model (default: the embedded MiniLM encoder)",
-                   "RewardConfig", R + "reward")
-    _train_command(sub, "online", "online DPO with OPTune's selective regeneration and wDPO", "OnlineConfig",
+                   options.RewardConfig, R + "reward")
+    _train_command(sub, "online", "online DPO with OPTune's selective regeneration and wDPO", options.OnlineConfig,
                    R + "online")
-    _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs (APL: --mode apl)", "ADPOConfig",
-                   R + "adpo")
+    _train_command(sub, "adpo", "active-query DPO: ask the annotator only about uncertain pairs (APL: --mode apl)",
+                   options.ADPOConfig, R + "adpo")
     _train_command(sub, "spin", "SPIN: iterations of DPO of demonstrations against the previous iterate's samples",
-                   "SPINConfig", R + "spin")
+                   options.SPINConfig, R + "spin")
     _train_command(sub, "rlhf", "RLHF's policy stage: RLOO with a per-token KL penalty against a reward model",
-                   "RLHFConfig", R + "rlhf")
+                   options.RLHFConfig, R + "rlhf")
     _train_command(sub, "aihf", "AIHF: demonstrations and preferences together (--variant explicit|dpo|self-play)",
-                   "AIHFConfig", R + "aihf")
+                   options.AIHFConfig, R + "aihf")
 
     sub.add_parser("labels", help="the label ledger", setup=_labels)
     sub.add_parser("annotate", help="the annotation web app and pairwise human studies", setup=_annotate)

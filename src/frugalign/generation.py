@@ -17,7 +17,7 @@ from rich.progress import TextColumn
 
 from frugalign.console import progress_bar, progress_line
 from frugalign.errors import UserError
-from frugalign.recipes.configs import GenerationBackend
+from frugalign.options import GenerationBackend
 
 
 @dataclass

@@ -323,7 +323,7 @@ def test_random_buys_uniform_pairs_in_apls_rounds_the_same_for_a_seed(tmp_path, 
 
 
 def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
-    from frugalign.recipes.configs import ADPOConfig
+    from frugalign.options import ADPOConfig
 
     with pytest.raises(UserError, match="mode apl needs a budget"):
         load_config(ADPOConfig, mode="apl")

@@ -15,7 +15,7 @@ from frugalign.cli import main
 from frugalign.config import load_config
 from frugalign.data import Demonstration, PreferenceExample
 from frugalign.models import tiny_causal_lm
-from frugalign.recipes.configs import AIHFConfig, RLHFConfig
+from frugalign.options import AIHFConfig, RLHFConfig
 from frugalign.training.aihf import train_aihf
 from frugalign.training.rlhf import train_rlhf
 from tests.conftest import preference_rows

@@ -206,7 +206,7 @@ def test_flex_layouts_refuse_to_train_on_the_cpu_in_one_line(tmp_path, tiny_mode
 @pytest.mark.skipif(torch.cuda.is_available(), reason="auto's choice on the CPU")
 def test_auto_layout_on_the_cpu_is_the_dense_shared_prefix():
     from frugalign.models import tiny_causal_lm
-    from frugalign.recipes.configs import DPOConfig
+    from frugalign.options import DPOConfig
     from frugalign.training.dpo import PairScorer
 
     model = tiny_causal_lm(40)

@@ -67,7 +67,7 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
                seed: int, workdir: Path, iterations: int, backend: str = "hf") -> tuple[object, dict]:
     """Train a fresh copy of the base policy with `method`; return it and its costs."""
     # here, not above: `--help` must not load torch (cli.py)
-    from frugalign.recipes.configs import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SFTConfig
+    from frugalign.options import AIHFConfig, DPOConfig, RewardConfig, RLHFConfig, SFTConfig
     from frugalign.training.aihf import train_aihf
     from frugalign.training.dpo import train_dpo
     from frugalign.training.reward import score, train_reward

@@ -82,7 +82,7 @@ def loss_run(args, task, seed: int, loss: str, pool: list[dict], ties: int, sett
     """Train a copy of the base policy with `loss` on the whole labelled pool; gold reward and KL to the base
     at `--curve-points` points of training, in the run schema of docs/benchmarks.md."""
     # here, not above: `--help` must not load torch (cli.py)
-    from frugalign.recipes.configs import DPOConfig, KTOConfig
+    from frugalign.options import DPOConfig, KTOConfig
     from frugalign.recipes.kto import train_kto
     from frugalign.training.dpo import train_dpo
 

@@ -154,7 +154,7 @@ def clock() -> float:
 
 def time_frugalign(model, tokenizer, rows, precomputed: bool, steps: int, warmup: int, lr: float = LR,
                    precision: str = "fp32", trainable_layers: int = 0) -> list[float]:
-    from frugalign.recipes.configs import DPOConfig
+    from frugalign.options import DPOConfig
     from frugalign.training.dpo import train_dpo
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -11,7 +11,7 @@ from pathlib import Path
 from frugalign.data import load_rows
 from frugalign.data.formats import render_prompt, renders_strings
 from frugalign.errors import DataError
-from frugalign.recipes.configs import GenerationBackend
+from frugalign.options import GenerationBackend
 
 TASKS = ("arith", "sentiment")
 PROMPT_COLUMNS = ("prompt", "instruction", "question", "turns")  # TRL, AlpacaEval, MT-Bench question files

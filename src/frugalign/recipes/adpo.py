@@ -42,7 +42,7 @@ from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlab
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import SequenceLogps
-from frugalign.recipes.configs import ADPOConfig
+from frugalign.options import ADPOConfig
 from frugalign.training.common import load_policy
 from frugalign.training.dpo import PairScorer, Reference, pair_losses
 

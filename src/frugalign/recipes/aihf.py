@@ -3,7 +3,7 @@ variants (docs/algorithms.md, section 5); the iterations are `training/aihf.py`'
 
 from __future__ import annotations
 
-from frugalign.recipes.configs import AIHFConfig
+from frugalign.options import AIHFConfig
 from frugalign.training.aihf import run_iterations
 
 

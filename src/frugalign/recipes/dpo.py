@@ -6,7 +6,7 @@ from __future__ import annotations
 from frugalign import models
 from frugalign.console import print_summary
 from frugalign.engine import Engine, TrainResult
-from frugalign.recipes.configs import DPOConfig
+from frugalign.options import DPOConfig
 from frugalign.training.common import load_policy
 from frugalign.training.dpo import load_preference_rows, train_dpo
 

@@ -20,7 +20,7 @@ from frugalign.data import labelled_completions, tokenize_labelled
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.logprobs import pad_sequences, sequence_logps
-from frugalign.recipes.configs import KTOConfig
+from frugalign.options import KTOConfig
 from frugalign.training.common import load_policy, read_training_rows, to_device
 
 # TRL's training metrics per class are sums and counts, so that a micro-batch without one class still averages

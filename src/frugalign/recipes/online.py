@@ -38,7 +38,7 @@ from frugalign.data import PreferenceExample, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
-from frugalign.recipes.configs import DPOConfig, DPOLossOptions, EpochOptions, OnlineConfig
+from frugalign.options import DPOConfig, DPOLossOptions, EpochOptions, OnlineConfig
 from frugalign.training.common import load_prompts
 from frugalign.training.dpo import train_dpo
 

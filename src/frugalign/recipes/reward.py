@@ -7,7 +7,7 @@ from frugalign import models
 from frugalign.console import console, is_main_process, print_summary
 from frugalign.data import load_rows, preference_examples
 from frugalign.engine import Engine, TrainResult
-from frugalign.recipes.configs import RewardConfig
+from frugalign.options import RewardConfig
 from frugalign.training.common import read_with_held_out
 from frugalign.training.reward import train_reward
 

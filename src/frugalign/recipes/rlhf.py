@@ -7,7 +7,7 @@ from frugalign import models
 from frugalign.console import print_summary
 from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
-from frugalign.recipes.configs import RLHFConfig
+from frugalign.options import RLHFConfig
 from frugalign.training.common import load_policy, load_prompts
 from frugalign.training.reward import score
 from frugalign.training.rlhf import train_rlhf

@@ -6,7 +6,7 @@ from frugalign import models
 from frugalign.console import print_summary
 from frugalign.data import demonstrations, tokenize_demonstrations
 from frugalign.engine import Engine, TrainResult
-from frugalign.recipes.configs import SFTConfig
+from frugalign.options import SFTConfig
 from frugalign.training.common import load_policy, read_training_rows
 from frugalign.training.sft import train_sft
 

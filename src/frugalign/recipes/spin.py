@@ -4,7 +4,7 @@ preferences (`training/aihf.py`)."""
 
 from __future__ import annotations
 
-from frugalign.recipes.configs import SPINConfig
+from frugalign.options import SPINConfig
 from frugalign.training.aihf import run_iterations
 
 

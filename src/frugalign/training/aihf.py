@@ -24,13 +24,12 @@ from pathlib import Path
 from accelerate import PartialState
 
 from frugalign import models
-from frugalign.config import TrainOptions
 from frugalign.console import console, format_duration, is_main_process, print_summary
 from frugalign.data import Demonstration, PreferenceExample, demonstrations, load_rows, preference_examples, tokenize_preferences
 from frugalign.engine import Engine
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
-from frugalign.recipes.configs import (
+from frugalign.options import (
     AIHFConfig,
     DPOConfig,
     DPOLossOptions,
@@ -38,6 +37,7 @@ from frugalign.recipes.configs import (
     RewardConfig,
     RLHFConfig,
     SPINConfig,
+    TrainOptions,
 )
 from frugalign.training.dpo import attach_reference_logps, train_dpo
 from frugalign.training.reward import score, train_reward

@@ -19,7 +19,7 @@ from frugalign import losses
 from frugalign.data import preference_examples, tokenize_preferences
 from frugalign.engine import Engine, TrainResult, resolve_mixed_precision
 from frugalign.logprobs import FLEX_LAYOUTS, SequenceLogps, pair_batch, pair_logps, require_flex_backward, supports_shared_prefix
-from frugalign.recipes.configs import DPOConfig
+from frugalign.options import DPOConfig
 from frugalign.training.common import mean_metrics, read_training_rows, to_device
 
 REFERENCE_FREE = ("simpo", "orpo")  # losses of the policy's own log-probs

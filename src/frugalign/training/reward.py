@@ -9,7 +9,7 @@ import torch
 
 from frugalign import losses
 from frugalign.engine import Engine, TrainResult
-from frugalign.recipes.configs import RewardConfig
+from frugalign.options import RewardConfig
 from frugalign.training.common import mean_metrics
 
 

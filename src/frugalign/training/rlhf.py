@@ -25,7 +25,7 @@ from frugalign.engine import Engine, TrainResult
 from frugalign.errors import UserError
 from frugalign.generation import open_generator
 from frugalign.logprobs import pad_sequences, sequence_logps
-from frugalign.recipes.configs import RLHFConfig
+from frugalign.options import RLHFConfig
 from frugalign.training.common import to_device
 
 Scorer = Callable[[list[str], list[str]], np.ndarray]

@@ -10,7 +10,7 @@ import torch
 from frugalign import losses
 from frugalign.engine import Engine, TrainResult
 from frugalign.logprobs import pad_sequences, token_logps
-from frugalign.recipes.configs import SFTConfig
+from frugalign.options import SFTConfig
 from frugalign.training.common import to_device
 
 

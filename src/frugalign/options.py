@@ -13,13 +13,78 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from frugalign.config import Config, EpochOptions, Options, TrainOptions, option, part
+from frugalign.config import Config, Options, option, part
 from frugalign.errors import UserError
 
 GenerationBackend = Literal["auto", "hf", "vllm"]
 
 
 # ---- the parts ----
+
+
+@dataclass
+class TrainOptions(Options):
+    """Options of the training engine, shared by every training command."""
+
+    output_dir: str | None = option(None, "the run's folder: checkpoints, metrics.jsonl, config.yaml and the final "
+                                          "model (default: runs/<command>-<timestamp>)")
+    overwrite: bool = option(False, "clear output_dir first when it holds another run (a label ledger is kept)")
+    learning_rate: float = option(1e-6, "peak learning rate")
+    optimizer: Literal["adamw", "rmsprop"] = option("adamw", "optimizer (OPTune used RMSprop)")
+    weight_decay: float = option(0.0, "decoupled weight decay (AdamW) / L2 (RMSprop)")
+    lr_scheduler: Literal["constant", "linear", "cosine"] = option("linear", "decay after warm-up")
+    warmup_ratio: float = option(0.1, "fraction of the optimizer steps spent warming up linearly from 0")
+    max_steps: int = option(-1, "optimizer steps to run; -1 means num_epochs passes")
+    batch_size: int = option(8, "rows per micro-batch on each process")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_grad_norm: float = option(1.0, "clip the gradient norm to this (0 disables clipping)")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = option(
+        "auto", "auto: bf16 on a GPU that supports it, fp32 otherwise (never bf16 on a CPU by default)"
+    )
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass to save memory")
+    trainable_layers: int = option(0, "train only the parameters inside the last N transformer blocks (embeddings, "
+                                      "output layer and lower blocks frozen; with LoRA, only their adapters); the "
+                                      "backward pass stops at the first of them, about 2x faster per step on a CPU "
+                                      "for a quarter of the blocks; 0 trains everything")
+    disable_dropout: bool = option(True, "set every dropout of the model to 0 before training, attention dropout "
+                                         "included (TRL's DPO default: the implicit reward is the same function of the "
+                                         "weights at every step, not a noisy one); false keeps the model's own")
+    save_steps: int = option(0, "write a resumable checkpoint every N optimizer steps (0: none)")
+    save_final_checkpoint: bool = option(False, "also write a resumable checkpoint at the end (optimizer state "
+                                                "included: about 3x the model; the final model is always saved)")
+    save_total_limit: int = option(2, "checkpoints to keep (the newest ones)")
+    logging_steps: int = option(1, "log metrics every N steps")
+    seed: int = option(0, "seed of the data order, initialisation of new layers and sampling")
+    resume: bool = option(False, "continue from the newest checkpoint in output_dir")
+    report_to: list[str] = option([], "extra trackers: tensorboard, wandb (metrics.jsonl is always written)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.trainable_layers < 0:
+            raise UserError(f"option trainable_layers must be 0 (all) or a number of blocks, got {self.trainable_layers}")
+        for name in ("batch_size", "gradient_accumulation_steps", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise UserError(f"option {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise UserError(f"option warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.learning_rate <= 0:
+            raise UserError(f"option learning_rate must be positive, got {self.learning_rate}")
+        for tracker in self.report_to:
+            if tracker not in ("tensorboard", "wandb"):
+                raise UserError(f"option report_to: unknown tracker '{tracker}' (tensorboard, wandb)")
+
+
+@dataclass
+class EpochOptions(Options):
+    """The engine's length of a run without max_steps; of every command but online DPO, whose passes are one
+    epoch each (OPTune's Algorithm 1)."""
+
+    num_epochs: int = option(1, "passes over the training rows (ignored when max_steps > 0)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_epochs < 1:
+            raise UserError(f"option num_epochs must be at least 1, got {self.num_epochs}")
 
 
 @dataclass
