@@ -1,32 +1,66 @@
-"""The layers of CONTRIBUTING.md's table: no recipe imports another, and nothing below the recipes imports one
-(their configs aside, which load no torch); only the commands above them, the benches and the demo, may."""
+"""The floors of CONTRIBUTING.md's table: a module imports only from its own floor and the floors below it,
+and no recipe imports another."""
 
 import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "frugalign"
-ABOVE_THE_RECIPES = ("bench/", "demo.py")
+
+# lowest first; a name is a top-level module or folder of the package
+FLOORS = [
+    {"errors", "losses", "logprobs", "stats", "console", "results", "config", "options", "rundir", "plot", "bandit"},
+    {"engine", "models", "generation", "data", "serve"},
+    {"training"},
+    {"active"},
+    {"tasks"},
+    {"evaluate"},
+    {"annotate"},
+    {"recipes"},
+    {"bench", "demo", "cli", "__main__", "__init__"},
+]
 
 
-def recipe_imports(path: Path) -> set[str]:
+def floor_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return parts[0]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every `frugalign.X...` this file imports, at the top or inside a function."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module == "frugalign.recipes":
-            names |= {f"frugalign.recipes.{alias.name}" for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("frugalign.recipes."):
+        if isinstance(node, ast.ImportFrom) and node.module == "frugalign":
+            names |= {f"frugalign.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("frugalign."):
             names.add(node.module)
         elif isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names if alias.name.startswith("frugalign.recipes.")}
+            names |= {alias.name for alias in node.names if alias.name.startswith("frugalign.")}
     return names
 
 
-def test_only_the_benches_and_the_demo_import_a_recipe():
+def level(name: str) -> int:
+    return next(i for i, floor in enumerate(FLOORS) if name in floor)
+
+
+def test_every_module_has_a_floor():
+    unplaced = {floor_name(path) for path in SRC.rglob("*.py")} - set().union(*FLOORS)
+    assert unplaced == set(), "add each new module or folder to FLOORS here and to CONTRIBUTING.md's table"
+
+
+def test_no_import_points_up_a_floor():
     offenders = {}
     for path in SRC.rglob("*.py"):
-        where = path.relative_to(SRC).as_posix()
-        if where.startswith(ABOVE_THE_RECIPES):
-            continue
-        imported = recipe_imports(path) - {"frugalign.recipes.configs"}
-        if imported:
-            offenders[where] = sorted(imported)
+        here = floor_name(path)
+        above = sorted(m for m in imported_modules(path) if level(m.split(".")[1]) > level(here))
+        if above:
+            offenders[path.relative_to(SRC).as_posix()] = above
+    assert offenders == {}
+
+
+def test_no_recipe_imports_another():
+    offenders = {}
+    for path in (SRC / "recipes").glob("*.py"):
+        recipes = sorted(m for m in imported_modules(path) if m.startswith("frugalign.recipes"))
+        if recipes:
+            offenders[path.name] = recipes
     assert offenders == {}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from frugalign.evaluate.gold import gold_eval
-from frugalign.tasks import arith, load_task, sentiment, simulate_preference
+from frugalign.stats import simulate_preference
+from frugalign.tasks import arith, load_task, sentiment
 
 
 def test_arith_gold_reward_cases():

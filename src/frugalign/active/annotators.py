@@ -26,7 +26,7 @@ import numpy as np
 from frugalign.active.ledger import LabelLedger, _canonical, pair_id
 from frugalign.data.formats import UnlabelledPair
 from frugalign.errors import UserError
-from frugalign.tasks.base import simulate_preference
+from frugalign.stats import simulate_preference
 
 
 class Annotator(Protocol):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from frugalign.errors import UserError
 from frugalign.tasks import arith, custom, review, sentiment, smol
-from frugalign.tasks.base import Task, build_task, simulate_preference
+from frugalign.tasks.base import Task, build_task
 from frugalign.tasks.lm import build_lm_task
 
 TOY_TASKS = ("arith", "sentiment")
@@ -50,4 +50,4 @@ def load_task(name: str, seed: int = 0, quick: bool = False, cache_dir: Path | N
     raise UserError(f"unknown task '{name}' (tasks: {', '.join(TASKS)})")
 
 
-__all__ = ["TASKS", "TOY_TASKS", "Task", "gold_reward", "load_task", "simulate_preference"]
+__all__ = ["TASKS", "TOY_TASKS", "Task", "gold_reward", "load_task"]

@@ -1,10 +1,9 @@
-"""What every gold-oracle task provides, the simulated annotator, and the shared construction:
+"""What every gold-oracle task provides and the shared construction:
 pre-train a tiny base policy with the SFT recipe, sample its pair pool, cache both on disk."""
 
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import tempfile
@@ -15,17 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from frugalign.stats import simulate_preference
+
 if TYPE_CHECKING:  # loaded where a task is built: listing the tasks must not load transformers
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-
-def simulate_preference(reward_a: float, reward_b: float, tau: float, rng: np.random.Generator) -> int:
-    """Bradley-Terry annotator: P(a beats b) = sigma((r_a - r_b) / tau). +1: a wins, -1: b wins,
-    0: a tie, which only a noiseless annotator (tau = 0) gives, for equal rewards."""
-    if tau == 0:
-        return int(np.sign(reward_a - reward_b))
-    p = 1.0 / (1.0 + math.exp(-(reward_a - reward_b) / tau))
-    return 1 if rng.random() < p else -1
 
 
 @dataclass
@@ -137,7 +129,7 @@ def _pretrain(spec: TaskSpec, seed: int):
     from frugalign.config import load_config
     from frugalign.data import Demonstration, tokenize_demonstrations
     from frugalign.models import tiny_causal_lm
-    from frugalign.recipes.configs import SFTConfig
+    from frugalign.options import SFTConfig
     from frugalign.training.sft import train_sft
 
     tok = spec.tokenizer
