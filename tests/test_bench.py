@@ -116,10 +116,23 @@ def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(
                                                           for i in range(-(-by["adpo"]["queries"] // 16))]
     assert by["adpo"]["pseudo_labelled"] > 0 and by["adpo"]["pseudo_label_agreement"] is not None
     assert all(r["curve"] and r["curve"][-1]["queries"] == r["queries"] for r in result["runs"])
+    # a noiseless annotator: every label bought names the response of higher gold reward
+    assert all(r["label_agreement"] == 1.0 and r["label_gold_gap"] > 0 for r in result["runs"])
     summary = result["summary"]
     assert "adpo_query_fraction" in summary and summary["apl"]["minus_random"]["seeds"] == 1
     assert summary["apl"]["minus_adpo"]["mean"] == pytest.approx(by["apl"]["gold_reward"] - by["adpo"]["gold_reward"])
     assert "curve" in result["summary"]["apl"] and out.with_suffix(".png").exists()
+
+
+def test_label_quality_compares_each_bought_label_with_the_gold_reward():
+    from frugalign.bench.adpo import label_quality
+
+    labels = [1, -1, 1, None, 0]  # the annotator's: +1 response_a won, 0 a tie, None not bought
+    gold = [(0.9, 0.1), (0.2, 0.6), (0.3, 0.5), (1.0, 0.0), (0.4, 0.4)]  # (gold of response_a, of response_b)
+    quality = label_quality(labels, gold)
+    assert quality["label_agreement"] == pytest.approx(2 / 3)  # the third is wrong; the gold tie decides nothing
+    assert quality["label_gold_gap"] == pytest.approx((0.8 + 0.4 + 0.2 + 0.0) / 4)  # the unbought pair left out
+    assert label_quality([None, None], gold[:2]) == {"label_agreement": None, "label_gold_gap": None}
 
 
 def test_paired_curves_subtract_the_rival_at_each_number_of_labels_seed_by_seed():

@@ -97,13 +97,19 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     eval_steps = 0 if mode in BUDGETED else max(1, steps // max(1, args.curve_points))
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
+    gold_rewards: dict[int, tuple[float, float]] = {}  # pool index -> both responses' gold rewards, once each
     began = time.perf_counter()
 
     def gold_curve(model) -> dict[str, float]:
         ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, samples_per_prompt=task.eval_samples,
                        seed=seed, progress=False)
+        labels = ledger.labels(pairs)
+        for i in (i for i, label in enumerate(labels) if label is not None and i not in gold_rewards):
+            gold_rewards[i] = (task.gold_reward(pairs[i].prompt, pairs[i].response_a),
+                               task.gold_reward(pairs[i].prompt, pairs[i].response_b))
         curve.append({"queries": ledger.counts()["queried"], "generations": 0, "time_s": time.perf_counter() - began,
-                      "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl})
+                      "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl,
+                      **label_quality(labels, [gold_rewards.get(i) for i in range(len(pairs))])})
         return {"gold_reward": ev.mean}
 
     _, result, stats = train_adpo(config, policy, task.tokenizer, rows, oracle, truth=lambda p: truth.answer([p])[0],
@@ -118,9 +124,20 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
             "queries": stats.asked, "generations": 0, "pseudo_labelled": stats.pseudo,
             "pseudo_label_agreement": stats.pseudo_agree / stats.pseudo_checked if stats.pseudo_checked else None,
             "audits": stats.audited, "audit_agreement": stats.audit_agree / stats.audited if stats.audited else None,
-            "pool": len(rows),
+            "label_agreement": final["label_agreement"], "label_gold_gap": final["label_gold_gap"], "pool": len(rows),
             "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
             "curve": curve}
+
+
+def label_quality(labels: list[int | None], gold: list[tuple[float, float] | None]) -> dict[str, float | None]:
+    """The labels bought so far against the gold reward, pair by pair (label +1: response_a won; gold: both
+    responses' gold rewards): `label_agreement`, the share of labelled pairs with a gold difference whose
+    label names the response of higher gold reward, and `label_gold_gap`, the mean |gold difference| of the
+    labelled pairs. What a curve cannot tell: whether a mode buys wrong labels, or right ones that teach less."""
+    bought = [(label, g[0] - g[1]) for label, g in zip(labels, gold) if label is not None]
+    decided = [label == np.sign(gap) for label, gap in bought if gap != 0]
+    return {"label_agreement": float(np.mean(decided)) if decided else None,
+            "label_gold_gap": float(np.mean([abs(gap) for _, gap in bought])) if bought else None}
 
 
 def pool_size(task) -> int:
@@ -143,8 +160,15 @@ def mean_curve(runs: list[dict], mode: str) -> list[dict]:
     return [{"queries": float(np.mean([c[k]["queries"] for c in curves])),
              "gold_reward": float(np.mean([c[k]["gold_reward"] for c in curves])),
              "gold_reward_ci95": (ci95([c[k]["gold_reward"] for c in curves]) if len(curves) > 1
-                                  else curves[0][k]["gold_reward_ci95"])}
+                                  else curves[0][k]["gold_reward_ci95"]),
+             "label_agreement": mean_of([c[k].get("label_agreement") for c in curves])}
             for k in range(points)]
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    """The mean of the values measured (results written before a measure existed lack it: None)."""
+    measured = [v for v in values if v is not None]
+    return float(np.mean(measured)) if measured else None
 
 
 def labels_to_reach(curve: list[dict], level: float) -> float | None:
@@ -178,7 +202,8 @@ def summarise(runs: list[dict]) -> dict:
         if not mine:
             continue
         summary[mode] = {**gold_over_seeds(mine), "queries": float(np.mean([r["queries"] for r in mine])),
-                         "pseudo_labelled": float(np.mean([r["pseudo_labelled"] for r in mine]))}
+                         "pseudo_labelled": float(np.mean([r["pseudo_labelled"] for r in mine])),
+                         "label_agreement": mean_of([r.get("label_agreement") for r in mine])}
     dpo, adpo = summary.get("dpo"), summary.get("adpo")
     if dpo and adpo:
         summary["adpo_query_fraction"] = adpo["queries"] / dpo["queries"]
@@ -323,6 +348,8 @@ def run(args: argparse.Namespace) -> int:
         reach = s[m].get("labels_to_reach_dpo_interval")
         paired = s[m].get("minus_random")
         parts = [f"gold {s[m]['gold_reward']:.3f} ± {s[m]['gold_reward_ci95']:.3f}", f"{s[m]['queries']:.0f} queries"]
+        if s[m]["label_agreement"] is not None:
+            parts.append(f"{s[m]['label_agreement']:.0%} of its labels agree with the gold reward")
         if "dpo_interval_low" in s:  # no dpo run: no interval to reach
             parts.append(f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
         if paired:
