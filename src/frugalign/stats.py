@@ -1,6 +1,7 @@
 """Intervals for the numbers frugalign reports: over seeds (the t distribution) and for proportions (Wilson's
 score interval, which stays inside [0, 1] and does not collapse to zero width at 0 or 1 correct); and the
-Bradley-Terry draw of a simulated annotator, which the gold-oracle tasks and the `simulated` annotator share."""
+Bradley-Terry draw of a simulated annotator, which the gold-oracle tasks and the gold-oracle annotator
+(`active/annotators.GoldOracle`) share."""
 
 from __future__ import annotations
 

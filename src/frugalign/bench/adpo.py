@@ -97,19 +97,22 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     eval_steps = 0 if mode in BUDGETED else max(1, steps // max(1, args.curve_points))
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
-    gold_rewards: dict[int, tuple[float, float]] = {}  # pool index -> both responses' gold rewards, once each
+    # each pair once, as the ledger asks it once: a pool may hold a pair twice
+    distinct = list({pair_id(p.prompt, p.response_a, p.response_b): p for p in pairs}.values())
+    gold_rewards: dict[int, tuple[float, float]] = {}  # index in distinct -> both responses' gold rewards, once each
     began = time.perf_counter()
 
     def gold_curve(model) -> dict[str, float]:
         ev = gold_eval(task, model, task.eval_prompts, ref_model=task.model, samples_per_prompt=task.eval_samples,
                        seed=seed, progress=False)
-        labels = ledger.labels(pairs)
+        elapsed = time.perf_counter() - began  # the label check below is the bench's, not the method's
+        labels = ledger.labels(distinct)
         for i in (i for i, label in enumerate(labels) if label is not None and i not in gold_rewards):
-            gold_rewards[i] = (task.gold_reward(pairs[i].prompt, pairs[i].response_a),
-                               task.gold_reward(pairs[i].prompt, pairs[i].response_b))
-        curve.append({"queries": ledger.counts()["queried"], "generations": 0, "time_s": time.perf_counter() - began,
+            gold_rewards[i] = (task.gold_reward(distinct[i].prompt, distinct[i].response_a),
+                               task.gold_reward(distinct[i].prompt, distinct[i].response_b))
+        curve.append({"queries": ledger.counts()["queried"], "generations": 0, "time_s": elapsed,
                       "gold_reward": ev.mean, "gold_reward_ci95": ev.ci95, "kl": ev.kl,
-                      **label_quality(labels, [gold_rewards.get(i) for i in range(len(pairs))])})
+                      **label_quality(labels, [gold_rewards.get(i) for i in range(len(distinct))])})
         return {"gold_reward": ev.mean}
 
     _, result, stats = train_adpo(config, policy, task.tokenizer, rows, oracle, truth=lambda p: truth.answer([p])[0],
@@ -166,9 +169,9 @@ def mean_curve(runs: list[dict], mode: str) -> list[dict]:
 
 
 def mean_of(values: list[float | None]) -> float | None:
-    """The mean of the values measured (results written before a measure existed lack it: None)."""
-    measured = [v for v in values if v is not None]
-    return float(np.mean(measured)) if measured else None
+    """The mean over seeds, or None unless every seed has the value (results written before a measure existed
+    lack it; a mean over some of the seeds would pass for one over all)."""
+    return None if not values or any(v is None for v in values) else float(np.mean(values))
 
 
 def labels_to_reach(curve: list[dict], level: float) -> float | None:
