@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from frugalign.logprobs import additive_mask, pair_batch, pair_logps, supports_shared_prefix
+from frugalign.logprobs import additive_mask, pad_sequences, pair_batch, pair_logps, sequence_logps, supports_shared_prefix
 from frugalign.models import tiny_causal_lm
 
 
@@ -18,6 +18,40 @@ def both_layouts(model, prompts, firsts, seconds, head=None):
     shared = pair_logps(model, pair_batch(prompts, firsts, seconds, 0, "shared-prefix"),
                         head if head is not None else model.get_output_embeddings())
     return plain, shared
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sequence_logps_sums_response_tokens_and_runs_the_output_layer_from_the_first_response_on(seed):
+    model = tiny_causal_lm(40, seed=seed)
+    prompts, responses, _ = random_pairs(seed, n=4)
+    prompts[1], responses[2] = [], []  # a row without a prompt (its first token is never predicted), one without a response
+    t = pad_sequences(prompts, responses, 0)
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    got = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"])
+    with torch.no_grad():
+        logits = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits.float()
+    logp = torch.log_softmax(logits, -1)
+    width = t["input_ids"].shape[1]
+    expected = [sum(logp[i, j - 1, t["input_ids"][i, j]].item() for j in range(1, width) if t["loss_mask"][i, j])
+                for i in range(4)]
+    assert got.sum.tolist() == pytest.approx(expected, abs=1e-4)
+    assert got.count.tolist() == [len(responses[0]), len(responses[1]) - 1, 0, len(responses[3])]
+    # the output layer ran on the positions from the one before the earliest response token (here: position 0)
+    assert seen[0] == width
+
+
+def test_sequence_logps_runs_the_output_layer_on_response_positions_only():
+    model = tiny_causal_lm(40, seed=0)
+    t = pad_sequences([[5, 6, 7, 8, 9], [5, 6, 7]], [[10, 11], [12, 13, 14, 15]], 0)  # responses from position 3 on
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    full = sequence_logps(model, t["input_ids"], t["attention_mask"], t["loss_mask"])
+    assert seen == [t["input_ids"].shape[1] - 2]  # positions 2 .. 6 of 7: none of the prompt before the last's
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits.float(), -1)
+    expected = [logp[0, 4, 10] + logp[0, 5, 11], logp[1, 2, 12] + logp[1, 3, 13] + logp[1, 4, 14] + logp[1, 5, 15]]
+    assert full.sum.tolist() == pytest.approx([e.item() for e in expected], abs=1e-4)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -61,10 +61,19 @@ def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_mask: torch.Tensor) -> SequenceLogps:
-    """Sum of response-token log-probs per row. Token t is predicted from positions < t."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    labels = input_ids[:, 1:]
-    mask = loss_mask[:, 1:].to(torch.float32)
+    """Sum of response-token log-probs per row. Token t is predicted from positions < t.
+
+    The model's output layer runs only from the position before the earliest response token on
+    (`logits_to_keep`): the logits, [rows, positions, vocabulary] in float32, are most of the memory of a
+    step with a large vocabulary (RLOO scores k samples per prompt; SmolLM2 has 49,152 tokens),
+    and prompt positions predict nothing that is scored."""
+    responses = loss_mask.any(0).nonzero()
+    # the earliest response token (the first token of a row is never predicted)
+    start = max(1, int(responses[0])) if len(responses) else input_ids.shape[1] - 1
+    keep = input_ids.shape[1] - start + 1  # positions start - 1 .. the last: the predictors of every response token
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep).logits
+    labels = input_ids[:, -keep + 1:]
+    mask = loss_mask[:, -keep + 1:].to(torch.float32)
     lp = token_logps(logits[:, :-1], labels) * mask
     return SequenceLogps(sum=lp.sum(-1), count=mask.sum(-1))
 
