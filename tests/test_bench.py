@@ -6,6 +6,7 @@ import types
 
 import pytest
 import torch
+import transformers
 
 from frugalign.bench import dpo as dpo_bench
 from frugalign.bench import throughput
@@ -268,8 +269,14 @@ def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypat
     parser = argparse.ArgumentParser()
     aihf_bench.add_arguments(parser)
     out = tmp_path / "aihf.json"
-    assert aihf_bench.run(parser.parse_args(["--quick", "--task", "arith", "--out", str(out)])) == 0
+    checkpointed = []  # the models every training run set up to recompute activations
+    enable = transformers.PreTrainedModel.gradient_checkpointing_enable
+    monkeypatch.setattr(transformers.PreTrainedModel, "gradient_checkpointing_enable",
+                        lambda model, *a, **k: (checkpointed.append(type(model).__name__), enable(model, *a, **k))[1])
+    args = ["--quick", "--task", "arith", "--gradient-checkpointing", "--out", str(out)]
+    assert aihf_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
+    assert result["config"]["gradient_checkpointing"] and len(checkpointed) >= len(aihf_bench.METHODS)
     trained = [r for r in result["runs"] if r["method"] != "base"]
     assert [r["method"] for r in trained] == list(aihf_bench.METHODS)
     assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(32, 32)}
