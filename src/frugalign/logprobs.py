@@ -64,7 +64,7 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """Sum of response-token log-probs per row. Token t is predicted from positions < t.
 
     The model's output layer runs only from the position before the earliest response token on
-    (`logits_to_keep`): the logits, [rows, positions, vocabulary] in float32, are most of the memory of a
+    (`logits_to_keep`): the logits, [rows, positions, vocabulary] in float32, are a large part of the memory of a
     step with a large vocabulary (RLOO scores k samples per prompt; SmolLM2 has 49,152 tokens),
     and prompt positions predict nothing that is scored."""
     responses = loss_mask.any(0).nonzero()
