@@ -292,14 +292,16 @@ def test_label_efficiency_summary_reads_the_curves_the_right_way_round():
     larger area."""
     from frugalign.bench.adpo import area_under, labels_to_reach, mean_curve
 
-    def run(mode, seed, points):
-        return {"method": mode, "seed": seed, "curve": [{"queries": q, "gold_reward": g, "gold_reward_ci95": 0.1}
-                                                        for q, g in points]}
+    def run(mode, seed, points, agreement=None):
+        return {"method": mode, "seed": seed, "curve": [{"queries": q, "gold_reward": g, "gold_reward_ci95": 0.1,
+                                                         "label_agreement": agreement} for q, g in points]}
 
-    runs = [run("fast", 0, [(50, 0.4), (100, 0.6)]), run("fast", 1, [(50, 0.6), (100, 0.6)]),
-            run("slow", 0, [(100, 0.2), (200, 0.6)]), run("slow", 1, [(100, 0.2), (200, 0.6)])]
+    runs = [run("fast", 0, [(50, 0.4), (100, 0.6)], 0.7), run("fast", 1, [(50, 0.6), (100, 0.6)], 0.9),
+            run("slow", 0, [(100, 0.2), (200, 0.6)], 0.8), run("slow", 1, [(100, 0.2), (200, 0.6)])]
     fast, slow = mean_curve(runs, "fast"), mean_curve(runs, "slow")
-    assert fast[0] == {"queries": 50.0, "gold_reward": 0.5, "gold_reward_ci95": pytest.approx(1.2706, rel=1e-3)}
+    assert fast[0] == {"queries": 50.0, "gold_reward": 0.5, "gold_reward_ci95": pytest.approx(1.2706, rel=1e-3),
+                       "label_agreement": pytest.approx(0.8)}
+    assert slow[0]["label_agreement"] is None  # a seed without the measure: no mean over the others
     assert labels_to_reach(fast, 0.55) == pytest.approx(75.0) and labels_to_reach(slow, 0.55) == pytest.approx(187.5)
     assert labels_to_reach(slow, 0.7) is None
     assert area_under(fast, 200) > area_under(slow, 200)
