@@ -163,8 +163,12 @@ def test_a_person_in_a_real_browser_labels_with_the_keyboard_on_desktop_and_phon
                     screens[width] = tmp_path / f"annotate-{width}.png"
                     browser.save_screenshot(str(screens[width]))
                     wrong = "2" if browser.find_element(By.ID, "a").text.startswith("good") else "1"
+                    labelled = browser.find_element(By.ID, "progress-text").text.split(" /")[0]
                     body.send_keys(wrong)  # a mis-click ...
-                    wait.until(lambda b: "Saved" in b.find_element(By.ID, "message").text)
+                    # the message may still say "Saved" from the previous pair: wait for the count to move, or the
+                    # undo below could arrive while the label is in flight, and the page ignores keys until it lands
+                    wait.until(lambda b, n=int(labelled) + 1: b.find_element(By.ID, "progress-text").text
+                               .startswith(f"{n} /"))
                     body.send_keys("u")  # ... undone: the same pair comes back
                     wait.until(lambda b, k=k: "reopened" in b.find_element(By.ID, "message").text
                                and b.find_element(By.ID, "prompt").text.startswith(f"q{k}"))
