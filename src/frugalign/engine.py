@@ -196,7 +196,11 @@ class Engine:
         if not rows:
             raise UserError("no training rows")
         if c.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            # transformers 5.24 renamed it (the old name warns); older releases, which we support, lack the new one
+            if hasattr(model, "activation_checkpointing_enable"):
+                model.activation_checkpointing_enable()
+            else:
+                model.gradient_checkpointing_enable()
             model.config.use_cache = False
         if c.trainable_layers > 0:
             train_only_top_blocks(model, c.trainable_layers)
