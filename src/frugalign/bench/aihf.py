@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how RLHF, SPIN and AIHF sample: hf (Hugging Face generate) or vllm (vLLM in this process)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="every method recomputes activations in its backward pass: less memory, more time (on "
-                             "the SmolLM2 tasks, one RLOO step of 16 prompts x 4 samples peaks near 11 GB without it)")
+                             "the SmolLM2 tasks an RLOO step keeps every layer's activations for all its samples "
+                             "without it)")
     parser.add_argument("--out", default="bench-aihf.json", help="result JSON (PNGs are written beside it)")
 
 
