@@ -148,6 +148,10 @@ def test_paired_curves_subtract_the_rival_at_each_number_of_labels_seed_by_seed(
     assert [p["queries"] for p in points] == [32, 64] and [p["seeds"] for p in points] == [2, 2]
     assert points[0]["mean"] == pytest.approx(0.15) and points[1]["mean"] == pytest.approx(0.2)  # mode minus rival
     assert points[1]["ci95"] == pytest.approx(ci95([0.3, 0.1]))
+    # ADPO's curve stays at its final count for its last evaluations: one seed is one pair there, its last
+    adpo = [{"seed": 0, "curve": [{"queries": q, "gold_reward": g} for q, g in [(16, 0.1), (32, 0.2), (32, 0.3)]]}]
+    rnd = [{"seed": 0, "curve": [{"queries": 32, "gold_reward": 0.25}]}]
+    assert paired_curves(adpo, rnd) == [{"queries": 32, "mean": pytest.approx(0.05), "ci95": None, "seeds": 1}]
 
 
 def test_bench_adpo_runs_the_modes_asked_and_apl_beside_random_at_each_budget(tmp_path, monkeypatch):

@@ -83,13 +83,17 @@ def paired_difference(runs: list[dict], others: list[dict]) -> dict | None:
 def paired_curves(runs: list[dict], others: list[dict]) -> list[dict]:
     """`runs` minus `others` at every number of labels both curves were evaluated at, paired by seed (a mode
     and its rival at the same budget buy in the same rounds): per point, the queries, the mean difference of
-    gold rewards, its 95% t interval (None from one seed) and how many seeds."""
-    theirs = {(o["seed"], p["queries"]): p["gold_reward"] for o in others for p in o["curve"]}
-    diffs: dict[int, list[float]] = {}
-    for run in runs:
-        for point in run["curve"]:
-            if (run["seed"], point["queries"]) in theirs:
-                diffs.setdefault(point["queries"], []).append(point["gold_reward"] - theirs[run["seed"], point["queries"]])
+    gold rewards, its 95% t interval (None from one seed) and how many seeds. A curve evaluated more than once
+    at the same number of labels (ADPO buys nothing late in a run) counts there once per seed, by its last
+    evaluation, on both sides: otherwise one seed's evaluations would pass for several seeds."""
+    def last_at_each_count(rs: list[dict]) -> dict[tuple[int, float], float]:
+        return {(r["seed"], p["queries"]): p["gold_reward"] for r in rs for p in r["curve"]}
+
+    theirs = last_at_each_count(others)
+    diffs: dict[float, list[float]] = {}
+    for (seed, queries), gold in last_at_each_count(runs).items():
+        if (seed, queries) in theirs:
+            diffs.setdefault(queries, []).append(gold - theirs[seed, queries])
     return [{"queries": q, "mean": float(np.mean(d)), "ci95": ci95(d) if len(d) > 1 else None, "seeds": len(d)}
             for q, d in sorted(diffs.items())]
 
