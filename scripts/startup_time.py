@@ -8,7 +8,6 @@ and `frugalign annotate serve` from launch until its page answers. Prints the me
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,14 +16,9 @@ import time
 import urllib.request
 
 from frugalign.active.ledger import LabelLedger
+from frugalign.bench.annotate import free_port
 
 BIN = os.path.dirname(sys.executable)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seconds(command: list[str]) -> float:
