@@ -285,11 +285,24 @@ def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypat
     assert result["config"]["gradient_checkpointing"] and len(checkpointed) >= len(aihf_bench.METHODS)
     trained = [r for r in result["runs"] if r["method"] != "base"]
     assert [r["method"] for r in trained] == list(aihf_bench.METHODS)
-    assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(32, 32)}
+    assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(16, 16)}  # quick's N
+    assert result["config"]["rloo_samples"] == 2 and result["config"]["iterations"] == 1
     by = {r["method"]: r for r in trained}
-    assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 32 and by["spin"]["generations"] == 32
+    assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 16 and by["spin"]["generations"] == 16
     assert by["aihf-explicit"]["generations"] > by["aihf-dpo"]["generations"] > 0
     assert result["summary"]["balanced"]["best"] in aihf_bench.METHODS and out.with_suffix(".png").exists()
+
+
+@pytest.mark.parametrize("option, words", [(["--rloo-samples", "1"], "--rloo-samples 1: at least 2"),
+                                           (["--n", "0"], "--n 0, --iterations 1: each at least 1")])
+def test_bench_aihf_refuses_bad_sizes_before_any_task_loads(monkeypatch, option, words):
+    from frugalign.bench import aihf as aihf_bench
+
+    monkeypatch.setattr(aihf_bench, "bench_task", lambda *a: pytest.fail("a task loaded before the options were checked"))
+    parser = argparse.ArgumentParser()
+    aihf_bench.add_arguments(parser)
+    with pytest.raises(UserError, match=words):
+        aihf_bench.run(parser.parse_args(["--quick", *option]))
 
 
 def test_label_efficiency_summary_reads_the_curves_the_right_way_round():

@@ -319,7 +319,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 if task is None:
                     task = bench_task(args, seed)
-                    settings = task_settings(task, args, quick_epochs=2)
+                    settings = task_settings(task, args, quick_epochs=1)
                     config = {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
                               "audit_rate": args.audit_rate, "audit_window": args.audit_window,
                               "min_agreement": args.min_agreement, "acquisition_batch_size": args.acquisition_batch_size,

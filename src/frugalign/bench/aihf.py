@@ -32,6 +32,7 @@ from frugalign.bench.common import (
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
 from frugalign.data import Demonstration, PreferenceExample, tokenize_demonstrations, tokenize_preferences
+from frugalign.errors import UserError
 from frugalign.evaluate.gold import gold_eval
 from frugalign.results import machine_info
 from frugalign.stats import ci95
@@ -44,9 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="sentiment")
     parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None, help="default: all three")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all eight")
-    parser.add_argument("--n", type=int, default=256, help="N: demonstrations and pairs in the balanced regime")
+    parser.add_argument("--n", type=int, default=None,
+                        help="N: demonstrations and pairs in the balanced regime (default 256; quick 16)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
-    parser.add_argument("--iterations", type=int, default=2, help="SPIN / AIHF iterations")
+    parser.add_argument("--iterations", type=int, default=None, help="SPIN / AIHF iterations (default 2; quick 1)")
+    parser.add_argument("--rloo-samples", type=int, default=None,
+                        help="RLHF and explicit AIHF: responses sampled per prompt in an RLOO step, each scored against "
+                             "the mean of the others (default 4; quick 2)")
     parser.add_argument("--generation-backend", choices=["hf", "vllm"], default="hf",
                         help="how RLHF, SPIN and AIHF sample: hf (Hugging Face generate) or vllm (vLLM in this process)")
     parser.add_argument("--gradient-checkpointing", action="store_true",
@@ -68,7 +73,7 @@ def reward_model_from(policy):
 
 
 def run_method(method: str, task, demos: list[Demonstration], prefs: list[PreferenceExample], settings: dict,
-               seed: int, workdir: Path, iterations: int, backend: str = "hf",
+               seed: int, workdir: Path, iterations: int, rloo_samples: int, backend: str = "hf",
                gradient_checkpointing: bool = False) -> tuple[object, dict]:
     """Train a fresh copy of the base policy with `method`; return it and its costs."""
     # here, not above: `--help` must not load torch (cli.py)
@@ -100,14 +105,14 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
         rc = load_config(RewardConfig, num_epochs=epochs, **{**common, "output_dir": str(workdir / "rm")})
         rm, _ = train_reward(rc, rm, tok, rows)
         prompts = sorted({p.prompt for p in prefs})
-        config = load_config(RLHFConfig, num_epochs=epochs, samples_per_prompt=4, max_new_tokens=task.max_new_tokens,
+        config = load_config(RLHFConfig, num_epochs=epochs, samples_per_prompt=rloo_samples, max_new_tokens=task.max_new_tokens,
                              kl_coef=0.05, generation_backend=backend, **common)
         policy, result = train_rlhf(config, policy, tok, prompts, lambda p, r: score(rm, tok, p, r), reference=task.model)
         costs["preference_pairs"], costs["generations"] = len(prefs), int(result.last_metrics["generations"])
     else:
         variant = {"spin": "self-play", "aihf-explicit": "explicit", "aihf-dpo": "dpo", "aihf-self-play": "self-play"}[method]
         config = load_config(AIHFConfig, variant=variant, iterations=iterations, beta=beta, num_epochs=max(1, epochs // 2),
-                             max_new_tokens=task.max_new_tokens, samples_per_prompt=4, max_prompt_length=64,
+                             max_new_tokens=task.max_new_tokens, samples_per_prompt=rloo_samples, max_prompt_length=64,
                              max_response_length=64, reward_learning_rate=settings["learning_rate"],
                              generation_backend=backend, **common)
         used = [] if method == "spin" else prefs
@@ -122,8 +127,13 @@ def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
     regimes = args.regimes or (["balanced"] if args.quick else list(REGIMES))
     methods = args.methods or list(METHODS)
-    n = 32 if args.quick else args.n
-    iterations = 1 if args.quick else args.iterations
+    n = args.n if args.n is not None else (16 if args.quick else 256)
+    iterations = args.iterations if args.iterations is not None else (1 if args.quick else 2)
+    rloo_samples = args.rloo_samples if args.rloo_samples is not None else (2 if args.quick else 4)
+    if rloo_samples < 2:  # said before any model trains, not when RLHF's turn comes
+        raise UserError(f"--rloo-samples {rloo_samples}: at least 2 (each sample's baseline is the others' mean)")
+    if n < 1 or iterations < 1:
+        raise UserError(f"--n {n}, --iterations {iterations}: each at least 1")
     done = BenchRuns("aihf", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-aihf-") as tmp:
         for seed in seeds:
@@ -131,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             task = bench_task(args, seed)
             settings = task_settings(task, args, quick_epochs=1)
-            config = {"n": n, "tau": args.tau, "iterations": iterations, "regimes": regimes,
+            config = {"n": n, "tau": args.tau, "iterations": iterations, "rloo_samples": rloo_samples, "regimes": regimes,
                       "generation_backend": args.generation_backend,
                       "gradient_checkpointing": args.gradient_checkpointing, **settings, "model": args.model,
                       "prompts": args.prompts, "gold_reward": args.gold_reward}
@@ -154,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
                         continue  # the seeded draws above are made all the same, so later regimes see the same data
                     started = time.perf_counter()
                     policy, costs = run_method(method, task, demos, prefs, settings, seed, Path(tmp) / f"{seed}-{regime}",
-                                               iterations, args.generation_backend, args.gradient_checkpointing)
+                                               iterations, rloo_samples, args.generation_backend,
+                                               args.gradient_checkpointing)
                     ev = gold_eval(task, policy, task.eval_prompts, ref_model=task.model,
                                    samples_per_prompt=task.eval_samples, seed=seed, progress=False)
                     done.add({"method": method, "seed": seed, "params": {"regime": regime, "demonstrations": len(demos),

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selections", nargs="+", choices=SELECTIONS, default=["optune", "random"],
                         help="selection rules run at every rho below 1 (frugalign online --selection)")
     parser.add_argument("--random-share", type=float, default=0.5, help="selection mixed: share drawn at random")
-    parser.add_argument("--iterations", type=int, default=3, help="online iterations")
+    parser.add_argument("--iterations", type=int, default=None, help="online iterations (default 3; quick 2)")
     parser.add_argument("--losses", nargs="+", choices=["dpo", "wdpo"], default=None, help="default: dpo wdpo (quick: wdpo)")
     parser.add_argument("--train-prompts", type=int, default=None,
                         help="use the first N of the task's train prompts (default: all of them)")
@@ -67,7 +67,7 @@ def settings_grid(rhos: list[float], losses: list[str], selections: list[str]) -
     return grid
 
 
-def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Path) -> tuple[dict, dict]:
+def run_setting(args: argparse.Namespace, seed: int, setting: dict, iterations: int, workdir: Path) -> tuple[dict, dict]:
     """One setting's run of one seed, and the task's training settings it used."""
     from frugalign.recipes.online import OnlineConfig, run_online  # here, not above: `--help` must not load torch (cli.py)
 
@@ -76,7 +76,7 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, workdir: Pat
     base = task.settings
     config = load_config(OnlineConfig,
                          output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
-                         seed=seed, iterations=args.iterations, rho=setting["rho"], selection=setting["selection"],
+                         seed=seed, iterations=iterations, rho=setting["rho"], selection=setting["selection"],
                          random_share=args.random_share, loss=setting["loss"], learning_rate=base["learning_rate"],
                          beta=base["beta"], batch_size=base["batch_size"], optimizer=args.optimizer,
                          trainable_layers=args.trainable_layers, max_new_tokens=task.max_new_tokens, temperature=1.0,
@@ -212,16 +212,17 @@ def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
     rhos = args.rhos or ([0.5, 1.0] if args.quick else [0.3, 0.5, 0.7, 1.0])
     grid = settings_grid(rhos, args.losses or (["wdpo"] if args.quick else ["dpo", "wdpo"]), args.selections)
+    iterations = args.iterations if args.iterations is not None else (2 if args.quick else 3)
     done = BenchRuns("optune", args)
     with tempfile.TemporaryDirectory(prefix="frugalign-bench-") as tmp:
         for seed in seeds:
             for setting in grid:
                 if done.find(seed=seed, **setting):
                     continue
-                run, settings = run_setting(args, seed, setting, Path(tmp))
+                run, settings = run_setting(args, seed, setting, iterations, Path(tmp))
                 # what the runs really used: one DPO epoch per iteration, whatever the task's DPO settings say
                 done.add(run, {"rhos": rhos, "selections": args.selections, "random_share": args.random_share,
-                               "iterations": args.iterations, "epochs_per_iteration": 1, "optimizer": args.optimizer,
+                               "iterations": iterations, "epochs_per_iteration": 1, "optimizer": args.optimizer,
                                "trainable_layers": args.trainable_layers, "samples_per_prompt": args.samples_per_prompt,
                                "generation_batch_size": args.generation_batch_size, "train_pairs": args.train_pairs,
                                "generation_backend": args.generation_backend, **settings, "model": args.model,
