@@ -405,3 +405,26 @@ def test_random_budgets_run_random_at_fractions_of_dpos_labels(tmp_path, monkeyp
     assert by["random@0.25"]["queries"] == 25 and by["random@0.25"]["params"]["budget_fraction"] == 0.25
     assert result["summary"]["random@0.5"]["gold_reward"] == 0.25 and out.with_suffix(".png").exists()
     assert main(["bench", "adpo", "--task", "arith", "--random-budgets", "1.5", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("dims, scaling_figure", [([8], False), ([4, 8, 16], True)])
+def test_bench_appo_sweeps_gamma_and_draws_the_scaling_figure_only_where_a_slope_fits(tmp_path, dims, scaling_figure):
+    from frugalign.bench import appo as appo_bench
+
+    out = tmp_path / "appo.json"
+    parser = argparse.ArgumentParser()
+    appo_bench.add_arguments(parser)
+    args = parser.parse_args(["--seeds", "0", "1", "--horizon", "400", "--sweep-horizon", "200", "--dims", *map(str, dims),
+                              "--gaps", "0.2", "--gamma-scales", "0.2", "3", "--scaling-scales", "3",
+                              "--explore-shares", "0.05", "--explore-scales", "3", "--shrink-scales", "3", "--out", str(out)])
+    assert appo_bench.run(args) == 0
+    result = json.loads(out.read_text())
+    sweep = result["summary"]["gamma_sweep"]
+    assert set(sweep["scales"]) == {"0.2", "3.0"} and len(sweep["variants"]) == 2
+    # a larger Gamma skips more duels: never more queries than at the small one, and at 0.2 APPO is informative
+    assert sweep["scales"]["3.0"]["appo_queries"]["mean"] <= sweep["scales"]["0.2"]["appo_queries"]["mean"]
+    assert sweep["scales"]["0.2"]["appo_queries"]["mean"] == sweep["informative"]["queries"]["mean"]
+    # a slope needs three (d, Delta) points
+    assert ("queries_vs_d2_over_gap2" in result["summary"]["scaling"]["3.0"]) == scaling_figure
+    figures = {"appo.png", "appo-gamma.png"} | ({"appo-scaling.png"} if scaling_figure else set())
+    assert {p.name for p in tmp_path.glob("*.png")} == figures

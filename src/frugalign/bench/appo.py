@@ -226,31 +226,10 @@ def plot(result: dict, stem) -> list[str]:
     fig.savefig(first, dpi=120)
     plt.close(fig)
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
-    for ax, key, fit_key, x, bound in (
-            (left, "appo_queries", "queries_vs_d2_over_gap2", lambda p: p["d"] ** 2 / p["gap"] ** 2, "d^2 / Delta^2"),
-            (right, "appo_regret", "regret_vs_d2_over_gap", lambda p: p["d"] ** 2 / p["gap"], "d^2 / Delta")):
-        for (scale, sc), color in zip(result["summary"]["scaling"].items(), colors):
-            if fit_key not in sc:
-                continue
-            xs, ys = [x(p) for p in sc["points"]], [p[key] for p in sc["points"]]
-            f = sc[fit_key]
-            ax.loglog(xs, ys, "o", color=color)
-            grid = np.linspace(np.log(min(xs)), np.log(max(xs)), 50)
-            ax.plot(np.exp(grid), np.exp(f["intercept"] + f["exponent"] * grid), color=color,
-                    label=f"Gamma scale {scale}: slope {f['exponent']:.2f} (R^2 {f['r2']:.2f})")
-        # the bound predicts growth proportional to its argument (slope 1), up to log factors
-        ax.plot(np.exp(grid), np.exp(np.log(ys).mean() + grid - np.log(xs).mean()), ":", color="black",
-                label=f"the bound O~({bound}): slope 1")
-        ax.set_xlabel(bound)
-        ax.set_ylabel(f"APPO {key.split('_')[1]} at T={c['sweep_horizon']}")
-        ax.legend(fontsize=7)
-    fig.suptitle("APPO against its bounds, each point one (d, Delta), mean over seeds")
-    fig.tight_layout()
-    second = f"{stem}-scaling.png"
-    fig.savefig(second, dpi=120)
-    plt.close(fig)
+    pngs = [first]
+    scaling = result["summary"]["scaling"]
+    if any("queries_vs_d2_over_gap2" in sc for sc in scaling.values()):  # one (d, Delta) point fits no slope
+        pngs.append(plot_scaling(scaling, c, f"{stem}-scaling.png"))
 
     sweep = result["summary"]["gamma_sweep"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -288,7 +267,38 @@ def plot(result: dict, stem) -> list[str]:
     third = f"{stem}-gamma.png"
     fig.savefig(third, dpi=120)
     plt.close(fig)
-    return [first, second, third]
+    return pngs + [third]
+
+
+def plot_scaling(scaling: dict, config: dict, path: str) -> str:
+    """APPO's queries and regret against the bounds' d^2/Delta^2 and d^2/Delta, a line per fitted Gamma scale."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
+    for ax, key, fit_key, x, bound in (
+            (left, "appo_queries", "queries_vs_d2_over_gap2", lambda p: p["d"] ** 2 / p["gap"] ** 2, "d^2 / Delta^2"),
+            (right, "appo_regret", "regret_vs_d2_over_gap", lambda p: p["d"] ** 2 / p["gap"], "d^2 / Delta")):
+        for (scale, sc), color in zip(scaling.items(), colors):
+            if fit_key not in sc:
+                continue
+            xs, ys = [x(p) for p in sc["points"]], [p[key] for p in sc["points"]]
+            f = sc[fit_key]
+            ax.loglog(xs, ys, "o", color=color)
+            grid = np.linspace(np.log(min(xs)), np.log(max(xs)), 50)
+            ax.plot(np.exp(grid), np.exp(f["intercept"] + f["exponent"] * grid), color=color,
+                    label=f"Gamma scale {scale}: slope {f['exponent']:.2f} (R^2 {f['r2']:.2f})")
+        # the bound predicts growth proportional to its argument (slope 1), up to log factors
+        ax.plot(np.exp(grid), np.exp(np.log(ys).mean() + grid - np.log(xs).mean()), ":", color="black",
+                label=f"the bound O~({bound}): slope 1")
+        ax.set_xlabel(bound)
+        ax.set_ylabel(f"APPO {key.split('_')[1]} at T={config['sweep_horizon']}")
+        ax.legend(fontsize=7)
+    fig.suptitle("APPO against its bounds, each point one (d, Delta), mean over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,7 +37,7 @@ def replot(path: Path) -> list[str]:
     result = read_result(path)
     plot = importlib.import_module(f"frugalign.bench.{result['bench']}").plot
     try:
-        if result["bench"] == "appo":  # three figures, named from a stem
+        if result["bench"] == "appo":  # two or three figures, named from a stem
             return plot(result, str(path.with_suffix("")))
         png = path.with_suffix(".png")
         plot(result, png)
