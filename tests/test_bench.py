@@ -211,14 +211,15 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     optune_bench.add_arguments(parser)
     out = tmp_path / "optune.json"
     args = ["--quick", "--iterations", "2", "--samples-per-prompt", "3", "--generation-batch-size", "8", "--out", str(out),
-            "--selections", "optune", "gap", "random", "--optimizer", "rmsprop"]
+            "--selections", "optune", "gap", "random", "--optimizer", "rmsprop", "--learning-rate", "3e-5"]
     assert optune_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
     by = {optune_bench.key(r["params"]): r for r in result["runs"]}
     assert set(by) == {"optune/rho=0.5/wdpo", "gap/rho=0.5/wdpo", "random/rho=0.5/wdpo", "all/rho=1.0/wdpo"}
     # the settings the runs really used are recorded: one epoch per iteration, the optimizer asked for
     assert result["config"]["epochs_per_iteration"] == 1 and "num_epochs" not in result["config"]
-    assert result["config"]["optimizer"] == "rmsprop"
+    assert result["config"]["optimizer"] == "rmsprop" and result["config"]["learning_rate"] == 3e-5
+    assert result["config"]["train_prompts"] == 16  # quick's prompts: one optimizer step an iteration
     summary = result["summary"]
     gap, rnd = by["gap/rho=0.5/wdpo"]["gold_reward"], by["random/rho=0.5/wdpo"]["gold_reward"]
     assert summary["gap/rho=0.5/wdpo"]["minus_random"] == gap - rnd

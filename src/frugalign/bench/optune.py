@@ -25,6 +25,7 @@ from frugalign.bench.common import (
     paired_difference,
     plot_frontier,
     seeds_of,
+    task_settings,
 )
 from frugalign.config import load_config
 from frugalign.console import console, summary_table
@@ -44,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="online iterations (default 3; quick 2)")
     parser.add_argument("--losses", nargs="+", choices=["dpo", "wdpo"], default=None, help="default: dpo wdpo (quick: wdpo)")
     parser.add_argument("--train-prompts", type=int, default=None,
-                        help="use the first N of the task's train prompts (default: all of them)")
+                        help="use the first N of the task's train prompts (default: all of them; quick 16)")
+    parser.add_argument("--learning-rate", type=float, default=None, help="override the task's default")
     parser.add_argument("--optimizer", choices=["adamw", "rmsprop"], default="adamw",
                         help="the policy's optimizer (the OPTune paper used RMSprop)")
     parser.add_argument("--trainable-layers", type=int, default=0,
@@ -73,7 +75,7 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, iterations: 
 
     task = bench_task(args, seed)
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
-    base = task.settings
+    base = task_settings(task, args, quick_epochs=1)  # the task's, with --learning-rate
     config = load_config(OnlineConfig,
                          output_dir=str(workdir / f"{setting['selection']}-{setting['rho']}-{setting['loss']}-s{seed}"),
                          seed=seed, iterations=iterations, rho=setting["rho"], selection=setting["selection"],
@@ -83,7 +85,8 @@ def run_setting(args: argparse.Namespace, seed: int, setting: dict, iterations: 
                          top_p=0.9, samples_per_prompt=args.samples_per_prompt,
                          generation_batch_size=args.generation_batch_size, train_pairs=args.train_pairs,
                          generation_backend=args.generation_backend, logging_steps=50)
-    prompts = task.train_prompts[:args.train_prompts] if args.train_prompts else task.train_prompts
+    limit = args.train_prompts or (16 if args.quick else None)  # quick: one optimizer step an iteration, under 5 min
+    prompts = task.train_prompts[:limit] if limit else task.train_prompts
     began = time.perf_counter()
     curve: list[dict] = []
     generated = 0
