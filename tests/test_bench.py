@@ -286,10 +286,10 @@ def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypat
     assert result["config"]["gradient_checkpointing"] and len(checkpointed) >= len(aihf_bench.METHODS)
     trained = [r for r in result["runs"] if r["method"] != "base"]
     assert [r["method"] for r in trained] == list(aihf_bench.METHODS)
-    assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(16, 16)}  # quick's N
+    assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(8, 8)}  # quick's N
     assert result["config"]["rloo_samples"] == 2 and result["config"]["iterations"] == 1
     by = {r["method"]: r for r in trained}
-    assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 16 and by["spin"]["generations"] == 16
+    assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 8 and by["spin"]["generations"] == 8
     assert by["aihf-explicit"]["generations"] > by["aihf-dpo"]["generations"] > 0
     assert result["summary"]["balanced"]["best"] in aihf_bench.METHODS and out.with_suffix(".png").exists()
 

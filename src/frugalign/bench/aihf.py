@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None, help="default: all three")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all eight")
     parser.add_argument("--n", type=int, default=None,
-                        help="N: demonstrations and pairs in the balanced regime (default 256; quick 16)")
+                        help="N: demonstrations and pairs in the balanced regime (default 256; quick 8)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--iterations", type=int, default=None, help="SPIN / AIHF iterations (default 2; quick 1)")
     parser.add_argument("--rloo-samples", type=int, default=None,
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
     regimes = args.regimes or (["balanced"] if args.quick else list(REGIMES))
     methods = args.methods or list(METHODS)
-    n = args.n if args.n is not None else (16 if args.quick else 256)
+    n = args.n if args.n is not None else (8 if args.quick else 256)
     iterations = args.iterations if args.iterations is not None else (1 if args.quick else 2)
     rloo_samples = args.rloo_samples if args.rloo_samples is not None else (2 if args.quick else 4)
     if rloo_samples < 2:  # said before any model trains, not when RLHF's turn comes
