@@ -290,6 +290,7 @@ def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypat
     assert result["config"]["rloo_samples"] == 2 and result["config"]["iterations"] == 1
     by = {r["method"]: r for r in trained}
     assert by["sft"]["queries"] == 0 and by["dpo"]["queries"] == 8 and by["spin"]["generations"] == 8
+    assert by["rlhf"]["generations"] == 8 * 2  # each of the 8 prompts once, 2 samples: the batch of 16 is not filled
     assert by["aihf-explicit"]["generations"] > by["aihf-dpo"]["generations"] > 0
     assert result["summary"]["balanced"]["best"] in aihf_bench.METHODS and out.with_suffix(".png").exists()
 

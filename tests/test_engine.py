@@ -40,6 +40,16 @@ def test_micro_batches_cover_each_epoch_once_and_are_seeded(tmp_path):
     assert sum(len(mb) for mb in engine.micro_batches(10, 2)) == 4
 
 
+def test_rows_fewer_than_a_batch_make_one_smaller_batch_with_each_row_once(tmp_path):
+    engine = Engine(SFTConfig(train=TrainOptions(output_dir=str(tmp_path), batch_size=16, seed=3)))
+    assert engine.steps_per_epoch(8) == 1
+    assert [sorted(mb) for mb in engine.micro_batches(8, 0)] == [list(range(8))]  # not 16 rows, each twice
+    accumulating = Engine(SFTConfig(train=TrainOptions(output_dir=str(tmp_path), batch_size=4,
+                                                       gradient_accumulation_steps=2, seed=3)))
+    micro = accumulating.micro_batches(6, 0)
+    assert [len(mb) for mb in micro] == [3, 3] and sorted(i for mb in micro for i in mb) == list(range(6))
+
+
 @pytest.mark.parametrize("kind", ["constant", "linear", "cosine"])
 def test_schedules_warm_up_then_decay(kind):
     f = lr_lambda(kind, warmup=4, total=20)

@@ -11,6 +11,7 @@ global batch and splits it into micro-batches. So a resumed run sees exactly the
 uninterrupted run would, without replaying a data loader. When the row count is not a multiple of
 the global batch, the last batch of an epoch is filled from the start of the same permutation (as
 torch's DistributedSampler does), so every process always has a full share and DDP never waits.
+Rows fewer than one global batch make a smaller batch instead (each row once, as a DataLoader would give).
 """
 
 from __future__ import annotations
@@ -139,12 +140,19 @@ class Engine:
         return rows[self.accelerator.process_index :: self.accelerator.num_processes]
 
     # ---- data order -------------------------------------------------------------------------
-    def global_batch_size(self) -> int:
+    def micro_batch_size(self, n_rows: int) -> int:
+        """The configured batch_size, or less when all the rows fit in one optimizer step: a batch never holds
+        a row twice just to reach its size (that repeats the same gradient at twice the compute, and samples
+        twice as many responses in RLHF's steps)."""
         c = self.config.train
-        return c.batch_size * c.gradient_accumulation_steps * self.accelerator.num_processes
+        return min(c.batch_size, math.ceil(n_rows / (c.gradient_accumulation_steps * self.accelerator.num_processes)))
+
+    def global_batch_size(self, n_rows: int) -> int:
+        c = self.config.train
+        return self.micro_batch_size(n_rows) * c.gradient_accumulation_steps * self.accelerator.num_processes
 
     def steps_per_epoch(self, n_rows: int) -> int:
-        return max(1, math.ceil(n_rows / self.global_batch_size()))
+        return max(1, math.ceil(n_rows / self.global_batch_size(n_rows)))
 
     def total_steps(self, n_rows: int) -> int:
         c = self.config.train
@@ -156,14 +164,14 @@ class Engine:
         per_epoch = self.steps_per_epoch(n_rows)
         epoch, within = divmod(step, per_epoch)
         order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(c.seed + epoch)).tolist()
-        g = self.global_batch_size()
+        g, b = self.global_batch_size(n_rows), self.micro_batch_size(n_rows)
         need = (within + 1) * g
         while len(order) < need:  # fill the epoch's last batch from its own start
             order = order + order
         batch = order[within * g : need]
-        share = c.batch_size * c.gradient_accumulation_steps
+        share = b * c.gradient_accumulation_steps
         mine = batch[self.accelerator.process_index * share : (self.accelerator.process_index + 1) * share]
-        return [mine[i : i + c.batch_size] for i in range(0, share, c.batch_size)]
+        return [mine[i : i + b] for i in range(0, share, b)]
 
     # ---- training -----------------------------------------------------------------------------
     def make_optimizer(self, model) -> torch.optim.Optimizer:
@@ -219,7 +227,7 @@ class Engine:
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         self.print(
-            f"[bold]{description}[/]: {len(rows)} rows, {total} steps of {self.global_batch_size()} rows"
+            f"[bold]{description}[/]: {len(rows)} rows, {total} steps of {self.global_batch_size(len(rows))} rows"
             f" ({self.accelerator.num_processes} process(es), device {self.device},"
             f" precision {self.accelerator.mixed_precision})" + (f", resuming at step {start}" if start else "")
         )

@@ -113,7 +113,7 @@ def loss_run(args, task, seed: int, loss: str, pool: list[dict], ties: int, sett
         ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, samples_per_prompt=task.eval_samples,
                        seed=seed, progress=False)
         # every label is bought before training: the queries are the pool; the x axis is pairs trained on
-        curve.append({"queries": len(pool), "pairs_seen": round(step * config.train.batch_size * pairs_per_row),
+        curve.append({"queries": len(pool), "pairs_seen": round(step * min(config.train.batch_size, len(rows)) * pairs_per_row),
                       "generations": 0, "time_s": time.perf_counter() - began, "gold_reward": ev.mean,
                       "gold_reward_ci95": ev.ci95, "kl": ev.kl})
         return {"gold_reward": ev.mean, "kl": ev.kl}
