@@ -93,6 +93,12 @@ def lr_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def micro_batch_size(train, n_rows: int, num_processes: int = 1) -> int:
+    """`train.batch_size`, or less when all the rows fit in one optimizer step: a batch never holds a row twice
+    just to reach its size (that repeats the same gradient at twice the compute, and samples twice as many
+    responses in RLHF's steps). `train` is a config's TrainOptions."""
+    return min(train.batch_size, math.ceil(n_rows / (train.gradient_accumulation_steps * num_processes)))
+
 class Engine:
     """Holds the accelerator and runs `fit`. Create it before the models, so that they are placed
     on the right device and the seed is set for everything that follows."""
@@ -141,11 +147,7 @@ class Engine:
 
     # ---- data order -------------------------------------------------------------------------
     def micro_batch_size(self, n_rows: int) -> int:
-        """The configured batch_size, or less when all the rows fit in one optimizer step: a batch never holds
-        a row twice just to reach its size (that repeats the same gradient at twice the compute, and samples
-        twice as many responses in RLHF's steps)."""
-        c = self.config.train
-        return min(c.batch_size, math.ceil(n_rows / (c.gradient_accumulation_steps * self.accelerator.num_processes)))
+        return micro_batch_size(self.config.train, n_rows, self.accelerator.num_processes)
 
     def global_batch_size(self, n_rows: int) -> int:
         c = self.config.train

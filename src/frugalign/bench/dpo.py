@@ -82,6 +82,7 @@ def loss_run(args, task, seed: int, loss: str, pool: list[dict], ties: int, sett
     """Train a copy of the base policy with `loss` on the whole labelled pool; gold reward and KL to the base
     at `--curve-points` points of training, in the run schema of docs/benchmarks.md."""
     # here, not above: `--help` must not load torch (cli.py)
+    from frugalign.engine import micro_batch_size
     from frugalign.options import DPOConfig, KTOConfig
     from frugalign.recipes.kto import train_kto
     from frugalign.training.dpo import train_dpo
@@ -100,7 +101,8 @@ def loss_run(args, task, seed: int, loss: str, pool: list[dict], ties: int, sett
         config = load_config(DPOConfig, output_dir=output_dir, seed=seed, loss=loss, simpo_gamma=args.simpo_gamma,
                              logging_steps=10, **{**settings, "beta": beta})
         pairs_per_row = 1.0
-    steps = config.epochs.num_epochs * -(-len(rows) // config.train.batch_size)
+    step_rows = micro_batch_size(config.train, len(rows)) * config.train.gradient_accumulation_steps  # one process
+    steps = config.epochs.num_epochs * -(-len(rows) // step_rows)
     config.eval.eval_steps = max(1, steps // max(1, args.curve_points))
     reference = task.model
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
@@ -113,7 +115,7 @@ def loss_run(args, task, seed: int, loss: str, pool: list[dict], ties: int, sett
         ev = gold_eval(task, model, task.eval_prompts, ref_model=reference, samples_per_prompt=task.eval_samples,
                        seed=seed, progress=False)
         # every label is bought before training: the queries are the pool; the x axis is pairs trained on
-        curve.append({"queries": len(pool), "pairs_seen": round(step * min(config.train.batch_size, len(rows)) * pairs_per_row),
+        curve.append({"queries": len(pool), "pairs_seen": round(step * step_rows * pairs_per_row),
                       "generations": 0, "time_s": time.perf_counter() - began, "gold_reward": ev.mean,
                       "gold_reward_ci95": ev.ci95, "kl": ev.kl})
         return {"gold_reward": ev.mean, "kl": ev.kl}
