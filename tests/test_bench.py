@@ -267,7 +267,15 @@ def test_bench_generation_quick_reports_tokens_per_second_per_batch_size(tmp_pat
     assert out.with_suffix(".png").stat().st_size > 10_000
 
 
-def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypatch):
+def test_bench_aihf_runs_self_play_only_where_it_differs_from_the_dpo_form():
+    from frugalign.bench.aihf import METHODS, methods_to_run
+
+    assert "aihf-self-play" not in methods_to_run(list(METHODS), iterations=1)
+    assert methods_to_run(list(METHODS), iterations=2) == list(METHODS)
+    assert methods_to_run(["spin", "aihf-self-play"], iterations=1) == ["spin", "aihf-self-play"]  # no DPO form to stand in
+
+
+def test_bench_aihf_quick_runs_each_distinct_method_on_the_same_data(tmp_path, monkeypatch):
     from frugalign.bench import aihf as aihf_bench
 
     monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
@@ -283,9 +291,10 @@ def test_bench_aihf_quick_runs_every_method_on_the_same_data(tmp_path, monkeypat
     args = ["--quick", "--task", "arith", "--gradient-checkpointing", "--out", str(out)]
     assert aihf_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
-    assert result["config"]["gradient_checkpointing"] and len(checkpointed) >= len(aihf_bench.METHODS)
     trained = [r for r in result["runs"] if r["method"] != "base"]
-    assert [r["method"] for r in trained] == list(aihf_bench.METHODS)
+    assert result["config"]["gradient_checkpointing"] and len(checkpointed) >= len(trained)
+    assert [r["method"] for r in trained] == [m for m in aihf_bench.METHODS if m != "aihf-self-play"]  # 1 iteration
+    assert result["methods"] == [r["method"] for r in trained]
     assert {(r["params"]["demonstrations"], r["params"]["preferences"]) for r in trained} == {(8, 8)}  # quick's N
     assert result["config"]["rloo_samples"] == 2 and result["config"]["iterations"] == 1
     by = {r["method"]: r for r in trained}

@@ -72,6 +72,18 @@ def test_aihf_dpo_forms_train_on_both_kinds_of_pairs(tmp_path, tokenizer, varian
     assert not torch.equal(before, flat(type(policy).from_pretrained(tmp_path / "policy-iter0")))
 
 
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_self_play_form_is_the_dpo_form_until_its_second_iteration(tmp_path, tokenizer, iterations):
+    """The DPO form scores opponents against the initial policy, self-play against the previous iterate:
+    the same model at iteration 0, different ones after (what lets `bench aihf` run only one at 1 iteration)."""
+    trained = {}
+    for variant in ("dpo", "self-play"):
+        config = load_config(AIHFConfig, output_dir=str(tmp_path / variant), variant=variant, iterations=iterations,
+                             learning_rate=2e-3, batch_size=4, warmup_ratio=0.0, max_new_tokens=4, seed=0, logging_steps=50)
+        trained[variant] = flat(train_aihf(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer, demos(), prefs())[0])
+    assert torch.equal(trained["dpo"], trained["self-play"]) == (iterations == 1)
+
+
 def test_spin_opponent_is_the_previous_iterate_and_resume_continues(tmp_path, tokenizer):
     config = load_config(AIHFConfig, output_dir=str(tmp_path), variant="self-play", iterations=1, learning_rate=2e-3,
                          batch_size=4, warmup_ratio=0.0, max_new_tokens=4, seed=0, logging_steps=50)

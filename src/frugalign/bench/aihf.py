@@ -6,7 +6,8 @@ model trained on the preferences, then RLOO) and AIHF's three forms, in three re
   balanced:               N demonstrations, N preference pairs;
   scarce-preferences:     N demonstrations, N/8 pairs;
   scarce-demonstrations:  N/8 demonstrations, N pairs.
-Each run ends with the gold reward and the KL to the base policy on held-out prompts.
+Each run ends with the gold reward and the KL to the base policy on held-out prompts. At one iteration
+the self-play form is not run: it is then the DPO form's run (`methods_to_run`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ REGIMES = {"balanced": (1, 1), "scarce-preferences": (1, 8), "scarce-demonstrati
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="sentiment")
     parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=None, help="default: all three")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None, help="default: all eight")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
+                        help="default: all eight (seven at --iterations 1, where aihf-self-play is aihf-dpo)")
     parser.add_argument("--n", type=int, default=None,
                         help="N: demonstrations and pairs in the balanced regime (default 256; quick 8)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
@@ -123,12 +125,25 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
     return policy, costs
 
 
+def methods_to_run(methods: list[str], iterations: int) -> list[str]:
+    """The methods less aihf-self-play at one iteration when aihf-dpo runs: the two forms differ only in
+    the opponent pairs' reference, the previous iterate for self-play and the initial policy for the DPO
+    form, and before the first iteration the previous iterate is the initial policy. Running both would
+    train and evaluate the same model twice."""
+    if iterations == 1 and "aihf-dpo" in methods:
+        return [m for m in methods if m != "aihf-self-play"]
+    return list(methods)
+
+
 def run(args: argparse.Namespace) -> int:
     seeds = seeds_of(args)
     regimes = args.regimes or (["balanced"] if args.quick else list(REGIMES))
-    methods = args.methods or list(METHODS)
     n = args.n if args.n is not None else (8 if args.quick else 256)
     iterations = args.iterations if args.iterations is not None else (1 if args.quick else 2)
+    methods = methods_to_run(args.methods or list(METHODS), iterations)
+    if "aihf-self-play" in (args.methods or METHODS) and "aihf-self-play" not in methods:
+        console.print("aihf-self-play: not run; at one iteration it is aihf-dpo's run (both forms' reference is the "
+                      "initial policy)")
     rloo_samples = args.rloo_samples if args.rloo_samples is not None else (2 if args.quick else 4)
     if rloo_samples < 2:  # said before any model trains, not when RLHF's turn comes
         raise UserError(f"--rloo-samples {rloo_samples}: at least 2 (each sample's baseline is the others' mean)")
@@ -177,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     runs = [done.find(seed=seed, method="base") for seed in seeds]
     runs += [done.find(seed=seed, method=m, regime=r) for seed in seeds for r in regimes for m in methods]
     result = {"bench": "aihf", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
+              "methods": methods, "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
               "summary": summarise(runs, regimes, methods)}
     out = done.finish(result)
     plot(result, out.with_suffix(".png"))
