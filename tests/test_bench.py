@@ -234,14 +234,26 @@ def test_bench_optune_quick_counts_generations_per_setting(tmp_path, monkeypatch
     assert out.with_suffix(".png").exists()
 
 
+def online_run(selection, rho, seed, golds, times):
+    """A `bench optune` run record with the given gold reward and seconds after each iteration."""
+    return {"seed": seed, "params": {"selection": selection, "rho": rho, "loss": "wdpo"}, "gold_reward": golds[-1],
+            "gold_reward_ci95": 0.0, "kl": 0.1, "generations": 10, "time_s": {"total": times[-1], "generation": 1.0},
+            "curve": [{"time_s": t, "generations": 1, "gold_reward": g} for g, t in zip(golds, times)]}
+
+
+def test_optune_plot_draws_every_selection_rule(tmp_path):
+    from frugalign.bench.optune import SELECTIONS, plot
+
+    runs = [online_run(sel, 1.0 if sel == "all" else 0.5, s, [0.1, 0.2 + 0.1 * s], [10, 20]) for sel in SELECTIONS + ("all",)
+            for s in range(2)]
+    plot({"task": "arith", "seeds": [0, 1], "runs": runs}, tmp_path / "optune.png")
+    assert (tmp_path / "optune.png").stat().st_size > 10_000
+
+
 def test_optune_summary_times_each_setting_to_rho_1s_interval():
     from frugalign.bench.optune import summarise
 
-    def run(selection, rho, seed, golds, times):
-        return {"seed": seed, "params": {"selection": selection, "rho": rho, "loss": "wdpo"}, "gold_reward": golds[-1],
-                "gold_reward_ci95": 0.0, "kl": 0.1, "generations": 10, "time_s": {"total": times[-1], "generation": 1.0},
-                "curve": [{"time_s": t, "generations": 1, "gold_reward": g} for g, t in zip(golds, times)]}
-
+    run = online_run
     runs = [run("all", 1.0, s, [0.1, 0.5, 0.6 + 0.01 * s], [10, 20, 30]) for s in range(3)]
     runs += [run("optune", 0.5, s, [0.1, 0.6, 0.7], [10, 15, 20]) for s in range(3)]
     runs += [run("random", 0.5, s, [0.1, 0.3, 0.4 + 0.1 * s], [10, 15, 20]) for s in range(3)]

@@ -195,15 +195,14 @@ def plot(result: dict, path: Path) -> None:
             ci = np.array([p["gold_reward_ci95"] for p in curve["points"]])
             for ax, x in ((row[0], "generations"), (row[1], "time_s")):
                 xs = [p[x] for p in curve["points"]]
-                ax.plot(xs, ys, styles[params["selection"]], marker="o", color=colors[params["rho"]], label=k)
+                ax.plot(xs, ys, linestyle=styles[params["selection"]], marker="o", color=colors[params["rho"]], label=k)
                 ax.fill_between(xs, ys - ci, ys + ci, color=colors[params["rho"]], alpha=0.08)
         row[0].set_xlabel("responses generated")
         row[1].set_xlabel("seconds (generation + scoring + training)")
         for ax in row[:2]:
             ax.set_ylabel("gold reward (held-out prompts)")
             ax.set_title(f"{loss}: mean over {len(result['seeds'])} seeds, 95% t interval")
-        row[0].legend(fontsize=7, title="a colour per rho; solid: lowest reward (OPTune), dashed: random",
-                      title_fontsize=7)
+        row[0].legend(fontsize=7, title="a colour per rho, a line style per selection rule", title_fontsize=7)
         plot_frontier(row[2], [r for r in result["runs"] if r["params"]["loss"] == loss], lambda r: key(r["params"]))
     fig.suptitle(f"{result['task']}: online DPO, regenerating a share rho of the prompts each iteration")
     fig.tight_layout()
