@@ -253,10 +253,9 @@ def test_optune_plot_draws_every_selection_rule(tmp_path):
 def test_optune_summary_times_each_setting_to_rho_1s_interval():
     from frugalign.bench.optune import summarise
 
-    run = online_run
-    runs = [run("all", 1.0, s, [0.1, 0.5, 0.6 + 0.01 * s], [10, 20, 30]) for s in range(3)]
-    runs += [run("optune", 0.5, s, [0.1, 0.6, 0.7], [10, 15, 20]) for s in range(3)]
-    runs += [run("random", 0.5, s, [0.1, 0.3, 0.4 + 0.1 * s], [10, 15, 20]) for s in range(3)]
+    runs = [online_run("all", 1.0, s, [0.1, 0.5, 0.6 + 0.01 * s], [10, 20, 30]) for s in range(3)]
+    runs += [online_run("optune", 0.5, s, [0.1, 0.6, 0.7], [10, 15, 20]) for s in range(3)]
+    runs += [online_run("random", 0.5, s, [0.1, 0.3, 0.4 + 0.1 * s], [10, 15, 20]) for s in range(3)]
     summary = summarise(runs)
     full, optune, rnd = summary["all/rho=1.0/wdpo"], summary["optune/rho=0.5/wdpo"], summary["random/rho=0.5/wdpo"]
     assert full["gold_reward_ci95"] > 0 and full["seconds_to_reach_rho1_interval"] == 30

@@ -99,6 +99,7 @@ def micro_batch_size(train, n_rows: int, num_processes: int = 1) -> int:
     responses in RLHF's steps). `train` is a config's TrainOptions."""
     return min(train.batch_size, math.ceil(n_rows / (train.gradient_accumulation_steps * num_processes)))
 
+
 class Engine:
     """Holds the accelerator and runs `fit`. Create it before the models, so that they are placed
     on the right device and the seed is set for everything that follows."""

@@ -140,8 +140,9 @@ def run(args: argparse.Namespace) -> int:
     regimes = args.regimes or (["balanced"] if args.quick else list(REGIMES))
     n = args.n if args.n is not None else (8 if args.quick else 256)
     iterations = args.iterations if args.iterations is not None else (1 if args.quick else 2)
-    methods = methods_to_run(args.methods or list(METHODS), iterations)
-    if "aihf-self-play" in (args.methods or METHODS) and "aihf-self-play" not in methods:
+    asked = args.methods or list(METHODS)
+    methods = methods_to_run(asked, iterations)
+    if len(methods) < len(asked):
         console.print("aihf-self-play: not run; at one iteration it is aihf-dpo's run (both forms' reference is the "
                       "initial policy)")
     rloo_samples = args.rloo_samples if args.rloo_samples is not None else (2 if args.quick else 4)
@@ -192,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
     runs = [done.find(seed=seed, method="base") for seed in seeds]
     runs += [done.find(seed=seed, method=m, regime=r) for seed in seeds for r in regimes for m in methods]
     result = {"bench": "aihf", "task": args.task, "mode": "quick" if args.quick else "full", "seeds": seeds,
-              "methods": methods, "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(), "runs": runs,
-              "summary": summarise(runs, regimes, methods)}
+              "methods": methods, "config": done.config, "bench_seconds": done.seconds(), "machine": machine_info(),
+              "runs": runs, "summary": summarise(runs, regimes, methods)}
     out = done.finish(result)
     plot(result, out.with_suffix(".png"))
     table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
