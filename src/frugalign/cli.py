@@ -9,6 +9,7 @@ import os
 import sys
 
 from frugalign import options  # dataclasses only: the commands' flags, no torch
+from frugalign.allocator import keep_freed_memory
 from frugalign.errors import UserError
 from frugalign.rundir import prepare_run_dir
 
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         # in a log file, transformers' "Loading weights" bars are carriage-return noise; frugalign's own progress
         # lines say what is happening. Read when transformers is first imported, which is after this.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    keep_freed_memory()  # before any tensor exists: steps then reuse freed memory instead of faulting it in anew
     try:
         result = args.handler(args)
     except UserError as e:
