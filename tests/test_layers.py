@@ -8,7 +8,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "frugalign"
 
 # lowest first; a name is a top-level module or folder of the package
 FLOORS = [
-    {"errors", "losses", "logprobs", "stats", "console", "results", "config", "options", "rundir", "plot", "bandit"},
+    {"errors", "losses", "logprobs", "stats", "console", "results", "config", "options", "rundir", "plot", "bandit",
+     "allocator"},
     {"engine", "models", "generation", "data", "serve"},
     {"training"},
     {"active"},
