@@ -2,10 +2,11 @@
 
 glibc serves every allocation above its mmap threshold (128 KiB at first, at most 32 MiB) with a fresh mapping
 from the kernel and unmaps it on free. A forward and backward pass allocates and frees gigabytes of such
-tensors (activations, logits, gradients), so each step touches its memory page by page anew: on a 2-core CPU
-the page faults of a SmolLM2 forward took about as long as its matrix products. With mappings turned off for
-allocations and the heap's top trimmed only beyond 2 GiB, a freed block is reused by the next step. The price:
-the process keeps up to its peak memory until it exits.
+tensors (activations, logits, gradients), so each step touches its memory page by page anew: on a 2-core CPU,
+repeated forward passes of a SmolLM2 reward model on 32 rows took 5.9-9.0 s each, and 4.6-5.2 s with this.
+With mappings turned off for allocations and the heap's top trimmed only beyond 2 GiB, a freed block stays
+in the process for later steps to reuse. The price: the process keeps its peak memory, and up to about
+2 GiB more where a same-sized block does not fit a freed one (64-byte alignment), until it exits.
 """
 
 from __future__ import annotations
