@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 
 from frugalign import options  # dataclasses only: the commands' flags, no torch
@@ -160,6 +161,10 @@ def export_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -169,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         # lines say what is happening. Read when transformers is first imported, which is after this.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     keep_freed_memory()  # before any tensor exists: steps then reuse freed memory instead of faulting it in anew
+    # `kill` or a scheduler's time limit (SIGTERM) stops a run as Ctrl-C does: the run unwinds, so its
+    # labels and checkpoints are flushed and its temporary folders (gigabytes in a bench) removed
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = args.handler(args)
     except UserError as e:
