@@ -182,9 +182,10 @@ def plot(result: dict, path: Path) -> None:
     curves = mean_curves(result["runs"])
     losses = list(dict.fromkeys(c["params"]["loss"] for c in curves.values()))
     rhos = sorted({c["params"]["rho"] for c in curves.values()})
-    # one colour per rho, one line style per selection rule: a reader matches lines across panels
+    # one colour per rho, one line style and marker per selection rule: a reader matches lines across panels
     colors = {rho: ("black" if rho >= 1.0 else plt.get_cmap("tab10")(i)) for i, rho in enumerate(rhos)}
-    styles = {"optune": "-", "gap": "-.", "stale": ":", "mixed": (0, (5, 1, 1, 1)), "random": "--", "all": "-"}
+    styles = {"optune": "-", "gap": "-.", "stale": ":", "mixed": (0, (6, 2, 1, 2, 1, 2)), "random": "--", "all": "-"}
+    markers = {"optune": "o", "gap": "s", "stale": "^", "mixed": "D", "random": "v", "all": "o"}
     fig, axes = plt.subplots(len(losses), 3, figsize=(16, 4.2 * len(losses)), squeeze=False)
     for row, loss in zip(axes, losses):
         for k, curve in curves.items():
@@ -195,14 +196,15 @@ def plot(result: dict, path: Path) -> None:
             ci = np.array([p["gold_reward_ci95"] for p in curve["points"]])
             for ax, x in ((row[0], "generations"), (row[1], "time_s")):
                 xs = [p[x] for p in curve["points"]]
-                ax.plot(xs, ys, linestyle=styles[params["selection"]], marker="o", color=colors[params["rho"]], label=k)
+                ax.plot(xs, ys, linestyle=styles[params["selection"]], marker=markers[params["selection"]],
+                        color=colors[params["rho"]], label=k)
                 ax.fill_between(xs, ys - ci, ys + ci, color=colors[params["rho"]], alpha=0.08)
         row[0].set_xlabel("responses generated")
         row[1].set_xlabel("seconds (generation + scoring + training)")
         for ax in row[:2]:
             ax.set_ylabel("gold reward (held-out prompts)")
             ax.set_title(f"{loss}: mean over {len(result['seeds'])} seeds, 95% t interval")
-        row[0].legend(fontsize=7, title="a colour per rho, a line style per selection rule", title_fontsize=7)
+        row[0].legend(fontsize=7, title="a colour per rho, a line style and marker per selection rule", title_fontsize=7)
         plot_frontier(row[2], [r for r in result["runs"] if r["params"]["loss"] == loss], lambda r: key(r["params"]))
     fig.suptitle(f"{result['task']}: online DPO, regenerating a share rho of the prompts each iteration")
     fig.tight_layout()
