@@ -37,4 +37,3 @@ def test_sigterm_unwinds_the_run_like_ctrl_c_and_removes_its_temporary_folder():
     assert "interrupted; rerun with --resume" in done.stderr
     folder = Path(done.stdout.strip())
     assert folder.name.startswith("frugalign-test-") and not folder.exists()
-

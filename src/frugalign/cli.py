@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         # lines say what is happening. Read when transformers is first imported, which is after this.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     keep_freed_memory()  # before any tensor exists: steps then reuse freed memory instead of faulting it in anew
-    # `kill` or a scheduler's time limit (SIGTERM) stops a run as Ctrl-C does: the run unwinds, so its
-    # labels and checkpoints are flushed and its temporary folders (gigabytes in a bench) removed
-    signal.signal(signal.SIGTERM, _interrupt)
+    # `kill` or a scheduler's time limit (SIGTERM) stops a run as Ctrl-C does: the run unwinds, so its temporary
+    # folders (gigabytes in a bench) are removed; the caller's own handler comes back when main returns
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = args.handler(args)
     except UserError as e:
