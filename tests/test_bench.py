@@ -286,6 +286,22 @@ def test_bench_aihf_runs_self_play_only_where_it_differs_from_the_dpo_form():
     assert methods_to_run(["spin", "aihf-self-play"], iterations=1) == ["spin", "aihf-self-play"]  # no DPO form to stand in
 
 
+def test_bench_aihf_scarce_regimes_are_subsets_of_the_balanced_one_whatever_else_is_asked():
+    from frugalign.bench.aihf import REGIMES, regime_data
+
+    demos, prefs = [f"demo {i}" for i in range(100)], [f"pair {i}" for i in range(300)]
+    every = regime_data(demos, prefs, 32, list(REGIMES), seed=3)
+    balanced_demos, balanced_prefs = every["balanced"]
+    assert len(balanced_demos) == len(balanced_prefs) == 32 and len(set(balanced_prefs)) == 32
+    assert every["scarce-preferences"] == (balanced_demos, balanced_prefs[:4])
+    assert every["scarce-demonstrations"] == (balanced_demos[:4], balanced_prefs)
+    for regime in REGIMES:  # asked alone, or in another order, a regime sees the same data
+        assert regime_data(demos, prefs, 32, [regime], seed=3)[regime] == every[regime]
+        assert regime_data(demos, prefs, 32, list(reversed(REGIMES)), seed=3)[regime] == every[regime]
+    assert regime_data(demos, prefs, 32, ["balanced"], seed=4)["balanced"] != every["balanced"]
+    assert sorted(regime_data(demos[:10], prefs, 32, ["balanced"], seed=3)["balanced"][0]) == sorted(demos[:10])
+
+
 def test_bench_aihf_quick_runs_each_distinct_method_on_the_same_data(tmp_path, monkeypatch):
     from frugalign.bench import aihf as aihf_bench
 

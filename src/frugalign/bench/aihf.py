@@ -6,7 +6,8 @@ model trained on the preferences, then RLOO) and AIHF's three forms, in three re
   balanced:               N demonstrations, N preference pairs;
   scarce-preferences:     N demonstrations, N/8 pairs;
   scarce-demonstrations:  N/8 demonstrations, N pairs.
-Each run ends with the gold reward and the KL to the base policy on held-out prompts. At one iteration
+The scarce sets are subsets of the balanced ones (`regime_data`), so regimes differ only in what they
+lack. Each run ends with the gold reward and the KL to the base policy on held-out prompts. At one iteration
 the self-play form is not run: it is then the DPO form's run (`methods_to_run`).
 """
 
@@ -125,6 +126,16 @@ def run_method(method: str, task, demos: list[Demonstration], prefs: list[Prefer
     return policy, costs
 
 
+def regime_data(demos: list, prefs: list, n: int, regimes: list[str], seed: int) -> dict[str, tuple[list, list]]:
+    """Each regime's demonstrations and pairs. One seeded draw of N of each; a regime takes the first N/divisor
+    of it, so a scarce set is a subset of the balanced one, and what a regime sees does not depend on which
+    other regimes the command asks for (regimes compare, paired, on the same data)."""
+    rng = random.Random(seed)
+    demos_drawn = rng.sample(demos, min(len(demos), n))
+    prefs_drawn = rng.sample(prefs, min(len(prefs), n))
+    return {regime: (demos_drawn[: n // REGIMES[regime][0]], prefs_drawn[: n // REGIMES[regime][1]]) for regime in regimes}
+
+
 def methods_to_run(methods: list[str], iterations: int) -> list[str]:
     """The methods less aihf-self-play at one iteration when aihf-dpo runs: the two forms differ only in
     the opponent pairs' reference, the previous iterate for self-play and the initial policy for the DPO
@@ -167,17 +178,13 @@ def run(args: argparse.Namespace) -> int:
                 done.add({"method": "base", "seed": seed, "params": {}, "gold_reward": base.mean,
                           "gold_reward_ci95": base.ci95, "kl": base.kl, "queries": 0, "generations": 0,
                           "time_s": {"total": 0.0}}, config)
-            rng = random.Random(seed)
             all_demos = [Demonstration(d["prompt"], d["completion"]) for d in task.demonstrations]
             pool, _ = task.labelled_pool(args.tau, seed)
             all_prefs = [PreferenceExample(r["prompt"], r["chosen"], r["rejected"]) for r in pool]
-            for regime in regimes:
-                d_div, p_div = REGIMES[regime]
-                demos = rng.sample(all_demos, min(len(all_demos), n // d_div))
-                prefs = rng.sample(all_prefs, min(len(all_prefs), n // p_div))
+            for regime, (demos, prefs) in regime_data(all_demos, all_prefs, n, regimes, seed).items():
                 for method in methods:
                     if done.find(seed=seed, method=method, regime=regime):
-                        continue  # the seeded draws above are made all the same, so later regimes see the same data
+                        continue
                     started = time.perf_counter()
                     policy, costs = run_method(method, task, demos, prefs, settings, seed, Path(tmp) / f"{seed}-{regime}",
                                                iterations, rloo_samples, args.generation_backend,
