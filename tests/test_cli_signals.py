@@ -2,6 +2,8 @@
 folders are removed and it exits with the interrupted message, instead of dying where it stands and leaving
 gigabytes behind (a bench keeps each seed's checkpoints in a temporary folder)."""
 
+import argparse
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,3 +39,23 @@ def test_sigterm_unwinds_the_run_like_ctrl_c_and_removes_its_temporary_folder():
     assert "interrupted; rerun with --resume" in done.stderr
     folder = Path(done.stdout.strip())
     assert folder.name.startswith("frugalign-test-") and not folder.exists()
+
+
+def test_main_gives_the_caller_its_own_sigterm_handler_back(monkeypatch):
+    import frugalign.cli as cli
+
+    seen = []
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(handler=lambda args: seen.append(signal.getsignal(signal.SIGTERM)) or 0)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+
+    def callers_handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        assert cli.main([]) == 0
+        assert seen and seen[0] is not callers_handler  # the command ran under frugalign's handler
+        assert signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)

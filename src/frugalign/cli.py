@@ -185,4 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("frugalign: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) else 0
