@@ -466,3 +466,24 @@ def test_bench_appo_sweeps_gamma_and_draws_the_scaling_figure_only_where_a_slope
     assert ("queries_vs_d2_over_gap2" in result["summary"]["scaling"]["3.0"]) == scaling_figure
     figures = {"appo.png", "appo-gamma.png"} | ({"appo-scaling.png"} if scaling_figure else set())
     assert {p.name for p in tmp_path.glob("*.png")} == figures
+
+
+def test_bench_aihf_summary_pairs_the_best_aihf_form_with_each_baseline_by_seed():
+    from frugalign.bench.aihf import summarise
+
+    def run(method, seed, gold):
+        return {"method": method, "seed": seed, "params": {"regime": "balanced"}, "gold_reward": gold, "kl": 0.1}
+
+    # the seeds differ a lot, AIHF beats DPO by 0.05 on every seed: unpaired intervals overlap, the paired one does not
+    runs = [{"method": "base", "seed": s, "gold_reward": 0.1} for s in range(3)]
+    runs += [run("dpo", s, 0.1 * s) for s in range(3)] + [run("aihf-dpo", s, 0.1 * s + 0.05) for s in range(3)]
+    runs += [run("sft", s, 0.1 * s + (0.1 if s == 0 else -0.02)) for s in range(3)]
+    summary = summarise(runs, ["balanced"], ["sft", "dpo", "aihf-dpo"])["balanced"]
+    assert summary["best_aihf"] == "aihf-dpo" and not summary["best_aihf_above_baselines_intervals"]
+    minus = summary["best_aihf_minus"]
+    assert set(minus) == {"sft", "dpo"} and minus["dpo"]["seeds"] == 3
+    assert abs(minus["dpo"]["mean"] - 0.05) < 1e-9 and minus["dpo"]["ci95"] < 1e-9  # AIHF minus DPO, not DPO minus AIHF
+    assert minus["sft"]["mean"] - minus["sft"]["ci95"] < 0  # SFT's seed 0 is above: no paired win over SFT
+    assert summary["best_aihf_above_every_baseline_paired"] is False
+    without_sft = summarise([r for r in runs if r["method"] != "sft"], ["balanced"], ["dpo", "aihf-dpo"])["balanced"]
+    assert without_sft["best_aihf_above_every_baseline_paired"] is True

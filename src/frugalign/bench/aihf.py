@@ -8,7 +8,9 @@ model trained on the preferences, then RLOO) and AIHF's three forms, in three re
   scarce-demonstrations:  N/8 demonstrations, N pairs.
 The scarce sets are subsets of the balanced ones (`regime_data`), so regimes differ only in what they
 lack. Each run ends with the gold reward and the KL to the base policy on held-out prompts. At one iteration
-the self-play form is not run: it is then the DPO form's run (`methods_to_run`).
+the self-play form is not run: it is then the DPO form's run (`methods_to_run`). The summary says, per
+regime, whether the best AIHF form is above every baseline's interval, and its difference from each
+baseline paired by seed (the runs of a seed share its data, so the paired interval is the sharper test).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from frugalign.bench.common import (
     add_task_arguments,
     bench_task,
     gold_over_seeds,
+    paired_difference,
     plot_frontier,
     seeds_of,
     task_settings,
@@ -207,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
     table.update({f"{regime} · {m}": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"
                   for regime in regimes for m, v in result["summary"][regime]["methods"].items()})
+    table.update({f"{regime} · {result['summary'][regime]['best_aihf']} − {m}": paired_text(d)
+                  for regime in regimes for m, d in result["summary"][regime]["best_aihf_minus"].items()})
     console.print(summary_table(f"bench aihf · {args.task} · seeds {seeds}", {**table, "results": str(out)}))
     return 0
 
@@ -217,18 +222,35 @@ def summarise(runs: list[dict], regimes: list[str], methods: list[str]) -> dict:
     for regime in regimes:
         by = {}
         for method in methods:
-            mine = [r for r in runs if r["method"] == method and r["params"].get("regime") == regime]
+            mine = runs_of(runs, method, regime)
             by[method] = {**gold_over_seeds(mine), "kl": float(np.mean([r["kl"] for r in mine]))}
         best = max(by, key=lambda m: by[m]["gold_reward"])
         aihf = [m for m in by if m.startswith("aihf")]
         best_aihf = max(aihf, key=lambda m: by[m]["gold_reward"]) if aihf else None
         baselines_upper = max((v["gold_reward"] + v["gold_reward_ci95"] for m, v in by.items() if m not in aihf),
                               default=None)
-        # the issue's test: the best AIHF form above every baseline's 95% interval
+        # two tests of "AIHF beats the baselines": the best AIHF form above every baseline's 95% interval, and,
+        # sharper, its paired difference from each baseline (the same seeds' data) above zero over the seeds
+        minus = {} if best_aihf is None else {
+            m: paired_difference(runs_of(runs, best_aihf, regime), runs_of(runs, m, regime)) for m in by if m not in aihf}
         summary[regime] = {"methods": by, "best": best, "best_aihf": best_aihf,
                            "best_aihf_above_baselines_intervals": None if best_aihf is None or baselines_upper is None
-                           else by[best_aihf]["gold_reward"] - by[best_aihf]["gold_reward_ci95"] > baselines_upper}
+                           else by[best_aihf]["gold_reward"] - by[best_aihf]["gold_reward_ci95"] > baselines_upper,
+                           "best_aihf_minus": minus,
+                           "best_aihf_above_every_baseline_paired": None if not minus or any(
+                               d is None or d["ci95"] is None for d in minus.values())
+                           else all(d["mean"] - d["ci95"] > 0 for d in minus.values())}
     return summary
+
+
+def paired_text(diff: dict | None) -> str:
+    if diff is None:
+        return "no shared seed"
+    return f"{diff['mean']:+.3f}" + (f" ± {diff['ci95']:.3f}" if diff["ci95"] is not None else "") + " (paired by seed)"
+
+
+def runs_of(runs: list[dict], method: str, regime: str) -> list[dict]:
+    return [r for r in runs if r["method"] == method and r["params"].get("regime") == regime]
 
 
 def plot(result: dict, path: Path) -> None:
