@@ -32,6 +32,7 @@ from frugalign.bench.common import (
     gold_over_seeds,
     paired_curves,
     paired_difference,
+    paired_text,
     plot_frontier,
     seeds_of,
     task_settings,
@@ -356,12 +357,10 @@ def run(args: argparse.Namespace) -> int:
         if "dpo_interval_low" in s:  # no dpo run: no interval to reach
             parts.append(f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
         if paired:
-            parts.append(f"{paired['mean']:+.3f}" + (f" ± {paired['ci95']:.3f}" if paired["ci95"] is not None else "")
-                         + f" vs {budget_rival(m)} (paired by seed)")
+            parts.append(f"{paired_text(paired)} vs {budget_rival(m)} (paired by seed)")
         if len(s[m].get("minus_random_curve", [])) > 1:  # the difference at each round, not only the last
             parts.append("by labels: " + "; ".join(
-                f"{p['queries']}: {p['mean']:+.3f}" + (f" ± {p['ci95']:.3f}" if p["ci95"] is not None else "")
-                for p in s[m]["minus_random_curve"]))
+                f"{p['queries']}: {paired_text(p)}" for p in s[m]["minus_random_curve"]))
         table[m] = ", ".join(parts)
     if "adpo_query_fraction" in s:
         table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"

@@ -30,6 +30,7 @@ from frugalign.bench.common import (
     bench_task,
     gold_over_seeds,
     paired_difference,
+    paired_text,
     plot_frontier,
     seeds_of,
     task_settings,
@@ -210,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
     table = {f"{regime} · best": result["summary"][regime]["best"] for regime in regimes}
     table.update({f"{regime} · {m}": f"{v['gold_reward']:.3f} ± {v['gold_reward_ci95']:.3f} (KL {v['kl']:.2f})"
                   for regime in regimes for m, v in result["summary"][regime]["methods"].items()})
-    table.update({f"{regime} · {result['summary'][regime]['best_aihf']} − {m}": paired_text(d)
-                  for regime in regimes for m, d in result["summary"][regime]["best_aihf_minus"].items()})
+    table.update({f"{regime} · {result['summary'][regime]['best_aihf']} − {m}": f"{paired_text(d)} (paired by seed)"
+                  for regime in regimes for m, d in result["summary"][regime]["best_aihf_minus"].items() if d})
     console.print(summary_table(f"bench aihf · {args.task} · seeds {seeds}", {**table, "results": str(out)}))
     return 0
 
@@ -241,12 +242,6 @@ def summarise(runs: list[dict], regimes: list[str], methods: list[str]) -> dict:
                                d is None or d["ci95"] is None for d in minus.values())
                            else all(d["mean"] - d["ci95"] > 0 for d in minus.values())}
     return summary
-
-
-def paired_text(diff: dict | None) -> str:
-    if diff is None:
-        return "no shared seed"
-    return f"{diff['mean']:+.3f}" + (f" ± {diff['ci95']:.3f}" if diff["ci95"] is not None else "") + " (paired by seed)"
 
 
 def runs_of(runs: list[dict], method: str, regime: str) -> list[dict]:

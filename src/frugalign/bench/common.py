@@ -80,6 +80,11 @@ def paired_difference(runs: list[dict], others: list[dict]) -> dict | None:
     return {"mean": float(np.mean(diffs)), "ci95": ci95(diffs) if len(diffs) > 1 else None, "seeds": len(diffs)}
 
 
+def paired_text(diff: dict) -> str:
+    """A `paired_difference` as text: the mean and, from two seeds on, its 95% interval."""
+    return f"{diff['mean']:+.3f}" + (f" ± {diff['ci95']:.3f}" if diff["ci95"] is not None else "")
+
+
 def paired_curves(runs: list[dict], others: list[dict]) -> list[dict]:
     """`runs` minus `others` at every number of labels both curves were evaluated at, paired by seed (a mode
     and its rival at the same budget buy in the same rounds): per point, the queries, the mean difference of

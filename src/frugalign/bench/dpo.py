@@ -18,6 +18,7 @@ from frugalign.bench.common import (
     bench_task,
     gold_over_seeds,
     paired_difference,
+    paired_text,
     plot_frontier,
     seeds_of,
     task_settings,
@@ -219,8 +220,7 @@ def run(args: argparse.Namespace) -> int:
         gain = row.get("minus_base")
         text = f"{row['gold_reward']:.3f} ± {row['gold_reward_ci95']:.3f} (KL {row['kl']:.2f})"
         if gain:
-            interval = f" ± {gain['ci95']:.3f}" if gain["ci95"] is not None else ""
-            text += f", {gain['mean']:+.3f}{interval} over base (paired by seed)"
+            text += f", {paired_text(gain)} over base (paired by seed)"
         table[f"{method} gold reward"] = text
     console.print(summary_table(f"bench dpo · {args.task} · seeds {seeds}", {**table, "results": str(out), "plot": str(png)}))
     return 0
