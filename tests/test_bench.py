@@ -487,3 +487,22 @@ def test_bench_aihf_summary_pairs_the_best_aihf_form_with_each_baseline_by_seed(
     assert summary["best_aihf_above_every_baseline_paired"] is False
     without_sft = summarise([r for r in runs if r["method"] != "sft"], ["balanced"], ["dpo", "aihf-dpo"])["balanced"]
     assert without_sft["best_aihf_above_every_baseline_paired"] is True
+
+
+def test_plot_frontier_colours_each_method_as_the_caller_says():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from frugalign.bench.common import plot_frontier
+
+    runs = [{"method": m, "seed": s, "gold_reward": g + s / 10, "kl": 0.5 + s}
+            for m, g in (("dpo", 0.2), ("apl@0.25", 0.3)) for s in (0, 1)]
+    fig, ax = plt.subplots()
+    palette = {"dpo": "#d62728", "apl": "#9467bd"}
+    plot_frontier(ax, runs, lambda r: r["method"], colour=lambda name: palette[name.split("@")[0]])
+    marks = {c.get_label(): to_hex(c.lines[0].get_color()) for c in ax.containers}
+    plt.close(fig)
+    assert marks == {"dpo": "#d62728", "apl@0.25": "#9467bd"}

@@ -293,7 +293,7 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title(f"{result['task']}, tau={result['config']['tau']}: mean over {len(result['seeds'])} seed(s), "
                  "95% t interval")
     ax.legend()
-    plot_frontier(frontier_ax, result["runs"], lambda r: r["method"])
+    plot_frontier(frontier_ax, result["runs"], lambda r: r["method"], colour=lambda mode: colors[mode.split("@")[0]])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -115,12 +115,13 @@ def frontier(runs: list[dict], label) -> dict[str, dict]:
     return out
 
 
-def plot_frontier(ax, runs: list[dict], label) -> None:
+def plot_frontier(ax, runs: list[dict], label, colour=None) -> None:
     """Gold reward against KL to the base policy: one point per method (mean over seeds, t intervals on
-    both axes), as in the DPO paper's sentiment figure. Better methods sit up and to the left."""
+    both axes), as in the DPO paper's sentiment figure. Better methods sit up and to the left. `colour(name)`,
+    when given, colours each point as the figure's other panels colour that method."""
     for name, point in frontier(runs, label).items():
         ax.errorbar(point["kl"], point["gold_reward"], xerr=point["kl_ci95"], yerr=point["gold_reward_ci95"], fmt="o",
-                    capsize=3, label=name)
+                    capsize=3, label=name, color=colour(name) if colour else None)
     ax.set_xlabel("KL to the base policy (nats)")
     ax.set_ylabel("gold reward (held-out prompts)")
     ax.set_title("reward against KL (mean over seeds, 95% t intervals)")
