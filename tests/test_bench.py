@@ -95,21 +95,24 @@ def test_kto_rows_of_the_pool_make_the_chosen_completion_desirable_and_the_rejec
         ("4", True), ("5", False)]
 
 
-def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(tmp_path, monkeypatch):
+def test_bench_adpo_quick_compares_six_modes_with_equal_random_and_apl_budgets(tmp_path, monkeypatch):
     from frugalign.bench import adpo as adpo_bench
 
     monkeypatch.setenv("FRUGALIGN_CACHE", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser()
     adpo_bench.add_arguments(parser)
+    assert parser.parse_args([]).modes == ["dpo", "adpo", "adpo-nopl", "random-onepass"]  # the one-pass modes
     out = tmp_path / "adpo.json"
     args = ["--task", "arith", "--quick", "--gamma", "0.1", "--audit-rate", "0", "--acquisition-batch-size", "16",
-            "--out", str(out)]
+            "--modes", "dpo", "adpo", "adpo-nopl", "random-onepass", "random", "apl", "--out", str(out)]
     assert adpo_bench.run(parser.parse_args(args)) == 0
     result = json.loads(out.read_text())
     by = {r["method"]: r for r in result["runs"]}
-    assert set(by) == {"dpo", "adpo", "adpo-nopl", "random", "apl"}
+    assert set(by) == {"dpo", "adpo", "adpo-nopl", "random-onepass", "random", "apl"}
     assert 0 < by["dpo"]["queries"] <= by["dpo"]["pool"]  # every unique pair at most once
-    assert by["random"]["queries"] == by["apl"]["queries"] == by["adpo"]["queries"]  # the same budget
+    # the same budget; random-onepass in ADPO's one pass, evaluated where DPO is
+    assert by["random-onepass"]["queries"] == by["random"]["queries"] == by["apl"]["queries"] == by["adpo"]["queries"]
+    assert len(by["random-onepass"]["curve"]) == len(by["dpo"]["curve"]) and by["random-onepass"]["pseudo_labelled"] == 0
     # and the same rounds: random is apl with uniform purchases
     assert [p["queries"] for p in by["random"]["curve"]] == [p["queries"] for p in by["apl"]["curve"]]
     # apl: one gold evaluation after each round of 16 labels, the last round buying the rest
@@ -121,6 +124,10 @@ def test_bench_adpo_quick_compares_five_modes_with_equal_random_and_apl_budgets(
     assert all(r["label_agreement"] == 1.0 and r["label_gold_gap"] > 0 for r in result["runs"])
     summary = result["summary"]
     assert "adpo_query_fraction" in summary and summary["apl"]["minus_random"]["seeds"] == 1
+    # each mode against the uniform rival trained as it is: ADPO's one pass, APL's rounds
+    assert summary["adpo"]["minus_random"]["mean"] == pytest.approx(by["adpo"]["gold_reward"]
+                                                                    - by["random-onepass"]["gold_reward"])
+    assert summary["apl"]["minus_random"]["mean"] == pytest.approx(by["apl"]["gold_reward"] - by["random"]["gold_reward"])
     assert summary["apl"]["minus_adpo"]["mean"] == pytest.approx(by["apl"]["gold_reward"] - by["adpo"]["gold_reward"])
     assert "curve" in result["summary"]["apl"] and out.with_suffix(".png").exists()
 
@@ -374,9 +381,9 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
 
     def fake_run(task, mode, seed, args, settings, workdir, budget):
         if len(calls) == 6:
-            raise KeyboardInterrupt  # the machine goes away during seed 1's second mode
+            raise KeyboardInterrupt  # the machine goes away during seed 1's third mode
         calls.append((seed, mode, budget))
-        queries = {"dpo": 100, "adpo": 40 + seed, "adpo-nopl": 30, "random": budget, "apl": budget}[mode]
+        queries = {"dpo": 100, "adpo": 40 + seed, "adpo-nopl": 30, "random-onepass": budget}[mode]
         return {"method": mode, "seed": seed, "params": {}, "gold_reward": 0.1 * len(calls), "gold_reward_ci95": 0.0,
                 "kl": 0.1, "queries": queries, "pseudo_labelled": 0, "curve": [{"queries": queries, "gold_reward": 0.1}]}
 
@@ -391,23 +398,23 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     assert json.loads(out.read_text()) == {"bench": "adpo", "an earlier": "result"}
     partial = json.loads((tmp_path / "adpo.partial.json").read_text())
     assert partial["partial"] and [(r["seed"], r["method"]) for r in partial["runs"]] == [
-        (0, "dpo"), (0, "adpo"), (0, "adpo-nopl"), (0, "random"), (0, "apl"), (1, "dpo")]
+        (0, "dpo"), (0, "adpo"), (0, "adpo-nopl"), (0, "random-onepass"), (1, "dpo"), (1, "adpo")]
     assert main(command + ["--gamma", "0.2", "--resume"]) == 2  # other options: refused, the file untouched
     assert "other options (gamma)" in capsys.readouterr().err
     assert json.loads((tmp_path / "adpo.partial.json").read_text()) == partial
     calls.clear()
     assert main(command + ["--resume"]) == 0
-    # random and apl: the resumed seed's budget
-    assert calls == [(1, "adpo", -1), (1, "adpo-nopl", -1), (1, "random", 41), (1, "apl", 41)]
+    # random-onepass: the resumed seed's budget (its adpo run, read back from the partial result)
+    assert calls == [(1, "adpo-nopl", -1), (1, "random-onepass", 41)]
     result = json.loads(out.read_text())
-    assert "partial" not in result and len(result["runs"]) == 10 and result["summary"]["dpo"]["seeds"] == 2
+    assert "partial" not in result and len(result["runs"]) == 8 and result["summary"]["dpo"]["seeds"] == 2
     assert not (tmp_path / "adpo.partial.json").exists()
     # a finished bench grows by the seeds it lacks: seed 2 runs, seeds 0 and 1 are kept
     calls.clear()
     assert main([*command[:-2], "2", "--out", str(out), "--resume"]) == 0
-    assert [seed for seed, _, _ in calls] == [2] * 5
+    assert [seed for seed, _, _ in calls] == [2] * 4
     grown = json.loads(out.read_text())
-    assert len(grown["runs"]) == 15 and grown["summary"]["dpo"]["seeds"] == 3 and grown["seeds"] == [0, 1, 2]
+    assert len(grown["runs"]) == 12 and grown["summary"]["dpo"]["seeds"] == 3 and grown["seeds"] == [0, 1, 2]
     assert [r for r in grown["runs"] if r["seed"] < 2] == result["runs"]
     older = tmp_path / "older.json"  # written before results kept their options
     older.write_text(json.dumps({k: v for k, v in result.items() if k != "options"}))

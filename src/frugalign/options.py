@@ -334,8 +334,10 @@ class ActiveOptions(Options):
     """Which pairs ADPO asks about and which it pseudo-labels (`recipes.adpo`). Its confidence is the implicit
     reward margin against the reference (computed live): the losses that have one."""
 
-    mode: Literal["adpo", "adpo-nopl", "dpo", "random", "apl"] = option(
-        "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; "
+    mode: Literal["adpo", "adpo-nopl", "dpo", "random-onepass", "random", "apl"] = option(
+        "adpo", "adpo: pseudo-label confident pairs; adpo-nopl: skip them; dpo: ask every pair; random-onepass: ask "
+                "a uniformly random subset of max_queries pairs, skip the rest, in the same pass over the pool "
+                "(ADPO's like-for-like baseline); "
                 "apl: buy max_queries labels in rounds, the pairs of the prompts the policy is least sure of whose "
                 "preference it is most sure of (APL), DPO on all labels so far after each round; random: the same "
                 "rounds, buying uniformly random pairs (APL's like-for-like baseline)"
@@ -373,9 +375,9 @@ class ActiveOptions(Options):
             raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
         if self.gamma < 0:
             raise UserError(f"option gamma must be non-negative, got {self.gamma}")
-        if self.mode in ("apl", "random") and self.max_queries == 0:
+        if self.mode in ("apl", "random", "random-onepass") and self.max_queries == 0:
             raise UserError(f"mode {self.mode} with max_queries 0 buys no label and has nothing to train on")
-        if self.mode in ("random", "apl") and self.max_queries < 0:
+        if self.mode in ("random", "apl", "random-onepass") and self.max_queries < 0:
             raise UserError(f"mode {self.mode} needs a budget: set max_queries (e.g. the number an adpo run used)")
         if self.acquisition_batch_size < 1 or self.apl_epochs_per_round < 1 or self.apl_oversample < 1:
             raise UserError("options acquisition_batch_size and apl_epochs_per_round must be at least 1, "

@@ -11,6 +11,7 @@ from frugalign.active.query_rule import (
     Trust,
     in_audit_share,
     pseudo_label,
+    uniform_subset,
     wilson_lower_bound,
 )
 
@@ -86,3 +87,18 @@ def test_the_audited_share_is_fixed_by_content_and_seed_and_near_its_rate():
     assert share == [in_audit_share(p, 3, 0.1) for p in ids]
     assert 0.08 < sum(share) / len(ids) < 0.12
     assert share != [in_audit_share(p, 4, 0.1) for p in ids]
+
+
+def test_random_onepass_asks_its_uniform_subset_and_skips_the_rest_whatever_the_confidence():
+    ids = [f"pair-{i}" for i in range(400)]
+    subset = uniform_subset(ids, seed=0, size=100)
+    assert len(subset) == 100 and subset <= set(ids)
+    # fixed by the seed and the ids alone: any order, repeats, a restart
+    assert uniform_subset([*reversed(ids), *ids[:50]], seed=0, size=100) == subset
+    assert uniform_subset(ids, seed=1, size=100) != subset
+    assert 35 < len(subset & set(ids[:200])) < 65  # uniform: about half from each half of the pool
+    rule = QueryRule("random-onepass", 0.5, 0.1, 0, 30, subset=subset)
+    for pid in ids[:40]:
+        expected = ASK if pid in subset else SKIP
+        for confidence in (0.0, 0.3, -5.0, 5.0):  # the draw decides, not the policy's confidence
+            assert rule.decide(pid, confidence, answered=0, trust=TRUSTED, audits_asked=0) == expected

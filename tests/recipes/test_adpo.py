@@ -322,6 +322,28 @@ def test_random_buys_uniform_pairs_in_apls_rounds_the_same_for_a_seed(tmp_path, 
     assert len(runs[0]) == 20 and runs[0] == runs[1]  # one vote per pair; a seed draws the same pairs
 
 
+def test_random_onepass_asks_a_uniform_subset_of_its_budget_in_one_pass(tmp_path, tiny_model_dir, preference_file):
+    from frugalign import models
+    from frugalign.active.ledger import pair_id
+    from frugalign.active.query_rule import uniform_subset
+    from frugalign.data import load_rows, unlabelled_pairs
+    from frugalign.options import ADPOConfig
+
+    out = tmp_path / "run"
+    assert main(["adpo", "--mode", "random-onepass", "--model", str(tiny_model_dir), "--dataset", str(preference_file),
+                 "--output-dir", str(out), "--max-queries", "10", "--logging-steps", "1", *TRAIN]) == 0
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "round" not in metrics[-1] and metrics[-1]["queries"] == 10.0  # one pass, no rounds
+    with contextlib.closing(LabelLedger(out / "labels.sqlite", read_only=True)) as opened:
+        asked = {pid for (pid,) in opened.db.execute("SELECT pair_id FROM votes")}
+    pairs, _ = unlabelled_pairs(load_rows(str(preference_file), "train"), str(preference_file),
+                                models.load_tokenizer(str(tiny_model_dir)), 0)
+    ids = [pair_id(p.prompt, p.response_a, p.response_b) for p in pairs]
+    assert asked == uniform_subset(ids, seed=0, size=10)  # exactly the draw: the budget, no pair outside it
+    with pytest.raises(UserError, match="mode random-onepass needs a budget"):
+        load_config(ADPOConfig, mode="random-onepass")
+
+
 def test_apl_needs_a_budget_and_refuses_step_and_checkpoint_options():
     from frugalign.options import ADPOConfig
 

@@ -11,6 +11,10 @@ have been asked; after that only a fixed share (`audit_rate`, chosen by each pai
 seed) is. Trust is judged on the latest `audit_window` answered audits, so it is withdrawn when the
 policy drifts into confident mistakes. `audit_rate = 0` is the paper's rule: every confident pair is
 pseudo-labelled, no audits.
+
+`random-onepass`, ADPO's like-for-like baseline, asks the pairs of a uniform subset of the pool fixed
+before training (`uniform_subset`: as many pairs as its budget) and skips the others, whatever the
+policy's confidence: the same pass over the pool as ADPO, only the choice of pairs differs.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ def in_audit_share(pid: str, seed: int, rate: float) -> bool:
     return int.from_bytes(digest[:8], "big") < rate * 2**64
 
 
+def uniform_subset(pids, seed: int, size: int) -> frozenset[str]:
+    """`size` of the distinct pair ids, uniformly at random: those that come first when ranked by a hash of
+    the seed and the pair's content, so the same subset in every process, after a restart, in any order."""
+    ranked = sorted(set(pids), key=lambda pid: hashlib.sha256(f"{seed}:subset:{pid}".encode()).digest())
+    return frozenset(ranked[:max(0, size)])
+
+
 @dataclass
 class Trust:
     """The audited agreement between the policy's confident guesses and the annotator's labels."""
@@ -68,8 +79,9 @@ class Trust:
 
 @dataclass
 class QueryRule:
-    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo, random or apl (apl and random
-    train only on the pairs their acquisition bought, so each is asked: the acquisition decides, not this rule)."""
+    """The decision for one pair not labelled yet. `mode`: adpo, adpo-nopl, dpo, random-onepass, random or apl
+    (apl and random train only on the pairs their acquisition bought, so each is asked: the acquisition
+    decides, not this rule). `subset`: random-onepass's pairs (`uniform_subset`)."""
 
     mode: str
     gamma: float
@@ -77,10 +89,13 @@ class QueryRule:
     seed: int
     audit_window: int
     query_warmup: int = 0
+    subset: frozenset[str] = frozenset()
 
     def decide(self, pid: str, confidence: float, *, answered: int, trust: Trust, audits_asked: int) -> str:
         """ASK, AUDIT, PSEUDO or SKIP. `answered`: labels this run has; `audits_asked`: audits this run
         has asked, answered or not."""
+        if self.mode == "random-onepass":
+            return ASK if pid in self.subset else SKIP
         if self.mode in ("dpo", "apl", "random") or answered < self.query_warmup:
             return ASK
         if abs(confidence) <= self.gamma:

@@ -1,17 +1,23 @@
 """`frugalign bench adpo`: how many labels does alignment need? On a gold-oracle task's unlabelled
-pair pool, with a simulated annotator behind the real ledger:
+pair pool, with a simulated annotator behind the real ledger. The default modes walk the pool once each,
+the same steps, so they differ only in the pairs they ask about:
 - `dpo`: asks about every pair;
 - `adpo`: asks only when |beta * (u(a) - u(b))| <= gamma, pseudo-labels the rest;
 - `adpo-nopl`: the same queries, confident pairs skipped;
+- `random-onepass`: ADPO's number of labels, a uniformly random subset asked in the same pass (ADPO's
+  like-for-like baseline).
+APL's comparison, on request (`--modes ... random apl`: it trains after every round, so it takes several
+times as long):
 - `apl`: ADPO's budget bought in rounds by APL's rule (high-entropy prompts, then the most certain
   pairs), DPO on all labels so far after each round; evaluated at the end of each round;
 - `random`: the same budget and rounds, each round's pairs drawn uniformly (APL's like-for-like baseline);
 - `random@F` (with --random-budgets): `random` with the fraction F of DPO's labels, so that uniform
   sampling's final gold reward is known at several budgets (its label-efficiency curve);
 - `apl@F` (with --apl-budgets): `apl` with the fraction F of DPO's labels, beside `random@F`.
-Gold reward on held-out prompts against the number of queries spent; each mode minus `random` at the
-same budget, paired by seed; and which modes meet the target: DPO's final interval reached with at most
-30% of its labels, above the upper end of random's interval at that budget."""
+Gold reward on held-out prompts against the number of queries spent; each mode minus its uniform rival at
+the same budget (`random-onepass` for ADPO's modes where it ran, `random` for APL), paired by seed; and
+which modes meet the target: DPO's final interval reached with at most 30% of its labels, above the upper
+end of that rival's interval at that budget."""
 
 from __future__ import annotations
 
@@ -45,15 +51,18 @@ from frugalign.evaluate.gold import gold_eval
 from frugalign.results import machine_info
 from frugalign.stats import ci95
 
-MODES = ("dpo", "adpo", "adpo-nopl", "random", "apl")
-BUDGETED = ("random", "apl")  # the modes that get ADPO's number of labels
+MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass", "random", "apl")
+DEFAULT_MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass")  # one pass each: like for like, and an hour on review
+ROUNDS = ("random", "apl")  # buy in rounds, train after each
+BUDGETED = ("random-onepass", *ROUNDS)  # the modes that get ADPO's number of labels
 TARGET_SHARE = 0.3  # the label-efficiency target: DPO's final interval with at most this share of DPO's labels
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_task_arguments(parser, default="arith")
-    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(MODES),
-                        help="the modes to run (random and apl get adpo's budget, so they need adpo; none: only the "
+    parser.add_argument("--modes", nargs="*", choices=MODES, default=list(DEFAULT_MODES),
+                        help="the modes to run (default: the one-pass modes; add random apl for APL's comparison; "
+                             "random-onepass, random and apl get adpo's budget, so they need adpo; none: only the "
                              "runs of --random-budgets and --apl-budgets)")
     parser.add_argument("--tau", type=float, default=0.0, help="annotator temperature (0: noiseless)")
     parser.add_argument("--gamma", type=float, default=0.5, help="ADPO's confidence threshold")
@@ -95,7 +104,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     truth = GoldOracle(task.gold_reward, tau=0.0, seed=seed)  # for pseudo-label agreement only, never trained on
     steps = config.epochs.num_epochs * -(-len(rows) // config.train.batch_size)
     # apl, random: the gold evaluation after each round (their own curve points), none within one
-    eval_steps = 0 if mode in BUDGETED else max(1, steps // max(1, args.curve_points))
+    eval_steps = 0 if mode in ROUNDS else max(1, steps // max(1, args.curve_points))
     policy = copy.deepcopy(task.model)  # a trainable copy; task.model stays the base (reference, KL)
     curve: list[dict] = []
     # each pair once, as the ledger asks it once: a pool may hold a pair twice
@@ -121,7 +130,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     final = curve[-1]
     ledger.close()
     params = {"tau": args.tau, "gamma": args.gamma if "adpo" in mode else None}
-    if mode in BUDGETED:
+    if mode in ROUNDS:
         params.update(acquisition_batch_size=args.acquisition_batch_size, apl_epochs_per_round=args.apl_epochs_per_round)
     return {"method": mode, "seed": seed, "params": params,
             "gold_reward": final["gold_reward"], "gold_reward_ci95": final["gold_reward_ci95"], "kl": final["kl"],
@@ -216,7 +225,7 @@ def summarise(runs: list[dict]) -> dict:
         summary["apl"]["minus_adpo"] = paired_difference([r for r in runs if r["method"] == "apl"],
                                                          [r for r in runs if r["method"] == "adpo"])
     for mode in methods_of(runs):
-        rival = budget_rival(mode)
+        rival = budget_rival(mode, set(summary))
         if mode in summary and rival in summary:
             mine, theirs = [r for r in runs if r["method"] == mode], [r for r in runs if r["method"] == rival]
             summary[mode]["minus_random"] = paired_difference(mine, theirs)
@@ -237,11 +246,15 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def budget_rival(mode: str) -> str | None:
-    """The uniform-sampling run a mode is compared with: random at the same budget (ADPO's, or apl@F's F)."""
+def budget_rival(mode: str, modes: set[str]) -> str | None:
+    """The uniform-sampling run a mode is compared with at the same budget (ADPO's, or apl@F's F), trained
+    as the mode is: random-onepass for ADPO's one-pass modes (random, in rounds, where a result has no
+    random-onepass), random for APL's rounds."""
     if mode.startswith("apl@"):
         return "random@" + mode.removeprefix("apl@")
-    return "random" if mode in ("adpo", "adpo-nopl", "apl") else None
+    if mode in ("adpo", "adpo-nopl"):
+        return "random-onepass" if "random-onepass" in modes else "random"
+    return "random" if mode == "apl" else None
 
 
 def meets_target(summary: dict) -> list[str]:
@@ -250,7 +263,7 @@ def meets_target(summary: dict) -> list[str]:
     dpo, level = summary["dpo"], summary["dpo_interval_low"]
     out = []
     for mode, row in summary.items():
-        rival = summary.get(budget_rival(mode)) if isinstance(row, dict) and mode != "dpo" else None
+        rival = summary.get(budget_rival(mode, set(summary))) if isinstance(row, dict) and mode != "dpo" else None
         if (rival and row["queries"] <= TARGET_SHARE * dpo["queries"] and row["gold_reward"] >= level
                 and row["gold_reward"] > rival["gold_reward"] + rival["gold_reward_ci95"]):
             out.append(mode)
@@ -264,7 +277,8 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax, frontier_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
-    colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random": "#7f7f7f", "apl": "#9467bd"}
+    colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random-onepass": "#8c564b",
+              "random": "#7f7f7f", "apl": "#9467bd"}
     s = result["summary"]
     for mode in methods_of(result["runs"]):  # a budget's runs (random@F, apl@F) dashed, in their mode's colour
         curve = mean_curve(result["runs"], mode)
@@ -304,7 +318,8 @@ def run(args: argparse.Namespace) -> int:
         if not all(0 < f <= 1 for f in fractions):
             raise UserError(f"{option}: fractions of DPO's labels, in (0, 1]; got {fractions}")
     if any(m in BUDGETED for m in args.modes) and "adpo" not in args.modes:
-        raise UserError(f"--modes {' '.join(args.modes)}: random and apl get adpo's budget, so adpo must run too")
+        raise UserError(f"--modes {' '.join(args.modes)}: random-onepass, random and apl get adpo's budget, so adpo "
+                        "must run too")
     budgets = dict.fromkeys([*args.random_budgets, *args.apl_budgets])  # apl@F is always beside random@F
     names = [*(m for m in MODES if m in args.modes), *(f"random@{f:g}" for f in budgets),
              *(f"apl@{f:g}" for f in args.apl_budgets)]
@@ -334,7 +349,8 @@ def run(args: argparse.Namespace) -> int:
                     by_mode[mode] = run_mode(task, base, seed, args, settings, Path(tmp) / mode, budget=budget)
                     by_mode[mode].update(method=mode, params={**by_mode[mode]["params"], "budget_fraction": fraction})
                 else:
-                    # random and apl get ADPO's budget: the same number of labels, drawn uniformly or by APL's rule
+                    # random-onepass, random and apl get ADPO's budget: the same number of labels, drawn uniformly
+                    # or by APL's rule
                     budget = max(1, by_mode["adpo"]["queries"]) if mode in BUDGETED else -1
                     by_mode[mode] = run_mode(task, mode, seed, args, settings, Path(tmp), budget=budget)
                 done.add(by_mode[mode], config)
@@ -357,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         if "dpo_interval_low" in s:  # no dpo run: no interval to reach
             parts.append(f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
         if paired:
-            parts.append(f"{paired_text(paired)} vs {budget_rival(m)} (paired by seed)")
+            parts.append(f"{paired_text(paired)} vs {budget_rival(m, set(s))} (paired by seed)")
         if len(s[m].get("minus_random_curve", [])) > 1:  # the difference at each round, not only the last
             parts.append("by labels: " + "; ".join(
                 f"{p['queries']}: {paired_text(p)}" for p in s[m]["minus_random_curve"]))

@@ -9,7 +9,9 @@ Per step, for each pair of the micro-batch, in the forward pass that also gives 
   a question is asked once ever (the ledger records it before it is sent), and the pair waits, with
   weight 0, until its label arrives: it is then trained on in a later step.
 Then the pairwise loss on the pairs oriented by their labels, weighted (ties, skipped and waiting
-pairs have weight 0). `dpo` asks about every pair.
+pairs have weight 0). `dpo` asks about every pair; `random-onepass` asks a uniform subset of `max_queries`
+pairs fixed before training and skips the rest (ADPO's like-for-like baseline: the same pass, only the
+choice of pairs differs).
 
 `apl` (APL, docs/algorithms.md, section 2) buys its labels in rounds instead: each round scores the pool with
 the current policy, buys the `acquisition_batch_size` pairs `active/acquisition.py` chooses, then trains
@@ -36,7 +38,7 @@ from frugalign import losses, models
 from frugalign.active.acquisition import apl_acquire, prompt_entropies
 from frugalign.active.annotators import Annotator, HumanQueue, JudgeError, LLMJudge, RewardModelJudge, StoredLabels
 from frugalign.active.ledger import LabelLedger, fingerprint, orientation, pair_id
-from frugalign.active.query_rule import AUDIT, PSEUDO, SKIP, QueryRule, Trust, pseudo_label
+from frugalign.active.query_rule import AUDIT, PSEUDO, SKIP, QueryRule, Trust, pseudo_label, uniform_subset
 from frugalign.console import print_summary
 from frugalign.data import UnlabelledPair, load_rows, tokenize_unlabelled, unlabelled_pairs
 from frugalign.engine import Engine, TrainResult
@@ -144,7 +146,10 @@ def train_adpo(
     bought_so_far: set[str] = set()  # apl, random: the pairs bought by this run's rounds
     budget = config.active.max_queries if config.active.max_queries >= 0 else None
     active = config.active
-    rule = QueryRule(active.mode, active.gamma, active.audit_rate, config.train.seed, active.audit_window, active.query_warmup)
+    subset = (uniform_subset((r["pair_id"] for r in rows), config.train.seed, active.max_queries)
+              if active.mode == "random-onepass" else frozenset())
+    rule = QueryRule(active.mode, active.gamma, active.audit_rate, config.train.seed, active.audit_window, active.query_warmup,
+                     subset)
     session_start = time.time()
 
     def store(answers: dict[str, int]) -> None:
@@ -206,6 +211,8 @@ def train_adpo(
                     if truth is not None:
                         stats.pseudo_checked += 1
                         stats.pseudo_agree += truth(row["pair"]) == signs[i]
+                elif decision == SKIP and active.mode == "random-onepass":
+                    stats.skipped_budget += 1  # not drawn: the budget went to other pairs
                 elif decision == SKIP:
                     stats.skipped_confident += 1
                 else:
