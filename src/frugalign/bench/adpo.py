@@ -52,7 +52,7 @@ from frugalign.results import machine_info
 from frugalign.stats import ci95
 
 MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass", "random", "apl")
-DEFAULT_MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass")  # one pass each: like for like, and an hour on review
+DEFAULT_MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass")  # one pass each, the same steps: like for like
 ROUNDS = ("random", "apl")  # buy in rounds, train after each
 BUDGETED = ("random-onepass", *ROUNDS)  # the modes that get ADPO's number of labels
 TARGET_SHARE = 0.3  # the label-efficiency target: DPO's final interval with at most this share of DPO's labels
