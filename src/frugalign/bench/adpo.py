@@ -374,9 +374,11 @@ def run(args: argparse.Namespace) -> int:
             parts.append(f"DPO's interval at {reach:.0f} labels" if reach is not None else "never reaches DPO's interval")
         if paired:
             parts.append(f"{paired_text(paired)} vs {budget_rival(m, set(s))} (paired by seed)")
-        if len(s[m].get("minus_random_curve", [])) > 1:  # the difference at each round, not only the last
-            parts.append("by labels: " + "; ".join(
-                f"{p['queries']}: {paired_text(p)}" for p in s[m]["minus_random_curve"]))
+        # the difference at each round, not only the last; a number of labels only one seed reached (a
+        # one-pass mode's own final count) is that seed's difference, not a comparison over seeds
+        shared = [p for p in s[m].get("minus_random_curve", []) if p["seeds"] > 1]
+        if len(shared) > 1:
+            parts.append("by labels: " + "; ".join(f"{p['queries']}: {paired_text(p)}" for p in shared))
         table[m] = ", ".join(parts)
     if "adpo_query_fraction" in s:
         table["ADPO queries / DPO queries"] = f"{s['adpo_query_fraction']:.2f}"
