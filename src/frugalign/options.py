@@ -375,9 +375,10 @@ class ActiveOptions(Options):
             raise UserError(f"option audit_window must be at least 1, got {self.audit_window}")
         if self.gamma < 0:
             raise UserError(f"option gamma must be non-negative, got {self.gamma}")
-        if self.mode in ("apl", "random", "random-onepass") and self.max_queries == 0:
+        budgeted = self.mode in ("apl", "random", "random-onepass")  # modes that buy exactly max_queries labels
+        if budgeted and self.max_queries == 0:
             raise UserError(f"mode {self.mode} with max_queries 0 buys no label and has nothing to train on")
-        if self.mode in ("random", "apl", "random-onepass") and self.max_queries < 0:
+        if budgeted and self.max_queries < 0:
             raise UserError(f"mode {self.mode} needs a budget: set max_queries (e.g. the number an adpo run used)")
         if self.acquisition_batch_size < 1 or self.apl_epochs_per_round < 1 or self.apl_oversample < 1:
             raise UserError("options acquisition_batch_size and apl_epochs_per_round must be at least 1, "
