@@ -416,6 +416,14 @@ def test_an_interrupted_bench_keeps_its_runs_and_resumes_where_it_stopped(tmp_pa
     grown = json.loads(out.read_text())
     assert len(grown["runs"]) == 12 and grown["summary"]["dpo"]["seeds"] == 3 and grown["seeds"] == [0, 1, 2]
     assert [r for r in grown["runs"] if r["seed"] < 2] == result["runs"]
+    # an option added to the bench since the file was written matches it when left off, and only then
+    before_flag = tmp_path / "before-flag.json"
+    before_flag.write_text(json.dumps({**grown, "options": {k: v for k, v in grown["options"].items()
+                                                            if k != "trust_by_confidence"}}))
+    calls.clear()
+    assert main([*command[:-2], "2", "--out", str(before_flag), "--resume"]) == 0 and calls == []
+    assert main([*command[:-2], "2", "--out", str(before_flag), "--resume", "--trust-by-confidence"]) == 2
+    assert "other options (trust_by_confidence)" in capsys.readouterr().err
     older = tmp_path / "older.json"  # written before results kept their options
     older.write_text(json.dumps({k: v for k, v in result.items() if k != "options"}))
     assert main([*command[:-1], str(older), "--resume"]) == 2

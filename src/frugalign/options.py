@@ -362,6 +362,11 @@ class ActiveOptions(Options):
         0.75, "adpo: pseudo-label only while the lower end of the one-sided 95% Wilson interval of the audits' "
               "agreement with the policy reaches this (11 agreements of 11 give 0.80): a policy can be confidently wrong"
     )
+    trust_by_confidence: bool = option(
+        False, "adpo: judge trust per level of confidence: pseudo-label only the pairs at or above the lowest |m| "
+               "whose audits reach min_agreement, skip the confident ones below it (a policy can be right when very "
+               "sure and wrong when a little sure)"
+    )
     query_warmup: int = option(
         0, "labels this run must have before its confidence is trusted: until then every pair is asked (a policy "
            "a few steps from its reference can be confidently wrong)"

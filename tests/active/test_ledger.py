@@ -180,16 +180,34 @@ def test_audits_survive_reopening_and_compare_guesses_in_either_order(ledger_at)
     ba = UnlabelledPair("p", "beta", "alpha")
     other, tie, waiting = (UnlabelledPair(f"q{i}", "x", "y") for i in range(3))
     ledger = LabelLedger(ledger_at)
-    for pair, guess in ((ba, -1), (other, 1), (tie, 1), (waiting, 1)):  # -1 on (beta, alpha): alpha wins
-        ledger.ask(pair, "oracle", "run")
-        ledger.record_audit(pair, "run", guess)
+    for pair, guess, confidence in ((ba, -1, -0.7), (other, 1, 0.4), (tie, 1, 0.9), (waiting, 1, 2.0)):
+        ledger.ask(pair, "oracle", "run")  # -1 on (beta, alpha): alpha wins
+        ledger.record_audit(pair, "run", guess, confidence)
     ledger.record(ab, 1, "oracle")  # alpha wins, said the other way round: agrees
     ledger.record(other, -1, "oracle")  # disagrees
     ledger.record(tie, 0, "oracle")
     ledger.close()
     reopened = LabelLedger(ledger_at)
-    assert reopened.audit_outcomes("run") == ([True, False], 4)
-    assert reopened.audit_outcomes("another run") == ([], 0)
+    assert reopened.audit_outcomes("run") == ([True, False], [0.7, 0.4], 4)  # with the confidence |m| of each
+    assert reopened.audit_outcomes("another run") == ([], [], 0)
+
+
+def test_audits_of_a_ledger_made_before_they_kept_their_confidence_count_as_least_confident(tmp_path):
+    path = tmp_path / "old.sqlite"
+    ledger = LabelLedger(path)
+    ledger.db.execute("DROP TABLE audits")  # as the ledgers of the first audits made it
+    ledger.db.execute("CREATE TABLE audits (pair_id TEXT NOT NULL, run_id TEXT NOT NULL, guess INTEGER NOT NULL, "
+                      "at REAL NOT NULL, PRIMARY KEY (pair_id, run_id))")
+    old, new = UnlabelledPair("p", "x", "y"), UnlabelledPair("q", "x", "y")
+    ledger.ask(old, "oracle", "run")
+    ledger.db.execute("INSERT INTO audits VALUES (?, 'run', 1, 0)", (pair_id(old.prompt, old.response_a, old.response_b),))
+    ledger.record(old, 1, "oracle")
+    ledger.close()
+    ledger = LabelLedger(path)
+    ledger.ask(new, "oracle", "run")
+    ledger.record_audit(new, "run", 1, 1.5)
+    ledger.record(new, -1, "oracle")
+    assert ledger.audit_outcomes("run") == ([True, False], [0.0, 1.5], 2)
 
 
 def test_a_postgresql_database_of_another_application_is_refused_and_left_untouched(request):

@@ -46,6 +46,35 @@ def test_trust_needs_enough_agreeing_audits_and_is_withdrawn_when_they_stop_agre
     assert drifted.agreement == 0.4 and not drifted.trusted()
 
 
+def test_trust_by_confidence_trusts_the_lowest_level_whose_audits_and_those_above_agree_enough():
+    # right when very sure (|m| 2.0-3.0), as often wrong as right when a little sure (0.2-0.8)
+    levels = [3.0 - 0.1 * i for i in range(11)] + [0.8 - 0.05 * i for i in range(13)]
+    outcomes = [True] * 11 + [i % 2 == 1 for i in range(13)]
+    overall = Trust(outcomes, window=30, min_agreement=0.75)
+    assert not overall.trusted() and overall.threshold == float("inf")  # 17 of 24 overall: not enough
+    by_level = Trust(outcomes, window=30, min_agreement=0.75, confidences=levels, by_confidence=True)
+    assert by_level.trusted() and by_level.threshold == pytest.approx(2.0)
+    assert by_level.trusts(-2.5) and by_level.trusts(2.0) and not by_level.trusts(1.9)
+    # wrong when very sure, right when a little sure: the high levels earn no trust
+    upside_down = Trust(outcomes, window=30, min_agreement=0.75, confidences=levels[::-1], by_confidence=True)
+    assert not upside_down.trusted() and not upside_down.trusts(3.0)
+    # only the latest `window` audits count, level for level
+    stale = Trust(outcomes + [False] * 11, window=11, min_agreement=0.75, confidences=levels + [3.0] * 11,
+                  by_confidence=True)
+    assert not stale.trusted()
+    assert Trust([True] * 11, 30, 0.75).trusts(0.01)  # trusted overall: every confident level
+
+
+def test_trust_by_confidence_pseudo_labels_above_the_trusted_level_and_skips_below_it():
+    rule = QueryRule("adpo", gamma=0.5, audit_rate=0.1, seed=0, audit_window=30)
+    trust = Trust([True] * 11 + [False] * 11, window=30, min_agreement=0.75, by_confidence=True,
+                  confidences=[2.0] * 11 + [0.7] * 11)
+    for pid in pair_ids(0, 0.1, inside=False):
+        assert rule.decide(pid, -2.2, answered=50, trust=trust, audits_asked=30) == PSEUDO
+        assert rule.decide(pid, 0.9, answered=50, trust=trust, audits_asked=30) == SKIP
+        assert rule.decide(pid, 0.4, answered=50, trust=trust, audits_asked=30) == ASK  # not confident: asked
+
+
 def test_uncertain_pairs_are_asked_and_confident_ones_skipped_without_pseudo_labels():
     for mode in ("adpo", "adpo-nopl"):
         rule = QueryRule(mode, gamma=0.5, audit_rate=0.1, seed=0, audit_window=30)

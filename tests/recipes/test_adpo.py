@@ -142,8 +142,9 @@ def test_query_warmup_asks_everything_until_enough_labels(tmp_path, tiny_model_d
 
 
 
-def run_adpo_on(tmp_path, tokenizer, make_annotator, audit_rate: float, name: str):
-    """ADPO (paper's rule when audit_rate is 0) on the learnable pool, with `make_annotator(pairs, labels, ledger)`."""
+def run_adpo_on(tmp_path, tokenizer, make_annotator, audit_rate: float, name: str, trust_by_confidence: bool = False):
+    """ADPO (paper's rule when audit_rate is 0) on the learnable pool, with `make_annotator(pairs, labels, ledger)`:
+    its query stats and training result."""
     from frugalign.active.ledger import LabelLedger, fingerprint
     from frugalign.data import unlabelled_pairs
     from frugalign.models import tiny_causal_lm
@@ -151,12 +152,13 @@ def run_adpo_on(tmp_path, tokenizer, make_annotator, audit_rate: float, name: st
 
     pairs, labels = unlabelled_pairs(preference_rows(300), "pool", tokenizer, 0)
     config = load_config(ADPOConfig, output_dir=str(tmp_path / name), learning_rate=5e-3, batch_size=8, num_epochs=3,
-                         warmup_ratio=0.0, gamma=0.05, audit_rate=audit_rate, audit_window=20, logging_steps=1000)
+                         warmup_ratio=0.0, gamma=0.05, audit_rate=audit_rate, audit_window=20, logging_steps=1000,
+                         trust_by_confidence=trust_by_confidence)
     ledger = LabelLedger(tmp_path / name / "labels.sqlite", fingerprint(pairs))
-    _, _, stats = train_adpo(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer,
-                             unlabelled_rows(pairs, tokenizer, config, "pool"), make_annotator(pairs, labels, ledger),
-                             ledger=ledger)
-    return stats
+    _, result, stats = train_adpo(config, tiny_causal_lm(len(tokenizer), seed=0), tokenizer,
+                                  unlabelled_rows(pairs, tokenizer, config, "pool"), make_annotator(pairs, labels, ledger),
+                                  ledger=ledger)
+    return stats, result
 
 
 def coin_flips(pairs, labels, ledger):
@@ -184,10 +186,13 @@ class AgreesWithAudits:
         true = self.truthful.answer(pairs)
         for pair, label in zip(pairs, true):
             pid = pair_id(pair.prompt, pair.response_a, pair.response_b)
-            guess = self.ledger.db.execute("SELECT guess FROM audits WHERE pair_id = ?", (pid,)).fetchone()
+            audit = self.ledger.db.execute("SELECT guess, confidence FROM audits WHERE pair_id = ?", (pid,)).fetchone()
             # the ledger keeps the guess in its canonical order (response_a first when it sorts first)
             orientation = 1 if pair.response_a <= pair.response_b else -1
-            self.answers[pid] = guess[0] * orientation if guess else label
+            self.answers[pid] = self.answer_audit(audit[0] * orientation, audit[1]) if audit else label
+
+    def answer_audit(self, guess: int, confidence: float) -> int:
+        return guess
 
     def collect(self):
         answers, self.answers = self.answers, {}
@@ -198,18 +203,42 @@ class AgreesWithAudits:
 
 
 def test_confidence_earns_trust_when_the_audits_agree(tmp_path, tokenizer):
-    stats = run_adpo_on(tmp_path, tokenizer, AgreesWithAudits, 0.1, "agreeing")
+    stats, _ = run_adpo_on(tmp_path, tokenizer, AgreesWithAudits, 0.1, "agreeing")
     assert stats.audited >= 11 and stats.audit_agree == stats.audited
     assert stats.pseudo > 0
     assert stats.audited < 20 + 0.2 * stats.pseudo  # early audits stop at trust; then only the share is audited
 
 
+class AgreesWhenSure(AgreesWithAudits):
+    """Answers an audit with the policy's guess when it was made at |m| >= 0.1, with the other response below."""
+
+    name = "agrees-when-sure"
+    audits: list[tuple[float, bool]] = []
+
+    def answer_audit(self, guess: int, confidence: float) -> int:
+        self.audits.append((confidence, confidence >= 0.1))
+        return guess if confidence >= 0.1 else -guess
+
+
+def test_trust_by_confidence_pseudo_labels_where_the_policy_is_right_when_overall_trust_would_not(tmp_path, tokenizer):
+    AgreesWhenSure.audits = []
+    overall, _ = run_adpo_on(tmp_path, tokenizer, AgreesWhenSure, 0.1, "overall")
+    assert sum(not agree for _, agree in AgreesWhenSure.audits) >= 5  # wrong below 0.1, often enough to matter
+    assert overall.pseudo == 0 and overall.skipped_confident > 0
+    AgreesWhenSure.audits = []
+    by_level, result = run_adpo_on(tmp_path, tokenizer, AgreesWhenSure, 0.1, "by-level", trust_by_confidence=True)
+    assert by_level.pseudo > 0 and by_level.skipped_confident > 0  # trusted above a level, skipping below it
+    level = result.last_metrics["trusted_confidence"]  # the level found from the audits: above the lowest ones
+    above = [agree for confidence, agree in AgreesWhenSure.audits if confidence >= level]
+    assert level > min(confidence for confidence, _ in AgreesWhenSure.audits) and sum(above) / len(above) >= 0.75
+
+
 def test_audits_that_disagree_keep_pseudo_labels_off(tmp_path, tokenizer):
     """An annotator whose answers are coin flips: no confidence can earn trust, so nothing is pseudo-labelled
     and confident pairs are skipped; the paper's rule (no audits) pseudo-labels them regardless."""
-    audited = run_adpo_on(tmp_path, tokenizer, coin_flips, 0.1, "audited")
+    audited, _ = run_adpo_on(tmp_path, tokenizer, coin_flips, 0.1, "audited")
     assert audited.audited >= 10 and audited.pseudo == 0 and audited.skipped_confident > 0
-    paper = run_adpo_on(tmp_path, tokenizer, coin_flips, 0.0, "paper")
+    paper, _ = run_adpo_on(tmp_path, tokenizer, coin_flips, 0.0, "paper")
     assert paper.audited == 0 and paper.pseudo > 0
 
 

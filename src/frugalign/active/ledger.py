@@ -59,12 +59,13 @@ CREATE TABLE IF NOT EXISTS retracted_votes (
 );
 CREATE TABLE IF NOT EXISTS studies (pair_id TEXT PRIMARY KEY, study TEXT NOT NULL, model_a_is_first INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS audits (
-    pair_id TEXT NOT NULL, run_id TEXT NOT NULL, guess INTEGER NOT NULL, at REAL NOT NULL, PRIMARY KEY (pair_id, run_id)
+    pair_id TEXT NOT NULL, run_id TEXT NOT NULL, guess INTEGER NOT NULL, at REAL NOT NULL, confidence REAL,
+    PRIMARY KEY (pair_id, run_id)
 );
 """
 # columns added to tables after ledgers were made with them: added on open where missing
 _ADDED_COLUMNS = {"annotators": [("admin", "INTEGER NOT NULL DEFAULT 0"), ("expires_at", "REAL"), ("revoked_at", "REAL")],
-                  "assignments": [("skipped_at", "REAL")]}
+                  "assignments": [("skipped_at", "REAL")], "audits": [("confidence", "REAL")]}
 
 
 _LOCK = 0x6672756761  # the advisory lock every writer of a PostgreSQL ledger takes ("fruga")
@@ -374,19 +375,23 @@ class LabelLedger:
                               (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id, before)).fetchone()
         return row is not None
 
-    def record_audit(self, pair: UnlabelledPair, run_id: str, guess: int) -> None:
-        """Keep the policy's guess (+1: response_a wins) on a pair `run_id` asked as an audit, to be compared
-        with its label when it arrives; kept in the ledger, so the audit history survives a restart."""
+    def record_audit(self, pair: UnlabelledPair, run_id: str, guess: int, confidence: float) -> None:
+        """Keep the policy's guess (+1: response_a wins) on a pair `run_id` asked as an audit, and the confidence
+        |m| it was made with, to be compared with its label when it arrives; kept in the ledger, so the audit
+        history survives a restart."""
         _, _, orientation = _canonical(pair)
-        self.db.execute("INSERT INTO audits (pair_id, run_id, guess, at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id, guess * orientation, time.time()))
+        self.db.execute("INSERT INTO audits (pair_id, run_id, guess, at, confidence) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING", (pair_id(pair.prompt, pair.response_a, pair.response_b), run_id,
+                                                   guess * orientation, time.time(), abs(confidence)))
 
-    def audit_outcomes(self, run_id: str) -> tuple[list[bool], int]:
-        """`run_id`'s audits: whether each answered one agreed with the guess, in the order the answers came
-        (ties left out), and how many audits it asked in all."""
-        rows = self.db.execute("SELECT a.guess, p.label FROM audits a JOIN pairs p ON p.id = a.pair_id "
+    def audit_outcomes(self, run_id: str) -> tuple[list[bool], list[float], int]:
+        """`run_id`'s audits: whether each answered one agreed with the guess and the confidence it was asked
+        at, in the order the answers came (ties left out), and how many audits it asked in all. An audit kept
+        by a version that did not store its confidence counts as the least confident (0)."""
+        rows = self.db.execute("SELECT a.guess, p.label, a.confidence FROM audits a JOIN pairs p ON p.id = a.pair_id "
                                "WHERE a.run_id = ? ORDER BY p.answered_at, a.at", (run_id,)).fetchall()
-        return [guess == label for guess, label in rows if label not in (None, 0)], len(rows)
+        answered = [(guess == label, confidence or 0.0) for guess, label, confidence in rows if label not in (None, 0)]
+        return [agree for agree, _ in answered], [level for _, level in answered], len(rows)
 
     def pending(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM pairs WHERE label IS NULL ORDER BY asked_at")]

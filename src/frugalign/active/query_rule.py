@@ -12,6 +12,13 @@ seed) is. Trust is judged on the latest `audit_window` answered audits, so it is
 policy drifts into confident mistakes. `audit_rate = 0` is the paper's rule: every confident pair is
 pseudo-labelled, no audits.
 
+With `by_confidence`, trust is judged per level of confidence rather than for all confident pairs at once: a
+policy can be right when very sure and wrong when a little sure. The audits are ranked by the confidence they
+were asked at, and the level trusted is the lowest one whose audits at or above it have a Wilson lower bound
+reaching `min_agreement`; confident pairs below it are skipped, as in `adpo-nopl`. Scanning the levels
+chooses the best slice of the audits, so this bound is an optimistic one: the fixed audit share goes on
+checking it.
+
 `random-onepass`, ADPO's like-for-like baseline, asks the pairs of a uniform subset of the pool fixed
 before training (`uniform_subset`: as many pairs as its budget) and skips the others, whatever the
 policy's confidence: the same pass over the pool as ADPO, only the choice of pairs differs.
@@ -20,7 +27,8 @@ policy's confidence: the same pass over the pool as ADPO, only the choice of pai
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from frugalign.stats import wilson_interval
 
@@ -60,6 +68,8 @@ class Trust:
     outcomes: list[bool]  # answered audits, oldest first: whether the label agreed with the guess
     window: int
     min_agreement: float
+    confidences: list[float] = field(default_factory=list)  # |m| each of them was asked at (by_confidence)
+    by_confidence: bool = False
 
     @property
     def recent(self) -> list[bool]:
@@ -73,8 +83,26 @@ class Trust:
     def lower_bound(self) -> float:
         return wilson_lower_bound(sum(self.recent), len(self.recent))
 
+    @property
+    def threshold(self) -> float:
+        """The lowest confidence |m| the audits trust (0: every confident pair; inf: none)."""
+        if not self.by_confidence:
+            return 0.0 if self.lower_bound >= self.min_agreement else math.inf
+        # most confident first; a stable sort, so equal levels keep the order of their answers
+        ranked = sorted(zip(self.confidences[-self.window:], self.recent), key=lambda audit: -audit[0])
+        threshold, agreed = math.inf, 0
+        for n, (level, agree) in enumerate(ranked, 1):
+            agreed += agree
+            if wilson_lower_bound(agreed, n) >= self.min_agreement:
+                threshold = level
+        return threshold
+
     def trusted(self) -> bool:
-        return self.lower_bound >= self.min_agreement
+        """Whether some confidence is trusted."""
+        return self.threshold < math.inf
+
+    def trusts(self, confidence: float) -> bool:
+        return abs(confidence) >= self.threshold
 
 
 @dataclass
@@ -108,4 +136,4 @@ class QueryRule:
         early = not trusted and audits_asked < self.audit_window
         if early or in_audit_share(pid, self.seed, self.audit_rate):
             return AUDIT
-        return PSEUDO if trusted else SKIP
+        return PSEUDO if trust.trusts(confidence) else SKIP

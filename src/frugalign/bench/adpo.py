@@ -72,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ADPO: latest audits that decide trust, and the early audits asked before trust")
     parser.add_argument("--min-agreement", type=float, default=0.75,
                         help="ADPO: lower 95%% Wilson bound of the audit agreement needed to pseudo-label")
+    parser.add_argument("--trust-by-confidence", action="store_true",
+                        help="ADPO: trust per level of confidence: pseudo-label only above the lowest |m| whose audits "
+                             "reach --min-agreement")
     parser.add_argument("--query-warmup", type=int, default=0, help="labels before pseudo-labelling starts")
     parser.add_argument("--acquisition-batch-size", type=int, default=32, help="APL and random: labels bought per round")
     parser.add_argument("--apl-epochs-per-round", type=int, default=1,
@@ -95,7 +98,7 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
     config = load_config(ADPOConfig, output_dir=str(workdir / f"{mode}-seed{seed}"), seed=seed, mode=mode, gamma=args.gamma,
                          query_warmup=args.query_warmup if "adpo" in mode else 0, audit_rate=args.audit_rate,
                          audit_window=args.audit_window, min_agreement=args.min_agreement,
-                         max_queries=budget if mode in BUDGETED else -1,
+                         trust_by_confidence=args.trust_by_confidence, max_queries=budget if mode in BUDGETED else -1,
                          acquisition_batch_size=args.acquisition_batch_size,
                          apl_epochs_per_round=args.apl_epochs_per_round, logging_steps=10, **settings)
     rows = unlabelled_rows(pairs, task.tokenizer, config, f"{task.name} pool")
@@ -338,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
                     settings = task_settings(task, args, quick_epochs=1)
                     config = {"tau": args.tau, "gamma": args.gamma, "query_warmup": args.query_warmup,
                               "audit_rate": args.audit_rate, "audit_window": args.audit_window,
-                              "min_agreement": args.min_agreement, "acquisition_batch_size": args.acquisition_batch_size,
+                              "min_agreement": args.min_agreement, "trust_by_confidence": args.trust_by_confidence,
+                              "acquisition_batch_size": args.acquisition_batch_size,
                               "apl_epochs_per_round": args.apl_epochs_per_round,
                               "random_budgets": args.random_budgets, "apl_budgets": args.apl_budgets,
                               "modes": args.modes, **settings, "model": args.model,

@@ -164,9 +164,12 @@ class BenchRuns:
                             "frugalign), nothing to resume: another --out runs the bench again")
         theirs = saved["options"]
         # the seeds may differ (a run is one seed's, and the result is made of the seeds asked for now), and --out
-        # (the files may have been moved: they are found beside it)
+        # (the files may have been moved: they are found beside it); an option added to the bench since the file
+        # was written matches when it is left off
         differ = sorted(k for k in set(theirs) | set(self.options)
-                        if k not in ("seeds", "out") and theirs.get(k) != self.options.get(k))
+                        if k not in ("seeds", "out") and theirs.get(k) != self.options.get(k)
+                        and not (k not in theirs and (self.options[k] is None or self.options[k] is False
+                                                      or self.options[k] == [])))
         if saved.get("bench") != self.bench or differ:
             raise UserError(f"{source}: written by `bench {saved.get('bench')}` with other options "
                             f"({', '.join(differ) or 'bench'}): resume with the same ones, or choose another --out")

@@ -231,7 +231,7 @@ def train_adpo(
             if outcome == "asked" or resubmit or batch[i]["pair_id"] not in state.asked:
                 state.asked[batch[i]["pair_id"]] = batch[i]["pair"]  # the pair as the annotator is sent it
             if i in audits and outcome == "asked":  # the guess, for comparison with the label when it comes
-                ledger.record_audit(batch[i]["pair"], run_id, pseudo_label(confidence[i]))
+                ledger.record_audit(batch[i]["pair"], run_id, pseudo_label(confidence[i]), confidence[i])
             state.waiting[batch[i]["pair_id"]] = batch[i]
             if outcome == "asked" or resubmit:  # resubmit: this run asked before a crash, the answer was lost
                 fresh.append(batch[i]["pair"])
@@ -256,8 +256,8 @@ def train_adpo(
     def step(model, batch: list[dict]):
         collect()
         state.answered = ledger.counts(run_id)["answered"]
-        outcomes, state.audits_asked = ledger.audit_outcomes(run_id)
-        state.trust = Trust(outcomes, config.active.audit_window, config.active.min_agreement)
+        outcomes, levels, state.audits_asked = ledger.audit_outcomes(run_id)
+        state.trust = Trust(outcomes, active.audit_window, active.min_agreement, levels, active.trust_by_confidence)
         batch, state.ready = batch + state.ready, []  # pairs whose labels arrived since they were seen
         tensors = scorer.tensors([r["prompt_ids"] for r in batch], [r["a_ids"] for r in batch],
                                  [r["b_ids"] for r in batch], engine.device)
@@ -279,6 +279,8 @@ def train_adpo(
         if state.trust.agreement is not None:
             metrics["audit_agreement"] = state.trust.agreement
             metrics["audit_agreement_lower_bound"] = state.trust.lower_bound
+        if active.trust_by_confidence and state.trust.trusted():
+            metrics["trusted_confidence"] = state.trust.threshold
         if isinstance(annotator, LLMJudge):
             metrics.update(judge_metrics(annotator))
         if config.active.mode in ("apl", "random"):
@@ -354,7 +356,7 @@ def train_adpo(
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
     counts = ledger.counts(run_id)
     stats.asked, stats.unanswered = counts["queried"], counts["pending"]
-    outcomes, _ = ledger.audit_outcomes(run_id)
+    outcomes, _, _ = ledger.audit_outcomes(run_id)
     stats.audited, stats.audit_agree = len(outcomes), sum(outcomes)
     return model, result, stats
 
