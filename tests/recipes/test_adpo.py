@@ -231,6 +231,9 @@ def test_trust_by_confidence_pseudo_labels_where_the_policy_is_right_when_overal
     level = result.last_metrics["trusted_confidence"]  # the level found from the audits: above the lowest ones
     above = [agree for confidence, agree in AgreesWhenSure.audits if confidence >= level]
     assert level > min(confidence for confidence, _ in AgreesWhenSure.audits) and sum(above) / len(above) >= 0.75
+    # each answered audit's |m| (a confident pair's: above gamma) and outcome, as the annotator saw them
+    assert len(by_level.audit_record) == by_level.audited and all(m > 0.05 for m, _ in by_level.audit_record)
+    assert sorted(by_level.audit_record) == sorted(AgreesWhenSure.audits)
 
 
 def test_audits_that_disagree_keep_pseudo_labels_off(tmp_path, tokenizer):

@@ -140,6 +140,8 @@ def run_mode(task, mode: str, seed: int, args, settings: dict, workdir: Path, bu
             "queries": stats.asked, "generations": 0, "pseudo_labelled": stats.pseudo,
             "pseudo_label_agreement": stats.pseudo_agree / stats.pseudo_checked if stats.pseudo_checked else None,
             "audits": stats.audited, "audit_agreement": stats.audit_agree / stats.audited if stats.audited else None,
+            # whether the policy is right more often where it is surer: each audit's |m| and agreement
+            "audit_record": [[round(level, 4), agreed] for level, agreed in stats.audit_record],
             "label_agreement": final["label_agreement"], "label_gold_gap": final["label_gold_gap"], "pool": len(rows),
             "time_s": {"total": time.perf_counter() - began, "generation": 0.0, "scoring": 0.0, "training": result.seconds},
             "curve": curve}

@@ -61,6 +61,7 @@ class QueryStats:
     skipped_confident: int = 0
     audited: int = 0
     audit_agree: int = 0
+    audit_record: list[tuple[float, bool]] = field(default_factory=list)  # (|m|, agreed) per answered audit
     skipped_budget: int = 0
     deferred: int = 0
     ties: int = 0
@@ -356,8 +357,8 @@ def train_adpo(
         keep_last_answers()  # late answers go to the ledger, also when training stopped on an error
     counts = ledger.counts(run_id)
     stats.asked, stats.unanswered = counts["queried"], counts["pending"]
-    outcomes, _, _ = ledger.audit_outcomes(run_id)
-    stats.audited, stats.audit_agree = len(outcomes), sum(outcomes)
+    outcomes, levels, _ = ledger.audit_outcomes(run_id)
+    stats.audited, stats.audit_agree, stats.audit_record = len(outcomes), sum(outcomes), list(zip(levels, outcomes))
     return model, result, stats
 
 
