@@ -195,6 +195,22 @@ def test_paired_difference_pairs_runs_by_seed():
     assert paired_difference(mine[:1], theirs[:1]) is None  # no seed in common
 
 
+def test_audit_agreement_is_split_by_confidence_most_confident_first(tmp_path):
+    from pathlib import Path
+
+    from frugalign.bench import adpo as adpo_bench
+
+    # right on its 4 surest audits of 8, wrong on the rest; another run with 4 audits, right on its surest one
+    sure = {"audit_record": [[0.1 * i, i >= 5] for i in range(1, 9)]}
+    other = {"audit_record": [[0.5, True], [0.2, False], [0.3, False], [0.1, False]]}
+    assert adpo_bench.agreement_by_confidence([sure, other]) == [(3, 3), (2, 3), (0, 3), (0, 3)]
+    assert adpo_bench.agreement_by_confidence([{"audit_record": []}, {}]) == [(0, 0)] * 4
+    # a result whose runs record their audits is drawn with the third panel
+    result = json.loads((Path(__file__).parents[1] / "benchmarks/results/review-adpo-trust-by-confidence.json").read_text())
+    adpo_bench.plot(result, tmp_path / "audits.png")
+    assert (tmp_path / "audits.png").stat().st_size > 10_000
+
+
 def test_adpo_target_needs_dpos_interval_at_30_percent_of_its_labels_above_randoms_interval():
     from frugalign.bench.adpo import meets_target
 

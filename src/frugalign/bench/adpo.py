@@ -49,7 +49,7 @@ from frugalign.data import UnlabelledPair
 from frugalign.errors import UserError
 from frugalign.evaluate.gold import gold_eval
 from frugalign.results import machine_info
-from frugalign.stats import ci95
+from frugalign.stats import ci95, wilson_interval
 
 MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass", "random", "apl")
 DEFAULT_MODES = ("dpo", "adpo", "adpo-nopl", "random-onepass")  # one pass each, the same steps: like for like
@@ -275,13 +275,28 @@ def meets_target(summary: dict) -> list[str]:
     return out
 
 
+def agreement_by_confidence(runs: list[dict], parts: int = 4) -> list[tuple[int, int]]:
+    """(agreeing, audits) in each of `parts` slices of every run's audits ranked by |m|, the most confident
+    slice first, added over runs: whether the policy is right more often where it is surer."""
+    totals = [[0, 0] for _ in range(parts)]
+    for run in runs:
+        ranked = sorted(run.get("audit_record", []), key=lambda audit: -audit[0])
+        for i, (_, agreed) in enumerate(ranked):
+            part = totals[parts * i // len(ranked)]
+            part[0] += agreed
+            part[1] += 1
+    return [(agreed, n) for agreed, n in totals]
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, frontier_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    audited = [r for r in result["runs"] if r.get("audit_record")]
+    fig, axes = plt.subplots(1, 3 if audited else 2, figsize=(19.5 if audited else 13, 4.5))
+    ax, frontier_ax = axes[:2]
     colors = {"dpo": "#d62728", "adpo": "#1f77b4", "adpo-nopl": "#2ca02c", "random-onepass": "#8c564b",
               "random": "#7f7f7f", "apl": "#9467bd"}
     s = result["summary"]
@@ -313,6 +328,21 @@ def plot(result: dict, path: Path) -> None:
                  "95% t interval")
     ax.legend()
     plot_frontier(frontier_ax, result["runs"], lambda r: r["method"], colour=lambda mode: colors[mode.split("@")[0]])
+    if audited:
+        parts = agreement_by_confidence(audited)
+        shares = [agreed / n if n else 0.0 for agreed, n in parts]
+        bounds = [wilson_interval(agreed, n) if n else (0.0, 0.0) for agreed, n in parts]
+        yerr = np.array([[share - low for share, (low, _) in zip(shares, bounds)],
+                         [high - share for share, (_, high) in zip(shares, bounds)]])
+        labels = [f"{i + 1}\n({n} audits)" for i, (_, n) in enumerate(parts)]
+        axes[2].bar(labels, shares, yerr=yerr, capsize=4, color=colors["adpo"])
+        axes[2].axhline(result["config"].get("min_agreement", 0.75), color="black", ls=":", lw=1,
+                        label="agreement trust needs (lower bound)")
+        axes[2].set_ylim(0, 1)
+        axes[2].set_xlabel("quarter of each run's audits by confidence |m|, most confident first")
+        axes[2].set_ylabel("audits agreeing with the policy's guess")
+        axes[2].set_title(f"is the policy right more often where it is surer? ({len(audited)} run(s), Wilson 95%)")
+        axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
