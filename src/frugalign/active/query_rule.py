@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from frugalign.stats import wilson_interval
 
@@ -83,7 +84,7 @@ class Trust:
     def lower_bound(self) -> float:
         return wilson_lower_bound(sum(self.recent), len(self.recent))
 
-    @property
+    @cached_property  # a Trust is made afresh each step from the ledger, and asked for every confident pair
     def threshold(self) -> float:
         """The lowest confidence |m| the audits trust (0: every confident pair; inf: none)."""
         if not self.by_confidence:
