@@ -25,8 +25,19 @@ def test_regularised_mle_recovers_theta():
     theta = np.array([1.0, -2.0, 0.5])
     z = rng.normal(size=(20000, 3))
     o = (rng.random(20000) < 1 / (1 + np.exp(-z @ theta))).astype(float)
-    est = _mle(np.zeros(3), z, o, lam=1.0, iters=8)
+    est = _mle(np.zeros(3), z, o, lam=1.0)
     assert np.allclose(est, theta, atol=0.1)
+
+
+def test_the_estimate_is_the_regularised_mle_of_every_answer_so_far():
+    """theta_hat solves lam*theta + sum (sigma(<theta,z>) - o) z = 0 over all the queried duels at the end of a
+    run, the last answers included (one online step per answer between refits would not)."""
+    env = make_bandit(d=8, gap=0.2, seed=0)
+    run = simulate(env, "informative", 3000, eta=0.002, seed=0)
+    z, o = run.asked_duels, run.answers
+    assert len(z) == run.queries[-1] > 100 and set(np.unique(o)) == {0.0, 1.0}
+    gradient = 1.0 * run.theta_hat + z.T @ (1 / (1 + np.exp(-z @ run.theta_hat)) - o)
+    assert np.abs(gradient).max() < 1e-6
 
 
 def test_appo_queries_stop_growing_with_regret_close_to_always_query():
