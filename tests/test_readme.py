@@ -18,3 +18,11 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert (tmp_path / "runs" / "dpo" / "metrics.jsonl").exists()
+
+
+def test_readme_bandit_example_runs(capsys):
+    """The APPO simulation example prints APPO's share of informative's queries and its regret ratio."""
+    block = next(b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "frugalign.bandit" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    share, ratio = map(float, capsys.readouterr().out.split())
+    assert 0 < share < 1 and ratio > 0
