@@ -13,11 +13,9 @@ Per round t: a context x_t (uniform), two actions y1, y2 ~ pi_t(.|x_t), z_t = ph
 - `random`: query with a fixed probability (set to APPO's measured rate, for an equal budget).
 A query returns o_t ~ Bernoulli(sigma(<theta*, z_t>)) and adds z_t to Sigma = lambda I + sum z z^T.
 theta_hat is the lambda-regularised logistic MLE on the queried rounds, solved again after every query
-(Newton's method warm-started from the previous estimate, to convergence: one new observation moves it
-little, so this takes a few steps). An earlier version refitted only now and then and took one online
-step per query in between, scaled by Sigma^-1, which ignores the logistic curvature p(1 - p) <= 1/4 and
-so under-weights each new answer about four-fold; it left the last few hundred queries of a run nearly
-unused and made a learner that asks little lock more often than the exact estimate does. The policy is the proximal
+(Newton's method from the previous estimate, to convergence: one answer moves it little, so a few steps).
+A cheaper online step between occasional refits under-weights the latest answers and makes a learner that
+asks little lock more often (benchmarks/RESULTS.md, the APPO section). The policy is the proximal
 update from the uniform initial policy with the current estimate, pi_t(a|x) ∝ exp(eta * t * <theta_hat_t,
 phi(x,a)>): for a fixed theta_hat this is exactly t mirror-descent steps pi_{s+1} ∝ pi_s exp(eta <theta_hat,
 phi>); using the current estimate for all of them (the follow-the-regularised-leader form) lets the policy
