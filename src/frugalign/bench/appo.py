@@ -49,9 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.85 1; quick 1)")
     parser.add_argument("--explore-shares", type=float, nargs="+", default=None,
                         help="APPO's forced-exploration shares tried in the Gamma sweep, each at every "
-                             "--explore-scales (default 0.03 0.05; quick 0.05)")
+                             "--explore-scales (default 0.05 0.1; quick 0.05)")
     parser.add_argument("--explore-scales", type=float, nargs="+", default=None,
-                        help="Gamma scales of the forced-exploration runs (default 0.85 0.95 1 1.25; quick 2)")
+                        help="Gamma scales of the forced-exploration runs (default 1 1.1 1.15 1.25: 0.1 at 1.15 met the "
+                             "target on held-out seeds; quick 2)")
     parser.add_argument("--shrink-scales", type=float, nargs="+", default=None,
                         help="Gamma scales of APPO with a Gamma that shrinks as queries accumulate "
                              "(default 2.5 3.5; quick 2)")
@@ -309,8 +310,8 @@ def run(args: argparse.Namespace) -> int:
     gaps = args.gaps or ([0.2, 0.4] if args.quick else [0.1, 0.2, 0.4])
     scales = args.gamma_scales or ([0.2, 2.0] if args.quick else [0.2, 0.5, 0.7, 0.85, 1.0, 1.25, 2.0, 3.0, 4.0])
     scaling_scales = args.scaling_scales or ([1.0] if args.quick else [0.85, 1.0])
-    explore_shares = args.explore_shares or ([0.05] if args.quick else [0.03, 0.05])
-    explore_scales = args.explore_scales or ([2.0] if args.quick else [0.85, 0.95, 1.0, 1.25])
+    explore_shares = args.explore_shares or ([0.05] if args.quick else [0.05, 0.1])
+    explore_scales = args.explore_scales or ([2.0] if args.quick else [1.0, 1.1, 1.15, 1.25])
     shrink_scales = args.shrink_scales or ([2.0] if args.quick else [2.5, 3.5])
     variants = ([(sc, share, False) for share in explore_shares for sc in explore_scales]
                 + [(sc, 0.0, True) for sc in shrink_scales])
