@@ -3,6 +3,7 @@
 import argparse
 import json
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -196,8 +197,6 @@ def test_paired_difference_pairs_runs_by_seed():
 
 
 def test_audit_agreement_is_split_by_confidence_most_confident_first(tmp_path):
-    from pathlib import Path
-
     from frugalign.bench import adpo as adpo_bench
 
     # right on its 4 surest audits of 8, wrong on the rest; another run with 4 audits, right on its surest one
